@@ -1,0 +1,144 @@
+"""
+The command table: what each request line means, with no knowledge of bytes,
+transports or reactors.
+
+Both the server (which answers) and the client (which classifies replies and
+knows when a session is over) read their strings from here, so no protocol
+string exists twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+GREETING = "Greetings!"
+PRESENT = "Yes, I am here!"
+CLOSING = "Closing down"
+UNKNOWN_COMMAND = "Unknown command."
+ERROR_PREFIX = "Error: "
+INVALID_UTF8 = ERROR_PREFIX + "line is not valid UTF-8"
+
+
+def line_too_long(limit: int) -> str:
+    """
+    The reply to a request line longer than the server accepts.
+
+    :param limit: the limit in bytes, not counting the line terminator.
+    :returns: the reply text, naming the limit.
+    """
+    return f"{ERROR_PREFIX}line too long (limit is {limit} bytes)"
+
+
+def is_error_reply(text: str) -> bool:
+    """
+    Tell whether a reply reports a failed request.
+
+    :param text: one reply line, without its terminator.
+    :returns: ``True`` for ``Unknown command.`` and any ``Error: ...`` reply.
+    """
+    return text == UNKNOWN_COMMAND or text.startswith(ERROR_PREFIX)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """
+    What the server answers to one request line.
+
+    :ivar text: the reply line, without its terminator.
+    :ivar close: whether the server closes the connection once this reply is
+        flushed, running nothing that arrived after the request.
+    """
+
+    text: str
+    close: bool = False
+
+
+Handler = Callable[[], Reply]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """
+    One entry of a L{CommandTable}.
+
+    :ivar name: the exact request line that selects this command.
+    :ivar handler: called with no arguments to produce the reply.
+    :ivar summary: one line of help for people.
+    """
+
+    name: str
+    handler: Handler
+    summary: str = ""
+
+
+class CommandTable:
+    """
+    A mapping from request lines to commands.
+
+    Matching is exact and case-sensitive, as in the seed server: ``hello`` is
+    not ``Hello``.  A line that names no command is answered with
+    ``Unknown command.``.
+    """
+
+    def __init__(self, commands: tuple[Command, ...] = ()) -> None:
+        self._commands: dict[str, Command] = {}
+        for command in commands:
+            self.add(command)
+
+    def add(self, command: Command) -> None:
+        """
+        Register a command.
+
+        :raises ValueError: if a command of that name is already registered,
+            or the name could never arrive as one request line.
+        """
+        if command.name in self._commands:
+            raise ValueError(f"command {command.name!r} is already registered")
+        if "\n" in command.name or command.name.endswith("\r"):
+            raise ValueError(f"command {command.name!r} cannot be sent as a line")
+        self._commands[command.name] = command
+
+    def __iter__(self) -> Iterator[Command]:
+        return iter(self._commands.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._commands
+
+    def names(self) -> list[str]:
+        """
+        :returns: the command names, in the order they were added.
+        """
+        return list(self._commands)
+
+    def dispatch(self, line: str) -> Reply:
+        """
+        Answer one request line.
+
+        :param line: the request, decoded, without its terminator.
+        :returns: the reply to send.
+        """
+        command = self._commands.get(line)
+        if command is None:
+            return Reply(UNKNOWN_COMMAND)
+        return command.handler()
+
+
+def _constant(text: str, *, close: bool = False) -> Handler:
+    reply = Reply(text, close)
+    return lambda: reply
+
+
+def default_commands() -> CommandTable:
+    """
+    Build the seed's command table.
+
+    :returns: a new table with ``Hello``, ``Are you there?`` and ``quit``.
+    """
+    return CommandTable(
+        (
+            Command("Hello", _constant(GREETING), "a greeting"),
+            Command("Are you there?", _constant(PRESENT), "a liveness check"),
+            Command("quit", _constant(CLOSING, close=True), "end the session"),
+        )
+    )

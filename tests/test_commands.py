@@ -1,0 +1,107 @@
+"""
+Unit tests for the command table.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from commandproto._commands import (
+    CLOSING,
+    GREETING,
+    PRESENT,
+    UNKNOWN_COMMAND,
+    Command,
+    CommandTable,
+    Reply,
+    default_commands,
+    is_error_reply,
+    line_too_long,
+)
+
+
+class DefaultCommandsTests(SynchronousTestCase):
+    """
+    The seed's commands and replies.
+    """
+
+    def test_seed_replies(self) -> None:
+        table = default_commands()
+        self.assertEqual(table.dispatch("Hello"), Reply("Greetings!"))
+        self.assertEqual(table.dispatch("Are you there?"), Reply("Yes, I am here!"))
+        self.assertEqual(table.dispatch("quit"), Reply("Closing down", close=True))
+        self.assertEqual(table.dispatch("anything"), Reply("Unknown command."))
+
+    def test_constants_are_the_seeds(self) -> None:
+        self.assertEqual(
+            (GREETING, PRESENT, CLOSING, UNKNOWN_COMMAND),
+            ("Greetings!", "Yes, I am here!", "Closing down", "Unknown command."),
+        )
+
+    def test_only_quit_closes(self) -> None:
+        table = default_commands()
+        closing = [name for name in table.names() if table.dispatch(name).close]
+        self.assertEqual(closing, ["quit"])
+
+    def test_each_call_builds_a_new_table(self) -> None:
+        first = default_commands()
+        first.add(Command("extra", lambda: Reply("x")))
+        self.assertNotIn("extra", default_commands())
+
+
+class CommandTableTests(SynchronousTestCase):
+    """
+    Registering and dispatching.
+    """
+
+    def test_dispatch_calls_handler(self) -> None:
+        calls: list[int] = []
+
+        def handler() -> Reply:
+            calls.append(1)
+            return Reply("pong")
+
+        table = CommandTable((Command("ping", handler),))
+        self.assertEqual(table.dispatch("ping"), Reply("pong"))
+        self.assertEqual(calls, [1])
+
+    def test_duplicate_name_rejected(self) -> None:
+        table = CommandTable((Command("ping", lambda: Reply("a")),))
+        self.assertRaises(ValueError, table.add, Command("ping", lambda: Reply("b")))
+
+    def test_name_with_newline_rejected(self) -> None:
+        table = CommandTable()
+        self.assertRaises(ValueError, table.add, Command("a\nb", lambda: Reply("")))
+
+    def test_name_ending_in_cr_rejected(self) -> None:
+        table = CommandTable()
+        self.assertRaises(ValueError, table.add, Command("a\r", lambda: Reply("")))
+
+    def test_names_in_order_added(self) -> None:
+        table = CommandTable()
+        for name in ("b", "a", "c"):
+            table.add(Command(name, lambda: Reply("")))
+        self.assertEqual(table.names(), ["b", "a", "c"])
+
+    def test_iteration_yields_commands(self) -> None:
+        command = Command("ping", lambda: Reply("pong"), "check")
+        self.assertEqual(list(CommandTable((command,))), [command])
+
+
+class ErrorReplyTests(SynchronousTestCase):
+    """
+    Which replies count as errors.
+    """
+
+    def test_unknown_command_is_error(self) -> None:
+        self.assertTrue(is_error_reply(UNKNOWN_COMMAND))
+
+    def test_error_prefix_is_error(self) -> None:
+        self.assertTrue(is_error_reply(line_too_long(10)))
+
+    def test_normal_replies_are_not_errors(self) -> None:
+        for text in (GREETING, PRESENT, CLOSING):
+            self.assertFalse(is_error_reply(text), text)
+
+    def test_line_too_long_names_limit(self) -> None:
+        self.assertEqual(line_too_long(10), "Error: line too long (limit is 10 bytes)")

@@ -1,0 +1,70 @@
+"""
+Tests for the twistd plugin and ``commandproto.tap``.
+"""
+
+from __future__ import annotations
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from commandproto import tap
+
+
+def parse(*argv: str) -> tap.Options:
+    options = tap.Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    ``twistd commandserver`` options.
+    """
+
+    def test_default_is_loopback_12345(self) -> None:
+        self.assertEqual(parse()["listen"], ["tcp:12345:interface=127.0.0.1"])
+
+    def test_listen_replaces_default(self) -> None:
+        self.assertEqual(parse("--listen", "tcp:0")["listen"], ["tcp:0"])
+
+    def test_listen_repeatable(self) -> None:
+        options = parse("--listen", "tcp:0", "--listen", "unix:/tmp/x.sock")
+        self.assertEqual(options["listen"], ["tcp:0", "unix:/tmp/x.sock"])
+
+    def test_bad_endpoint_is_usage_error(self) -> None:
+        self.assertRaises(usage.UsageError, parse, "--listen", "nonsense:1")
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """
+    ``makeService`` builds one listener per endpoint.
+    """
+
+    def test_one_listener_per_endpoint(self) -> None:
+        service = tap.makeService(parse("--listen", "tcp:0", "--listen", "tcp6:0"))
+        listeners = [s for s in service if isinstance(s, StreamServerEndpointService)]  # type: ignore[attr-defined]
+        self.assertEqual(len(listeners), 2)
+
+    def test_listeners_share_one_factory(self) -> None:
+        service = tap.makeService(parse("--listen", "tcp:0", "--listen", "tcp6:0"))
+        factories = {id(s.factory) for s in service}  # type: ignore[attr-defined]
+        self.assertEqual(len(factories), 1)
+
+
+class PluginTests(SynchronousTestCase):
+    """
+    The plugin is discoverable the way twistd finds it.
+    """
+
+    def test_commandserver_plugin_found(self) -> None:
+        names = [maker.tapname for maker in getPlugins(IServiceMaker)]
+        self.assertIn("commandserver", names)
+
+    def test_plugin_points_at_tap(self) -> None:
+        (maker,) = [
+            m for m in getPlugins(IServiceMaker) if m.tapname == "commandserver"
+        ]
+        self.assertIs(maker.options, tap.Options)
