@@ -20,6 +20,8 @@ TWISTD = (
     "import sys; from twisted.scripts.twistd import run; "
     "sys.argv[0] = 'twistd'; sys.exit(run())"
 )
+# The code under test is this tree's, whatever else is installed.
+SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LISTENING = re.compile(r"listening on (tcp:127\.0\.0\.1:(\d+)|unix:(\S+))")
 START_TIMEOUT = 30.0
 IO_TIMEOUT = 15.0
@@ -51,7 +53,7 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=subprocess_environment(),
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
         self.output: list[str] = []
@@ -132,6 +134,19 @@ class ServerProcess:
         return self.process.returncode
 
 
+def subprocess_environment() -> dict[str, str]:
+    """
+    The environment for our processes: this tree first on the path, and
+    unbuffered output.
+    """
+    path = os.environ.get("PYTHONPATH")
+    return {
+        **os.environ,
+        "PYTHONPATH": SOURCE_ROOT + (os.pathsep + path if path else ""),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 def read_until_closed(sock: socket.socket) -> bytes:
     """
     Read everything the peer sends until it closes.
@@ -167,6 +182,7 @@ def run_client(
         [sys.executable, "-m", "commandproto.client", *arguments],
         input=stdin,
         capture_output=True,
+        env=subprocess_environment(),
         timeout=timeout,
     )
 

@@ -24,6 +24,7 @@ from ._processes import (
     read_exactly,
     read_until_closed,
     run_client,
+    subprocess_environment,
     unused_port,
 )
 
@@ -215,6 +216,7 @@ class ClientProcessTests(ProcessTestCase):
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            env=subprocess_environment(),
         )
         self.addCleanup(client.kill)
         assert client.stdin is not None and client.stdout is not None
