@@ -30,6 +30,22 @@ def line_too_long(limit: int) -> str:
     return f"{ERROR_PREFIX}line too long (limit is {limit} bytes)"
 
 
+def too_many_connections(limit: int) -> str:
+    """
+    The line sent to a client over the server's connection limit, before the
+    server closes its connection.
+    """
+    return f"{ERROR_PREFIX}too many connections (limit is {limit})"
+
+
+def idle_timeout_reply(seconds: float) -> str:
+    """
+    The line sent to a client that said nothing for too long, before the
+    server closes its connection.
+    """
+    return f"{ERROR_PREFIX}idle for {seconds:g} seconds, closing connection"
+
+
 def is_error_reply(text: str) -> bool:
     """
     Tell whether a reply reports a failed request.

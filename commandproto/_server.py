@@ -1,6 +1,7 @@
 """
 The server: a L{LineReceiver} that answers request lines from a
-L{CommandTable}, and the factory that makes one per connection.
+L{CommandTable}, the factory that makes one per connection and enforces the
+server-wide limits, and the service that drains connections at shutdown.
 
 The protocol only moves bytes: framing is L{LineFramer}'s, meaning is the
 command table's.
@@ -8,21 +9,26 @@ command table's.
 
 from __future__ import annotations
 
-from typing import cast
+import resource
+from typing import Protocol, cast
 
+from twisted.application.service import Service
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
+    IDelayedCall,
     IHalfCloseableProtocol,
     IListeningPort,
     IProtocolFactory,
+    IPushProducer,
+    IReactorTime,
     IStreamServerEndpoint,
-    ITCPTransport,
 )
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
+from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -35,9 +41,43 @@ from ._codec import (
     decode_line,
     encode_line,
 )
-from ._commands import INVALID_UTF8, CommandTable, default_commands, line_too_long
+from ._commands import (
+    CLOSING,
+    INVALID_UTF8,
+    CommandTable,
+    default_commands,
+    idle_timeout_reply,
+    line_too_long,
+    too_many_connections,
+)
 
 log = Logger()
+
+DEFAULT_MAX_CONNECTIONS = 10000
+DEFAULT_IDLE_TIMEOUT = 300.0
+DEFAULT_SHUTDOWN_TIMEOUT = 5.0
+
+FLUSH_EVERY = 1024
+"""
+Replies gathered before they are written mid-read, so that a client that
+stops reading is noticed (and paused) within one batch, not one whole read.
+"""
+
+
+class ServerTransport(Protocol):
+    """
+    What the protocol needs of its transport: TCP, unix and TLS transports
+    all provide it (``ITCPTransport`` and ``IConsumer`` together).
+    """
+
+    disconnecting: bool
+
+    def write(self, data: bytes) -> None: ...
+    def loseConnection(self) -> None: ...
+    def abortConnection(self) -> None: ...
+    def getPeer(self) -> IAddress: ...
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None: ...
+    def unregisterProducer(self) -> None: ...
 
 
 def describe_address(address: IAddress | None) -> str:
@@ -60,44 +100,79 @@ def describe_address(address: IAddress | None) -> str:
     return repr(address)
 
 
-@implementer(IHalfCloseableProtocol)
-class CommandServerProtocol(LineReceiver):
+@implementer(IHalfCloseableProtocol, IPushProducer)
+class CommandServerProtocol(LineReceiver, TimeoutMixin):
     """
     One client's session: each request line gets exactly one reply line, in
     order.
 
-    All replies produced by one read are written with a single
-    C{transport.write}, so a pipelining client costs one write per read, not
-    one per line.
+    Replies are gathered and written in batches (one write per read for a
+    pipelining client).  The protocol is a streaming producer on its own
+    transport: when the client stops reading and unsent replies pile up past
+    the transport's buffer size, the transport pauses us, we stop reading the
+    socket and hold the lines already framed; when the replies drain we are
+    resumed and answer them.
+
+    :ivar peer: the client's address, for log lines.
     """
 
     delimiter = CRLF
+    factory: CommandServerFactory
 
-    def __init__(self, commands: CommandTable, max_line_length: int) -> None:
+    def __init__(
+        self,
+        commands: CommandTable,
+        max_line_length: int,
+        idle_timeout: float | None,
+        clock: IReactorTime,
+    ) -> None:
         self.commands = commands
         self.MAX_LENGTH = max_line_length
+        self.idle_timeout = idle_timeout
+        self.callLater = clock.callLater  # type: ignore[method-assign,assignment]
         self._framer = LineFramer(max_line_length)
         self._batch: list[bytes] | None = None
+        self._backlog: list[Frame] = []
         self._done_reading = False
+        self._closing = False
+        self._shutting_down = False
         self.peer = "(not connected)"
 
     def connectionMade(self) -> None:
         assert self.transport is not None
-        self._transport = cast(ITCPTransport, self.transport)
+        self._transport = cast(ServerTransport, self.transport)
         self.peer = describe_address(self._transport.getPeer())
+        refusal = self.factory.admit(self)
+        if refusal is not None:
+            log.info(
+                "refused connection from {peer}: {why}", peer=self.peer, why=refusal
+            )
+            self._done_reading = self._closing = True
+            self._transport.write(encode_line(refusal))
+            self._transport.loseConnection()
+            return
         log.info("connection from {peer}", peer=self.peer)
+        self._transport.registerProducer(self, True)
+        self.setTimeout(self.idle_timeout)  # type: ignore[no-untyped-call]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        log.info(
-            "connection from {peer} closed: {why}",
-            peer=self.peer,
-            why=reason.getErrorMessage(),
-        )
+        self.setTimeout(None)  # type: ignore[no-untyped-call]
+        if self.factory.forget(self):
+            log.info(
+                "connection from {peer} closed: {why}",
+                peer=self.peer,
+                why=reason.getErrorMessage(),
+            )
 
     def dataReceived(self, data: bytes) -> None:
         if self._done_reading:
             return
-        self._answer(self._framer.feed(data))
+        self.resetTimeout()  # type: ignore[no-untyped-call]
+        frames = self._framer.feed(data)
+        if self.paused:
+            self._backlog.extend(frames)
+        else:
+            self._answer(frames)
 
     def readConnectionLost(self) -> None:
         """
@@ -116,16 +191,64 @@ class CommandServerProtocol(LineReceiver):
         """
         self._close()
 
+    def timeoutConnection(self) -> None:
+        """
+        Nothing arrived for ``idle_timeout`` seconds (or a close did not finish
+        in that time): say why and close, or abort if a close is stuck.
+        """
+        if self._closing or self.paused:
+            log.info("aborting stalled connection from {peer}", peer=self.peer)
+            self._transport.abortConnection()
+            return
+        log.info(
+            "idle timeout ({seconds}s) for {peer}",
+            seconds=self.idle_timeout,
+            peer=self.peer,
+        )
+        assert self.idle_timeout is not None
+        self.send_reply(idle_timeout_reply(self.idle_timeout))
+        self._close()
+        # The same timeout again bounds how long the close may take.
+        self.setTimeout(self.idle_timeout)  # type: ignore[no-untyped-call]
+
+    def shut_down(self) -> None:
+        """
+        The server is stopping: the replies to every line already read are
+        sent, then ``Closing down``, then the connection closes.
+        """
+        if self._closing:
+            return
+        self._shutting_down = True
+        self._answer([])
+        if not self._done_reading:
+            self.send_reply(CLOSING)
+        self._close()
+
+    def resumeProducing(self) -> None:
+        # LineReceiver's resumeProducing resumes the transport and calls
+        # dataReceived(b""), which answers the backlog.
+        if not self._closing:
+            super().resumeProducing()  # type: ignore[no-untyped-call]
+
     def _answer(self, frames: list[Frame]) -> None:
+        if self._backlog:
+            frames = self._backlog + frames
+            self._backlog = []
         batch = self._batch = []
         try:
-            for frame in frames:
+            for index, frame in enumerate(frames):
                 if frame is OVERLONG:
                     self._line_too_long()
                 else:
                     self.lineReceived(frame)
                 if self._done_reading:
                     break
+                if len(batch) >= FLUSH_EVERY:
+                    self._transport.write(b"".join(batch))
+                    batch.clear()
+                    if self.paused and not self._shutting_down:
+                        self._backlog = frames[index + 1 :]
+                        break
         finally:
             self._batch = None
             if batch:
@@ -167,16 +290,25 @@ class CommandServerProtocol(LineReceiver):
 
     def _close(self) -> None:
         self._done_reading = True
+        if self._closing:
+            return
+        self._closing = True
+        # A producer still registered on its own transport would hold the
+        # close open for ever.
+        self._transport.unregisterProducer()
         self._transport.loseConnection()
 
 
 class CommandServerFactory(Factory):
     """
     Makes a L{CommandServerProtocol} for each connection, all sharing one
-    command table.
+    command table, and keeps the server-wide limits.
 
     :ivar commands: the command table.
     :ivar max_line_length: the longest request line accepted, in bytes.
+    :ivar max_connections: how many clients may be connected at once.
+    :ivar idle_timeout: seconds of silence before a client is disconnected,
+        or ``None`` for no limit.
     """
 
     noisy = False
@@ -186,14 +318,112 @@ class CommandServerFactory(Factory):
         commands: CommandTable | None = None,
         *,
         max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        clock: IReactorTime | None = None,
     ) -> None:
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = cast(IReactorTime, reactor)
         self.commands = default_commands() if commands is None else commands
         self.max_line_length = max_line_length
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.clock = clock
+        self.connections: set[CommandServerProtocol] = set()
+        self._draining = False
+        self._drained: list[Deferred[None]] = []
 
-    def buildProtocol(self, addr: IAddress | None) -> CommandServerProtocol:
-        protocol = CommandServerProtocol(self.commands, self.max_line_length)
+    def buildProtocol(  # type: ignore[override]
+        self, addr: IAddress | None
+    ) -> CommandServerProtocol:
+        protocol = CommandServerProtocol(
+            self.commands, self.max_line_length, self.idle_timeout, self.clock
+        )
         protocol.factory = self
         return protocol
+
+    def admit(self, protocol: CommandServerProtocol) -> str | None:
+        """
+        Take a new connection into account, if the limits allow.
+
+        :returns: ``None`` if admitted, else the line to send before closing.
+        """
+        if self._draining:
+            return CLOSING
+        if len(self.connections) >= self.max_connections:
+            return too_many_connections(self.max_connections)
+        self.connections.add(protocol)
+        return None
+
+    def forget(self, protocol: CommandServerProtocol) -> bool:
+        """
+        A connection is gone; its slot is free at once.
+
+        :returns: whether it had been admitted.
+        """
+        if protocol not in self.connections:
+            return False
+        self.connections.remove(protocol)
+        if not self.connections:
+            drained, self._drained = self._drained, []
+            for waiter in drained:
+                waiter.callback(None)
+        return True
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """
+        Close every connection gracefully: each gets the replies already due,
+        then ``Closing down``.  Connections still open after C{timeout}
+        seconds are aborted.  New connections are refused from now on.
+
+        :returns: a L{Deferred} that fires once every connection is gone.
+        """
+        self._draining = True
+        if not self.connections:
+            return succeed(None)
+        log.info(
+            "shutting down: closing {count} connection(s)", count=len(self.connections)
+        )
+        done: Deferred[None] = Deferred()
+        self._drained.append(done)
+        for protocol in list(self.connections):
+            protocol.shut_down()
+        if self.connections:
+            deadline = self.clock.callLater(timeout, self._abort_all, timeout)
+            done.addBoth(_cancel_call, deadline)
+        return done
+
+    def _abort_all(self, timeout: float) -> None:
+        log.info(
+            "shutdown timeout ({seconds}s): aborting {count} connection(s)",
+            seconds=timeout,
+            count=len(self.connections),
+        )
+        for protocol in list(self.connections):
+            protocol._transport.abortConnection()
+
+
+def _cancel_call(result: object, call: IDelayedCall) -> object:
+    if call.active():
+        call.cancel()
+    return result
+
+
+class DrainService(Service):
+    """
+    Drains the factory's connections when the application stops: twistd
+    waits for the L{Deferred} that C{stopService} returns.
+    """
+
+    def __init__(self, factory: CommandServerFactory, timeout: float) -> None:
+        self.factory = factory
+        self.timeout = timeout
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        return self.factory.drain(self.timeout)
 
 
 @implementer(IStreamServerEndpoint)
@@ -212,3 +442,33 @@ class LoggingServerEndpoint:
             return port
 
         return self._endpoint.listen(factory).addCallback(listening)
+
+
+def ensure_file_limit(connections: int, spare: int = 64) -> int:
+    """
+    Raise this process's open-file limit so that C{connections} clients fit,
+    as far as the hard limit allows (as Redis does for ``maxclients``).
+
+    :returns: how many connections the limit now allows for.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + spare
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+            soft = new_soft
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return connections
+    allowed = max(soft - spare, 0)
+    if allowed < connections:
+        log.warn(
+            "open-file limit {soft} allows only about {allowed} of "
+            "--max-connections {connections}",
+            soft=soft,
+            allowed=allowed,
+            connections=connections,
+        )
+    return min(allowed, connections)

@@ -4,15 +4,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from ._codec import DEFAULT_MAX_LINE_LENGTH
-from ._server import CommandServerFactory, LoggingServerEndpoint
+from ._server import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    CommandServerFactory,
+    DrainService,
+    LoggingServerEndpoint,
+    ensure_file_limit,
+)
 
 DEFAULT_LISTEN = "tcp:12345:interface=127.0.0.1"
+
+
+def _at_least(
+    name: str, minimum: float, kind: Callable[[str], float]
+) -> Callable[[str], float]:
+    def coerce(value: str) -> float:
+        try:
+            number = kind(value)
+        except ValueError:
+            raise ValueError(f"--{name} takes a number, not {value!r}") from None
+        if number < minimum:
+            raise ValueError(f"--{name} must be at least {minimum:g}")
+        return number
+
+    coerce.coerceDoc = f"At least {minimum:g}."  # type: ignore[attr-defined]
+    return coerce
 
 
 class Options(usage.Options):
@@ -20,14 +46,45 @@ class Options(usage.Options):
     Options for ``twistd commandserver``.
     """
 
-    synopsis = "[--listen ENDPOINT ...]"
+    synopsis = "[--listen ENDPOINT ...] [options]"
     longdesc = (
         "Serve the commandproto line protocol. With no --listen, listens on "
         f"{DEFAULT_LISTEN} (loopback only). Any --listen replaces that "
         "default; examples: tcp:12345 (every interface), "
         "tcp6:12345:interface=\\:\\:1, unix:/run/commandproto.sock, "
-        "ssl:12345:privateKey=key.pem:certKey=cert.pem."
+        "ssl:12345:privateKey=key.pem:certKey=cert.pem, "
+        "mtls:12345:privateKey=key.pem:certKey=cert.pem:caCerts=ca.pem."
     )
+    optParameters = [
+        [
+            "max-line-length",
+            None,
+            DEFAULT_MAX_LINE_LENGTH,
+            "Longest request line, in bytes; longer lines get an error.",
+            _at_least("max-line-length", 1, int),
+        ],
+        [
+            "max-connections",
+            None,
+            DEFAULT_MAX_CONNECTIONS,
+            "Clients connected at once; more are refused with an error.",
+            _at_least("max-connections", 1, int),
+        ],
+        [
+            "idle-timeout",
+            None,
+            DEFAULT_IDLE_TIMEOUT,
+            "Seconds of silence before a client is disconnected (0: never).",
+            _at_least("idle-timeout", 0, float),
+        ],
+        [
+            "shutdown-timeout",
+            None,
+            DEFAULT_SHUTDOWN_TIMEOUT,
+            "Seconds to drain connections on SIGTERM/SIGINT before aborting.",
+            _at_least("shutdown-timeout", 0, float),
+        ],
+    ]
 
     def opt_listen(self, description: str) -> None:
         """Listen on this Twisted server endpoint (repeatable)."""
@@ -53,12 +110,22 @@ def makeService(options: Options) -> IService:
     Build the server's service from parsed options.
 
     :param options: the parsed ``twistd commandserver`` options.
-    :returns: a service that listens on every requested endpoint.
+    :returns: a service that listens on every requested endpoint and drains
+        connections when it stops.
     """
     from twisted.internet import reactor
 
-    factory = CommandServerFactory(max_line_length=DEFAULT_MAX_LINE_LENGTH)
+    ensure_file_limit(options["max-connections"])
+    factory = CommandServerFactory(
+        max_line_length=options["max-line-length"],
+        max_connections=options["max-connections"],
+        idle_timeout=options["idle-timeout"] or None,
+        clock=reactor,
+    )
     service = MultiService()
+    # Services stop in reverse order: the listeners stop accepting first.
+    drain = DrainService(factory, options["shutdown-timeout"])
+    drain.setServiceParent(service)  # type: ignore[no-untyped-call]
     for description in options["listen"]:
         endpoint = LoggingServerEndpoint(serverFromString(reactor, description))
         listener = StreamServerEndpointService(endpoint, factory)
