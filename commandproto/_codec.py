@@ -18,6 +18,7 @@ Rules:
 from __future__ import annotations
 
 import enum
+from typing import cast
 
 LF = b"\n"
 CRLF = b"\r\n"
@@ -41,6 +42,7 @@ class Overlong(enum.Enum):
 OVERLONG = Overlong.LINE
 
 Frame = bytes | Overlong
+_Frames = list[Frame]
 
 
 def encode_line(text: str) -> bytes:
@@ -105,15 +107,24 @@ class LineFramer:
                 return []
             data = data[end + 1 :]
             self._discarding = False
-        complete = data.split(LF)
-        tail = complete.pop()
+        if CR not in data:
+            raw = data.split(LF)
+            tail = raw.pop()
+        elif data.count(CRLF) == data.count(LF):
+            # Every line ends with CRLF (telnet, most clients): one split.
+            raw = data.split(CRLF)
+            tail = raw.pop()
+        else:
+            raw = data.split(LF)
+            tail = raw.pop()
+            raw = [line[:-1] if line.endswith(CR) else line for line in raw]
         limit = self.max_length
-        lines: list[Frame] = []
-        append = lines.append
-        for line in complete:
-            if line.endswith(CR):
-                line = line[:-1]
-            append(line if len(line) <= limit else OVERLONG)
+        lines: list[Frame]
+        # No line can be longer than the data it came in.
+        if len(data) > limit and raw and max(map(len, raw)) > limit:
+            lines = [line if len(line) <= limit else OVERLONG for line in raw]
+        else:
+            lines = cast(_Frames, raw)
         if len(tail) > limit and not (len(tail) == limit + 1 and tail.endswith(CR)):
             lines.append(OVERLONG)
             self._discarding = True

@@ -81,11 +81,15 @@ class Command:
     :ivar name: the exact request line that selects this command.
     :ivar handler: called with no arguments to produce the reply.
     :ivar summary: one line of help for people.
+    :ivar constant: the handler always returns the same reply and does
+        nothing else, so the server may answer from a cache without calling
+        it.
     """
 
     name: str
     handler: Handler
     summary: str = ""
+    constant: bool = False
 
 
 class CommandTable:
@@ -99,8 +103,17 @@ class CommandTable:
 
     def __init__(self, commands: tuple[Command, ...] = ()) -> None:
         self._commands: dict[str, Command] = {}
+        self._version = 0
         for command in commands:
             self.add(command)
+
+    @property
+    def version(self) -> int:
+        """
+        A number that changes whenever a command is added, so that anything
+        derived from the table (a cache of replies) knows to rebuild.
+        """
+        return self._version
 
     def add(self, command: Command) -> None:
         """
@@ -114,6 +127,7 @@ class CommandTable:
         if "\n" in command.name or command.name.endswith("\r"):
             raise ValueError(f"command {command.name!r} cannot be sent as a line")
         self._commands[command.name] = command
+        self._version += 1
 
     def __iter__(self) -> Iterator[Command]:
         return iter(self._commands.values())
@@ -126,6 +140,18 @@ class CommandTable:
         :returns: the command names, in the order they were added.
         """
         return list(self._commands)
+
+    def constant_replies(self) -> dict[str, Reply]:
+        """
+        The replies of the constant commands that do not close the
+        connection: what a server may answer from a cache.
+        """
+        replies = {
+            command.name: command.handler()
+            for command in self._commands.values()
+            if command.constant
+        }
+        return {name: reply for name, reply in replies.items() if not reply.close}
 
     def dispatch(self, line: str) -> Reply:
         """
@@ -140,9 +166,16 @@ class CommandTable:
         return command.handler()
 
 
-def _constant(text: str, *, close: bool = False) -> Handler:
+def constant(
+    name: str, text: str, summary: str = "", *, close: bool = False
+) -> Command:
+    """
+    A command that always answers the same text.
+
+    :param close: whether the server closes the connection after the reply.
+    """
     reply = Reply(text, close)
-    return lambda: reply
+    return Command(name, lambda: reply, summary, constant=True)
 
 
 def default_commands() -> CommandTable:
@@ -153,8 +186,8 @@ def default_commands() -> CommandTable:
     """
     return CommandTable(
         (
-            Command("Hello", _constant(GREETING), "a greeting"),
-            Command("Are you there?", _constant(PRESENT), "a liveness check"),
-            Command("quit", _constant(CLOSING, close=True), "end the session"),
+            constant("Hello", GREETING, "a greeting"),
+            constant("Are you there?", PRESENT, "a liveness check"),
+            constant("quit", CLOSING, "end the session", close=True),
         )
     )

@@ -125,8 +125,10 @@ class CommandServerProtocol(LineReceiver, TimeoutMixin):
         max_line_length: int,
         idle_timeout: float | None,
         clock: IReactorTime,
+        reply_cache: dict[bytes, bytes] | None = None,
     ) -> None:
         self.commands = commands
+        self._reply_cache = {} if reply_cache is None else reply_cache
         self.MAX_LENGTH = max_line_length
         self.idle_timeout = idle_timeout
         self.callLater = clock.callLater  # type: ignore[method-assign,assignment]
@@ -171,8 +173,17 @@ class CommandServerProtocol(LineReceiver, TimeoutMixin):
         frames = self._framer.feed(data)
         if self.paused:
             self._backlog.extend(frames)
-        else:
+        elif self._backlog or len(frames) > FLUSH_EVERY:
             self._answer(frames)
+        else:
+            # The fast path: when every line of this read is a constant
+            # command, the replies come from the cache in one write.
+            get = self._reply_cache.get
+            cached = [get(frame) for frame in frames]  # type: ignore[arg-type]
+            if None in cached:
+                self._answer(frames)
+            elif cached:
+                self._transport.write(b"".join(cached))  # type: ignore[arg-type]
 
     def readConnectionLost(self) -> None:
         """
@@ -234,15 +245,19 @@ class CommandServerProtocol(LineReceiver, TimeoutMixin):
         if self._backlog:
             frames = self._backlog + frames
             self._backlog = []
+        get = self._reply_cache.get
         batch = self._batch = []
         try:
             for index, frame in enumerate(frames):
-                if frame is OVERLONG:
+                cached = get(frame)  # type: ignore[arg-type]
+                if cached is not None:
+                    batch.append(cached)
+                elif frame is OVERLONG:
                     self._line_too_long()
                 else:
                     self.lineReceived(frame)
-                if self._done_reading:
-                    break
+                    if self._done_reading:
+                        break
                 if len(batch) >= FLUSH_EVERY:
                     self._transport.write(b"".join(batch))
                     batch.clear()
@@ -332,6 +347,8 @@ class CommandServerFactory(Factory):
         self.idle_timeout = idle_timeout
         self.clock = clock
         self.connections: set[CommandServerProtocol] = set()
+        self._reply_cache: dict[bytes, bytes] = {}
+        self._reply_cache_version = -1
         self._draining = False
         self._drained: list[Deferred[None]] = []
 
@@ -339,10 +356,27 @@ class CommandServerFactory(Factory):
         self, addr: IAddress | None
     ) -> CommandServerProtocol:
         protocol = CommandServerProtocol(
-            self.commands, self.max_line_length, self.idle_timeout, self.clock
+            self.commands,
+            self.max_line_length,
+            self.idle_timeout,
+            self.clock,
+            self.reply_cache(),
         )
         protocol.factory = self
         return protocol
+
+    def reply_cache(self) -> dict[bytes, bytes]:
+        """
+        The encoded replies of the table's constant commands, keyed by the
+        request line's bytes; rebuilt when the table changes.
+        """
+        if self._reply_cache_version != self.commands.version:
+            self._reply_cache = {
+                name.encode("utf-8"): encode_line(reply.text)
+                for name, reply in self.commands.constant_replies().items()
+            }
+            self._reply_cache_version = self.commands.version
+        return self._reply_cache
 
     def admit(self, protocol: CommandServerProtocol) -> str | None:
         """

@@ -14,6 +14,7 @@ from commandproto._commands import (
     Command,
     CommandTable,
     Reply,
+    constant,
     default_commands,
     is_error_reply,
     line_too_long,
@@ -105,3 +106,32 @@ class ErrorReplyTests(SynchronousTestCase):
 
     def test_line_too_long_names_limit(self) -> None:
         self.assertEqual(line_too_long(10), "Error: line too long (limit is 10 bytes)")
+
+
+class ConstantRepliesTests(SynchronousTestCase):
+    """
+    What the server may answer from a cache.
+    """
+
+    def test_seed_constant_replies_exclude_quit(self) -> None:
+        self.assertEqual(
+            default_commands().constant_replies(),
+            {"Hello": Reply(GREETING), "Are you there?": Reply(PRESENT)},
+        )
+
+    def test_non_constant_commands_excluded(self) -> None:
+        table = CommandTable((Command("now", lambda: Reply("x")),))
+        self.assertEqual(table.constant_replies(), {})
+
+    def test_constant_helper(self) -> None:
+        command = constant("ping", "pong", "check")
+        self.assertEqual(
+            (command.name, command.handler(), command.summary, command.constant),
+            ("ping", Reply("pong"), "check", True),
+        )
+
+    def test_version_changes_on_add(self) -> None:
+        table = CommandTable()
+        before = table.version
+        table.add(constant("ping", "pong"))
+        self.assertNotEqual(table.version, before)

@@ -24,6 +24,7 @@ from commandproto._commands import (
     Command,
     CommandTable,
     Reply,
+    constant,
     line_too_long,
 )
 from commandproto._server import (
@@ -312,3 +313,39 @@ class DescribeAddressTests(SynchronousTestCase):
 
     def test_unnamed_unix_peer(self) -> None:
         self.assertEqual(describe_address(UNIXAddress(None)), "unix:(unnamed)")
+
+
+class ReplyCacheTests(SynchronousTestCase):
+    """
+    Constant commands are answered from a cache of encoded replies, which
+    follows the table's changes.
+    """
+
+    def test_constant_command_not_called_per_line(self) -> None:
+        calls: list[int] = []
+
+        def handler() -> Reply:
+            calls.append(1)
+            return Reply("pong")
+
+        table = CommandTable((Command("ping", handler, constant=True),))
+        protocol, transport = connect(CommandServerFactory(table))
+        calls.clear()
+        protocol.dataReceived(b"ping\n" * 10)
+        self.assertEqual((transport.value(), calls), (replies("pong") * 10, []))
+
+    def test_cache_follows_table_changes(self) -> None:
+        table = CommandTable()
+        factory = CommandServerFactory(table)
+        connect(factory)
+        table.add(constant("ping", "pong"))
+        protocol, transport = connect(factory)
+        protocol.dataReceived(b"ping\r\n")
+        self.assertEqual(transport.value(), replies("pong"))
+
+    def test_cached_and_uncached_lines_keep_order(self) -> None:
+        protocol, transport = connect()
+        protocol.dataReceived(b"Hello\r\nnope\nAre you there?\nquit\nHello\n")
+        self.assertEqual(
+            transport.value(), replies(GREETING, UNKNOWN_COMMAND, PRESENT, CLOSING)
+        )
