@@ -101,6 +101,14 @@ class LineFramer:
         if self._partial:
             data = self._partial + data
             self._partial = b""
+        elif (
+            not self._discarding
+            and data.endswith(LF)
+            and data.count(LF) == 1
+            and len(data) <= self.max_length + 1
+        ):
+            # One whole line, the commonest read of a request/response client.
+            return [data[:-2] if data.endswith(CRLF) else data[:-1]]
         if self._discarding:
             end = data.find(LF)
             if end < 0:
