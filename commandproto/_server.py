@@ -176,11 +176,11 @@ class CommandServerProtocol(LineReceiver, TimeoutMixin):
         elif self._backlog or len(frames) > FLUSH_EVERY:
             self._answer(frames)
         elif len(frames) == 1:
-            cached = self._reply_cache.get(frames[0])  # type: ignore[arg-type]
-            if cached is None:
+            reply = self._reply_cache.get(frames[0])  # type: ignore[arg-type]
+            if reply is None:
                 self._answer(frames)
             else:
-                self._transport.write(cached)
+                self._transport.write(reply)
         else:
             # The fast path: when every line of this read is a constant
             # command, the replies come from the cache in one write.
