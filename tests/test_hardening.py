@@ -17,7 +17,6 @@ from pathlib import Path
 import trustme
 from twisted.trial.unittest import SynchronousTestCase
 
-from commandproto._codec import encode_line
 from commandproto._commands import (
     CLOSING,
     GREETING,
@@ -26,6 +25,7 @@ from commandproto._commands import (
     too_many_connections,
 )
 
+from ._helpers import replies
 from ._processes import (
     IO_TIMEOUT,
     ServerProcess,
@@ -37,10 +37,6 @@ from .test_integration import ProcessTestCase
 
 FLOOD_LIMIT_BYTES = 256 * 1024 * 1024
 FLOOD_LIMIT_SECONDS = 20.0
-
-
-def replies(*texts: str) -> bytes:
-    return b"".join(encode_line(text) for text in texts)
 
 
 def rss_kib(pid: int) -> int:

@@ -15,9 +15,9 @@ import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from commandproto._codec import encode_line
 from commandproto._commands import CLOSING, GREETING, PRESENT, UNKNOWN_COMMAND
 
+from ._helpers import replies
 from ._processes import (
     IO_TIMEOUT,
     ServerProcess,
@@ -27,10 +27,6 @@ from ._processes import (
     subprocess_environment,
     unused_port,
 )
-
-
-def replies(*texts: str) -> bytes:
-    return b"".join(encode_line(text) for text in texts)
 
 
 class ProcessTestCase(SynchronousTestCase):

@@ -13,11 +13,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from commandproto._codec import encode_line
 from commandproto._commands import (
     CLOSING,
     GREETING,
@@ -33,9 +31,7 @@ from commandproto._server import (
     ensure_file_limit,
 )
 
-
-def replies(*texts: str) -> bytes:
-    return b"".join(encode_line(text) for text in texts)
+from ._helpers import LogCapture, replies
 
 
 class SlowReaderTransport(StringTransport):
@@ -355,19 +351,15 @@ class LoggingTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.events: list[LogEvent] = []
-        observer = cast(ILogObserver, self.events.append)
-        globalLogPublisher.addObserver(observer)
-        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        self.log = LogCapture(self)
 
     def lines_about_peer(self) -> list[str]:
-        messages = [formatEvent(event) for event in self.events]
-        return [m for m in messages if "tcp:127.0.0.1:40000" in m]
+        return [m for m in self.log.messages() if "tcp:127.0.0.1:40000" in m]
 
     def test_refusal_logged_once(self) -> None:
         server = Server(max_connections=1)
         server.connect()
-        self.events.clear()
+        self.log.events.clear()
         server.connect()
         self.assertEqual(
             self.lines_about_peer(),
@@ -377,7 +369,7 @@ class LoggingTests(SynchronousTestCase):
     def test_idle_timeout_logged_once(self) -> None:
         server = Server(idle_timeout=30)
         server.connect()
-        self.events.clear()
+        self.log.events.clear()
         server.clock.advance(30)
         self.assertEqual(
             self.lines_about_peer(), ["idle timeout (30s) for tcp:127.0.0.1:40000"]
@@ -385,7 +377,7 @@ class LoggingTests(SynchronousTestCase):
 
     def test_overlong_line_logged_once(self) -> None:
         protocol, _ = Server(max_line_length=4).connect()
-        self.events.clear()
+        self.log.events.clear()
         for _ in range(10):
             protocol.dataReceived(b"x" * 100)
         self.assertEqual(
@@ -395,7 +387,7 @@ class LoggingTests(SynchronousTestCase):
 
     def test_invalid_utf8_logged_once(self) -> None:
         protocol, _ = Server().connect()
-        self.events.clear()
+        self.log.events.clear()
         protocol.dataReceived(b"\xff\n")
         self.assertEqual(
             self.lines_about_peer(), ["invalid UTF-8 from tcp:127.0.0.1:40000"]

@@ -4,17 +4,13 @@ Unit tests for the server protocol and factory, on StringTransport.
 
 from __future__ import annotations
 
-from typing import cast
-
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.testing import StringTransport
-from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from commandproto._codec import encode_line
 from commandproto._commands import (
     CLOSING,
     GREETING,
@@ -33,6 +29,8 @@ from commandproto._server import (
     describe_address,
 )
 
+from ._helpers import LogCapture, replies
+
 
 class RecordingTransport(StringTransport):
     """
@@ -46,10 +44,6 @@ class RecordingTransport(StringTransport):
     def write(self, data: bytes) -> None:
         self.writes.append(data)
         super().write(data)
-
-
-def replies(*texts: str) -> bytes:
-    return b"".join(encode_line(text) for text in texts)
 
 
 def connect(
@@ -70,7 +64,7 @@ class SeedCommandsTests(SynchronousTestCase):
     def assert_reply(self, request: bytes, reply: str) -> None:
         protocol, transport = connect()
         protocol.dataReceived(request)
-        self.assertEqual(transport.value(), encode_line(reply))
+        self.assertEqual(transport.value(), replies(reply))
 
     def test_hello(self) -> None:
         self.assert_reply(b"Hello\n", GREETING)
@@ -269,15 +263,10 @@ class LoggingTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.events: list[LogEvent] = []
-        observer = cast(ILogObserver, self.events.append)
-        globalLogPublisher.addObserver(observer)
-        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        self.log = LogCapture(self)
 
     def messages(self) -> list[str]:
-        from twisted.logger import formatEvent
-
-        return [formatEvent(event) for event in self.events]
+        return self.log.messages()
 
     def test_connect_logged_with_peer(self) -> None:
         connect()

@@ -1,0 +1,37 @@
+"""
+Small helpers shared by the tests.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from commandproto._codec import encode_line
+
+
+def replies(*texts: str) -> bytes:
+    """
+    The bytes the server sends for these reply lines.
+    """
+    return b"".join(encode_line(text) for text in texts)
+
+
+class LogCapture:
+    """
+    Collects what is logged during a test.
+    """
+
+    def __init__(self, test: SynchronousTestCase) -> None:
+        self.events: list[LogEvent] = []
+        observer = cast(ILogObserver, self.events.append)
+        globalLogPublisher.addObserver(observer)
+        test.addCleanup(globalLogPublisher.removeObserver, observer)
+
+    def messages(self) -> list[str]:
+        """
+        The log lines so far, formatted.
+        """
+        return [formatEvent(event) for event in self.events]
