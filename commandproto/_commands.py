@@ -9,7 +9,7 @@ string exists twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 GREETING = "Greetings!"
@@ -18,6 +18,9 @@ CLOSING = "Closing down"
 UNKNOWN_COMMAND = "Unknown command."
 ERROR_PREFIX = "Error: "
 INVALID_UTF8 = ERROR_PREFIX + "line is not valid UTF-8"
+HELP = "help"
+HELP_PREFIX = "Commands: "
+HELP_SEPARATOR = ", "
 
 
 def line_too_long(limit: int) -> str:
@@ -54,6 +57,30 @@ def is_error_reply(text: str) -> bool:
     :returns: ``True`` for ``Unknown command.`` and any ``Error: ...`` reply.
     """
     return text == UNKNOWN_COMMAND or text.startswith(ERROR_PREFIX)
+
+
+def format_help(names: Iterable[str]) -> str:
+    """
+    The reply to ``help``: one line listing command names.
+
+    :param names: the names, none empty or containing ``", "`` (which
+        L{CommandTable.add} enforces, so the list can be split back apart).
+    :returns: ``Commands: `` and the names joined by ``", "``.
+    """
+    return HELP_PREFIX + HELP_SEPARATOR.join(names)
+
+
+def parse_help(text: str) -> list[str] | None:
+    """
+    Read back a reply made by L{format_help}.
+
+    :param text: one reply line, without its terminator.
+    :returns: the command names, or ``None`` if C{text} is not a ``help``
+        reply (an older server answers ``Unknown command.``).
+    """
+    if not text.startswith(HELP_PREFIX) or text == HELP_PREFIX:
+        return None
+    return text[len(HELP_PREFIX) :].split(HELP_SEPARATOR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +147,20 @@ class CommandTable:
         Register a command.
 
         :raises ValueError: if a command of that name is already registered,
-            or the name could never arrive as one request line.
+            the name could never arrive as one request line, or it could not
+            be listed unambiguously by ``help`` (it is empty or contains
+            ``", "``).
         """
-        if command.name in self._commands:
-            raise ValueError(f"command {command.name!r} is already registered")
-        if "\n" in command.name or command.name.endswith("\r"):
-            raise ValueError(f"command {command.name!r} cannot be sent as a line")
+        name = command.name
+        if name in self._commands:
+            raise ValueError(f"command {name!r} is already registered")
+        if "\n" in name or name.endswith("\r"):
+            raise ValueError(f"command {name!r} cannot be sent as a line")
+        if not name or HELP_SEPARATOR in name:
+            raise ValueError(
+                f"command {name!r} cannot be listed by help: names must be "
+                f"non-empty and not contain {HELP_SEPARATOR!r}"
+            )
         self._commands[command.name] = command
         self._version += 1
 
@@ -178,16 +213,30 @@ def constant(
     return Command(name, lambda: reply, summary, constant=True)
 
 
+def help_command(table: CommandTable) -> Command:
+    """
+    A ``help`` command for C{table}.
+
+    :param table: the table whose names it lists; it reads them at each
+        call, so commands added later are listed too.
+    :returns: the command; add it to C{table}.
+    """
+    return Command(HELP, lambda: Reply(format_help(table.names())), "list the commands")
+
+
 def default_commands() -> CommandTable:
     """
-    Build the seed's command table.
+    Build the seed's command table, plus ``help``.
 
-    :returns: a new table with ``Hello``, ``Are you there?`` and ``quit``.
+    :returns: a new table with ``Hello``, ``Are you there?``, ``quit`` and
+        ``help``.
     """
-    return CommandTable(
+    table = CommandTable(
         (
             constant("Hello", GREETING, "a greeting"),
             constant("Are you there?", PRESENT, "a liveness check"),
             constant("quit", CLOSING, "end the session", close=True),
         )
     )
+    table.add(help_command(table))
+    return table

@@ -4,6 +4,8 @@ Unit tests for the command table.
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from commandproto._commands import (
@@ -16,8 +18,11 @@ from commandproto._commands import (
     Reply,
     constant,
     default_commands,
+    format_help,
+    help_command,
     is_error_reply,
     line_too_long,
+    parse_help,
 )
 
 
@@ -43,6 +48,25 @@ class DefaultCommandsTests(SynchronousTestCase):
         table = default_commands()
         closing = [name for name in table.names() if table.dispatch(name).close]
         self.assertEqual(closing, ["quit"])
+
+    def test_default_names(self) -> None:
+        self.assertEqual(
+            default_commands().names(), ["Hello", "Are you there?", "quit", "help"]
+        )
+
+    def test_help_lists_every_command(self) -> None:
+        self.assertEqual(
+            default_commands().dispatch("help"),
+            Reply("Commands: Hello, Are you there?, quit, help"),
+        )
+
+    def test_help_lists_commands_added_later(self) -> None:
+        table = default_commands()
+        table.add(Command("ping", lambda: Reply("pong")))
+        self.assertEqual(
+            parse_help(table.dispatch("help").text),
+            ["Hello", "Are you there?", "quit", "help", "ping"],
+        )
 
     def test_each_call_builds_a_new_table(self) -> None:
         first = default_commands()
@@ -78,6 +102,20 @@ class CommandTableTests(SynchronousTestCase):
         table = CommandTable()
         self.assertRaises(ValueError, table.add, Command("a\r", lambda: Reply("")))
 
+    def test_empty_name_rejected(self) -> None:
+        table = CommandTable()
+        self.assertRaises(ValueError, table.add, Command("", lambda: Reply("")))
+
+    def test_name_with_help_separator_rejected(self) -> None:
+        table = CommandTable()
+        self.assertRaises(ValueError, table.add, Command("a, b", lambda: Reply("")))
+
+    def test_name_with_comma_or_space_accepted(self) -> None:
+        table = CommandTable()
+        for name in ("a,b", "a,", " b", "c d"):
+            table.add(Command(name, lambda: Reply("")))
+        self.assertEqual(table.names(), ["a,b", "a,", " b", "c d"])
+
     def test_names_in_order_added(self) -> None:
         table = CommandTable()
         for name in ("b", "a", "c"):
@@ -87,6 +125,45 @@ class CommandTableTests(SynchronousTestCase):
     def test_iteration_yields_commands(self) -> None:
         command = Command("ping", lambda: Reply("pong"), "check")
         self.assertEqual(list(CommandTable((command,))), [command])
+
+
+class HelpFormatTests(SynchronousTestCase):
+    """
+    The ``help`` reply is one line that splits back into the names.
+    """
+
+    def test_format(self) -> None:
+        self.assertEqual(format_help(["a", "b c"]), "Commands: a, b c")
+
+    def test_round_trip_of_awkward_names(self) -> None:
+        # Every name CommandTable accepts survives, commas and spaces at
+        # either end included.
+        names = ["a,", " b", ",", "c ,d", "e,,", "  ", " ", "f ,"]
+        table = CommandTable()
+        for name in names:
+            table.add(Command(name, lambda: Reply("")))
+        table.add(help_command(table))
+        self.assertEqual(parse_help(table.dispatch("help").text), [*names, "help"])
+
+    @given(st.lists(st.text(alphabet=", ab\r", min_size=1, max_size=6), unique=True))
+    def test_any_accepted_names_round_trip(self, names: list[str]) -> None:
+        table = CommandTable()
+        accepted = []
+        for name in names:
+            try:
+                table.add(Command(name, lambda: Reply("")))
+            except ValueError:
+                continue
+            accepted.append(name)
+        if accepted:
+            self.assertEqual(parse_help(format_help(table.names())), accepted)
+
+    def test_parse_rejects_other_replies(self) -> None:
+        for text in (UNKNOWN_COMMAND, GREETING, "Commands: ", "commands: a"):
+            self.assertIsNone(parse_help(text), text)
+
+    def test_help_is_not_an_error(self) -> None:
+        self.assertFalse(is_error_reply(format_help(["a"])))
 
 
 class ErrorReplyTests(SynchronousTestCase):

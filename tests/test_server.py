@@ -244,7 +244,9 @@ class FactoryTests(SynchronousTestCase):
 
     def test_default_table_is_the_seeds(self) -> None:
         factory = CommandServerFactory()
-        self.assertEqual(factory.commands.names(), ["Hello", "Are you there?", "quit"])
+        self.assertEqual(
+            factory.commands.names(), ["Hello", "Are you there?", "quit", "help"]
+        )
 
     def test_custom_table_is_used(self) -> None:
         table = CommandTable((Command("ping", lambda: Reply("pong")),))
