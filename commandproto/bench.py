@@ -102,6 +102,7 @@ class Options(usage.Options):
     """
 
     synopsis = (
+        "Usage: python -m commandproto.bench "
         "[--host HOST] [--port PORT] [--connect ENDPOINT] [-c CLIENTS] "
         "[-n REQUESTS | --duration SECONDS] [-P PIPELINE] [-t MIX] "
         "[--rate RPS] [--workers N] [--csv | --json]"
@@ -281,12 +282,14 @@ class RunResult:
     :ivar elapsed: seconds from the start to the last reply.
     :ivar code: the exit code: L{EXIT_OK} or why the run failed.
     :ivar message: what went wrong, if anything.
+    :ivar cpu: CPU seconds the load generator used over that time.
     """
 
     histogram: LatencyHistogram
     elapsed: float
     code: int = EXIT_OK
     message: str = ""
+    cpu: float = 0.0
 
     @property
     def answered(self) -> int:
@@ -304,6 +307,7 @@ class RunResult:
             "elapsed": self.elapsed,
             "code": self.code,
             "message": self.message,
+            "cpu": self.cpu,
         }
 
     @classmethod
@@ -321,6 +325,7 @@ class RunResult:
                 float(data["elapsed"]),
                 int(data["code"]),
                 str(data["message"]),
+                float(data["cpu"]),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"not a run result: {data!r:.200}") from e
@@ -329,13 +334,17 @@ class RunResult:
 def merge_results(results: Sequence[RunResult]) -> RunResult:
     """
     Combine the workers' results into the run's: histograms add up bucket by
-    bucket; the run lasted as long as its slowest worker; the first failure
-    is the run's.
+    bucket; the run lasted as long as its slowest worker; their CPU time
+    adds up; the first failure is the run's.
     """
     histogram = LatencyHistogram()
     for result in results:
         histogram.merge(result.histogram)
-    merged = RunResult(histogram, max((r.elapsed for r in results), default=0.0))
+    merged = RunResult(
+        histogram,
+        max((r.elapsed for r in results), default=0.0),
+        cpu=sum(r.cpu for r in results),
+    )
     for result in results:
         if result.code != EXIT_OK:
             merged.code, merged.message = result.code, result.message
@@ -397,6 +406,7 @@ def format_json(
         "rate": settings.rate,
         "workers": workers,
         "rps": round(s.pop("rps"), 2),
+        "cpu_seconds": round(result.cpu, 3),
         "latency_ms": {key: round(value, 3) for key, value in s.items()},
     }
     return json.dumps(report) + "\n"
@@ -414,6 +424,7 @@ def format_text(
     else:
         load = f"pipeline {settings.pipeline}"
     keys = ["avg", "min", *(f"p{p:g}" for p in PERCENTILES), "max"]
+    cpu = 100 * result.cpu / result.elapsed if result.elapsed > 0 else 0.0
     return (
         f"====== {name} ======\n"
         f"  {result.answered} requests completed in {result.elapsed:.2f} seconds\n"
@@ -423,6 +434,7 @@ def format_text(
         "\n"
         "Summary:\n"
         f"  throughput summary: {s['rps']:.2f} requests per second\n"
+        f"  load generator CPU: {cpu:.0f}% of one core\n"
         "  latency summary (msec):\n"
         + "".join(f"{key:>10}" for key in keys)
         + "\n"
@@ -594,6 +606,7 @@ class LoadRun:
         self._open = 0
         self._started = False
         self._last_progress = 0.0
+        self._cpu_start = 0.0
         self._watchdog: IDelayedCall | None = None
         self._ticker: IDelayedCall | None = None
 
@@ -667,6 +680,7 @@ class LoadRun:
         self.connections.sort(key=lambda c: c.number)
         settings = self.settings
         self._start = self._last_reply = self._last_progress = now = self.now()
+        self._cpu_start = time.process_time()
         deadline = None if settings.duration is None else now + settings.duration
         if settings.rate is not None:
             self._open_loop = OpenLoop(
@@ -765,6 +779,8 @@ class LoadRun:
             if call is not None and call.active():
                 call.cancel()
         self._watchdog = self._ticker = None
+        if self._started:
+            result.cpu = time.process_time() - self._cpu_start
         self.done.callback(result)
 
     def _arm_watchdog(self) -> None:

@@ -364,9 +364,9 @@ class ReportTests(SynchronousTestCase):
 
     def test_json_report(self) -> None:
         settings = RunSettings(HELLO, clients=4, requests=2, pipeline=2)
-        report = json.loads(
-            format_json("Hello", result_of(1_000_000, 3_000_000), settings, 2)
-        )
+        result = result_of(1_000_000, 3_000_000)
+        result.cpu = 0.5
+        report = json.loads(format_json("Hello", result, settings, 2))
         self.assertEqual(
             report,
             {
@@ -378,6 +378,7 @@ class ReportTests(SynchronousTestCase):
                 "rate": None,
                 "workers": 2,
                 "rps": 1.0,
+                "cpu_seconds": 0.5,
                 "latency_ms": {
                     "avg": 2.0,
                     "min": 1.0,
@@ -398,12 +399,18 @@ class ReportTests(SynchronousTestCase):
         self.assertIn("p99.9", text)
 
     def test_merged_results_add_histograms_and_keep_the_longest_time(self) -> None:
-        merged = merge_results(
-            [result_of(10, 20, elapsed=1.0), result_of(30, elapsed=1.5)]
-        )
+        first, second = result_of(10, 20, elapsed=1.0), result_of(30, elapsed=1.5)
+        first.cpu, second.cpu = 0.25, 0.5
+        merged = merge_results([first, second])
         self.assertEqual(
-            (merged.answered, merged.elapsed, merged.histogram.max, merged.code),
-            (3, 1.5, 30, EXIT_OK),
+            (
+                merged.answered,
+                merged.elapsed,
+                merged.histogram.max,
+                merged.code,
+                merged.cpu,
+            ),
+            (3, 1.5, 30, EXIT_OK, 0.75),
         )
 
     def test_merged_results_keep_a_failure(self) -> None:
@@ -412,11 +419,11 @@ class ReportTests(SynchronousTestCase):
         self.assertEqual((merged.code, merged.message), (EXIT_BAD_REPLY, "wrong reply"))
 
     def test_result_json_round_trip(self) -> None:
-        result = RunResult(result_of(5, 6).histogram, 1.25, EXIT_FAILURE, "gone")
+        result = RunResult(result_of(5, 6).histogram, 1.25, EXIT_FAILURE, "gone", 0.5)
         copy = RunResult.from_json(json.loads(json.dumps(result.to_json())))
         self.assertEqual(
-            (copy.histogram.to_json(), copy.elapsed, copy.code, copy.message),
-            (result.histogram.to_json(), 1.25, EXIT_FAILURE, "gone"),
+            (copy.histogram.to_json(), copy.elapsed, copy.code, copy.message, copy.cpu),
+            (result.histogram.to_json(), 1.25, EXIT_FAILURE, "gone", 0.5),
         )
 
 
