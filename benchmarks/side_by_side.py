@@ -1,0 +1,1057 @@
+"""
+commandproto side by side with what people would use instead.
+
+Starts each server pinned to CPU 0, drives them all with the same generator
+(``python -m commandproto.bench``) pinned to CPU 1, in interleaved rounds
+(A B C D, A B C D, ...), and writes medians and ratios to
+``docs/benchmarks.rst`` between its ``.. results`` markers.
+
+Servers:
+  - commandproto, as ``twistd -n commandserver`` with its defaults;
+  - a plain Twisted LineReceiver of the same protocol: the floor;
+  - asyncio streams, asyncio.Protocol, and asyncio.Protocol on uvloop
+    (where uvloop is installed);
+  - redis-server answering inline PING (where it is installed);
+  - the seed's blocking server, which serves one client at a time.
+
+Scenarios: 1 client request/response; 50 clients request/response; 50
+clients pipelining 64 deep; 10,000 idle connections (server memory per
+connection); and the client's piped mode (lines per second through
+``python -m commandproto.client`` into /dev/null).
+
+Everything is bounded: each load run by --duration, each process by a
+timeout, the idle connections by a count.  Only loopback is used.
+
+Run from a clone:
+    python3 -m venv .venv && .venv/bin/pip install '.[bench]'
+    .venv/bin/python benchmarks/side_by_side.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# A JSON report: the generator's, or a measurement's.
+Report = dict[str, Any]
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVERS = ROOT / "benchmarks" / "servers"
+DOCS = ROOT / "docs" / "benchmarks.rst"
+BEGIN = ".. results begin (written by benchmarks/side_by_side.py)"
+END = ".. results end"
+
+TWISTD = (
+    "import sys; from twisted.scripts.twistd import run; "
+    "sys.argv[0] = 'twistd'; sys.exit(run())"
+)
+START_TIMEOUT = 30.0
+
+# Request lines and the replies they must get, for the generator's -t.
+HELLO = "Hello"
+PING = "PING=+PONG"
+
+
+def _pin_to(cpu: int | None) -> Callable[[], None] | None:
+    if cpu is None:
+        return None
+
+    def pin() -> None:
+        os.sched_setaffinity(0, {cpu})
+
+    return pin
+
+
+def choose_cpus() -> tuple[int | None, int | None, str]:
+    """
+    Which CPU the servers get and which the generator gets.
+
+    :returns: the server's CPU, the generator's, and a sentence saying so.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return None, None, "Processes were not pinned (no sched_setaffinity here)."
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return (
+            cpus[0],
+            cpus[0],
+            f"Only CPU {cpus[0]} is available: server and generator share it.",
+        )
+    return (
+        cpus[0],
+        cpus[1],
+        f"Each server was pinned to CPU {cpus[0]} and the generator (and this "
+        f"script) to CPU {cpus[1]}, with os.sched_setaffinity.",
+    )
+
+
+@dataclass
+class ServerSpec:
+    """
+    A server to compare.
+
+    :ivar name: short name, used in tables.
+    :ivar description: what it is, for the docs.
+    :ivar command: its command line, given a port (0: it picks).
+    :ivar mix: the generator's -t for it.
+    :ivar announces: whether it prints ``listening on PORT``, or is given a
+        port.
+    :ivar serves_many: whether it can hold many connections at once.
+    :ivar tree: for commandproto, the checkout it runs from.
+    """
+
+    name: str
+    description: str
+    command: Callable[[int], list[str]]
+    mix: str = HELLO
+    announces: bool = True
+    serves_many: bool = True
+    environment: dict[str, str] = field(default_factory=dict)
+    tree: Path | None = None
+
+
+def commandproto_spec(label: str, tree: Path) -> ServerSpec:
+    """
+    commandproto as people run it, from one checkout.
+    """
+    return ServerSpec(
+        label,
+        f"``twistd -n commandserver`` from {describe_tree(tree)}, every "
+        "protection at its defaults",
+        lambda port: [
+            sys.executable,
+            "-c",
+            TWISTD,
+            "-n",
+            "--pidfile=",
+            "commandserver",
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+        ],
+        environment={"PYTHONPATH": str(tree)},
+        tree=tree,
+    )
+
+
+def describe_tree(tree: Path) -> str:
+    if tree == ROOT:
+        return f"this checkout ({git_commit(tree)})"
+    return f"``{tree}`` ({git_commit(tree)})"
+
+
+def server_specs(
+    trees: list[tuple[str, Path]], idle_connections: int
+) -> list[ServerSpec]:
+    """
+    The servers this machine can run: commandproto (one for each tree
+    asked for), then the floor, then the others.
+    """
+    python = sys.executable
+    specs = [commandproto_spec(label, tree) for label, tree in trees]
+    specs += [
+        ServerSpec(
+            "LineReceiver",
+            "a plain Twisted ``LineReceiver``, the same protocol and nothing "
+            "else (the floor)",
+            lambda port: [
+                python,
+                str(SERVERS / "linereceiver_server.py"),
+                "--port",
+                str(port),
+            ],
+        ),
+        ServerSpec(
+            "asyncio streams",
+            "``asyncio.start_server``: ``readline``, ``write``, ``drain``",
+            lambda port: [
+                python,
+                str(SERVERS / "asyncio_streams_server.py"),
+                "--port",
+                str(port),
+            ],
+        ),
+        ServerSpec(
+            "asyncio.Protocol",
+            "an ``asyncio.Protocol``, one write per read",
+            lambda port: [
+                python,
+                str(SERVERS / "asyncio_protocol_server.py"),
+                "--port",
+                str(port),
+            ],
+        ),
+    ]
+    if importlib.util.find_spec("uvloop") is not None:
+        specs.append(
+            ServerSpec(
+                "asyncio.Protocol+uvloop",
+                "the same ``asyncio.Protocol`` on uvloop "
+                f"{importlib.metadata.version('uvloop')}",
+                lambda port: [
+                    python,
+                    str(SERVERS / "asyncio_protocol_server.py"),
+                    "--port",
+                    str(port),
+                    "--uvloop",
+                ],
+            )
+        )
+    redis = shutil.which("redis-server")
+    if redis is not None:
+        specs.append(
+            ServerSpec(
+                "redis-server",
+                f"{redis_version(redis)}, answering inline ``PING`` "
+                "(no persistence): the C reference",
+                lambda port: [
+                    redis,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--daemonize",
+                    "no",
+                    "--maxclients",
+                    str(idle_connections + 100),
+                    "--loglevel",
+                    "warning",
+                ],
+                mix=PING,
+                announces=False,
+            )
+        )
+    specs.append(
+        ServerSpec(
+            "blocking (seed)",
+            "the seed's blocking socket server, line-framed, serving one "
+            "client at a time",
+            lambda port: [
+                python,
+                str(SERVERS / "blocking_server.py"),
+                "--port",
+                str(port),
+            ],
+            serves_many=False,
+        )
+    )
+    return specs
+
+
+def redis_version(redis: str) -> str:
+    output = subprocess.run(
+        [redis, "--version"], capture_output=True, text=True, timeout=10
+    ).stdout
+    match = re.search(r"v=(\S+)", output)
+    return f"redis-server {match.group(1)}" if match else "redis-server"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+class RunningServer:
+    """
+    A server process, pinned, with its output going to a file (so that it
+    never blocks on a full pipe).
+    """
+
+    def __init__(self, spec: ServerSpec, cpu: int | None, directory: Path) -> None:
+        self.spec = spec
+        self.log = directory / f"{re.sub(r'[^a-z]+', '-', spec.name.lower())}.log"
+        port = 0 if spec.announces else free_port()
+        environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        path = os.pathsep.join(
+            [spec.environment.get("PYTHONPATH", str(ROOT)), str(ROOT)]
+        )
+        environment["PYTHONPATH"] = path
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                spec.command(port),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=directory,
+                env=environment,
+                preexec_fn=_pin_to(cpu),
+            )
+        self.pid = self.process.pid
+        self.port = port or self._wait_for_port()
+        self._wait_until_serving()
+
+    def _wait_for_port(self) -> int:
+        deadline = time.monotonic() + START_TIMEOUT
+        pattern = re.compile(r"listening on (?:tcp:127\.0\.0\.1:)?(\d+)")
+        while time.monotonic() < deadline:
+            match = pattern.search(self.log.read_text(errors="replace"))
+            if match:
+                return int(match.group(1))
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.spec.name} did not start:\n{self.log.read_text()}")
+
+    def _wait_until_serving(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        request, reply = request_and_reply(self.spec.mix)
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+                    s.sendall(request)
+                    if read_exactly(s, len(reply)) == reply:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.spec.name} is not answering")
+
+    def cpu_seconds(self) -> float:
+        """
+        CPU time the server has used, user and system.
+        """
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    def rss_kib(self) -> int:
+        """
+        The server's resident memory, from /proc/PID/status.
+        """
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def request_and_reply(mix: str) -> tuple[bytes, bytes]:
+    """
+    The first request of a mix and its reply, through commandproto's own
+    table and codec.
+    """
+    sys.path.insert(0, str(ROOT))
+    from commandproto._codec import encode_line
+    from commandproto._commands import default_commands
+    from commandproto._workload import parse_mix
+
+    first = parse_mix(mix, default_commands())[0]
+    return encode_line(first.line), encode_line(first.reply)
+
+
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+@contextlib.contextmanager
+def running(
+    spec: ServerSpec, cpu: int | None, directory: Path
+) -> Iterator[RunningServer]:
+    server = RunningServer(spec, cpu, directory)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class Scenario:
+    """
+    A load scenario: the generator's clients and pipeline depth.
+    """
+
+    key: str
+    title: str
+    clients: int
+    pipeline: int
+
+
+LOAD_SCENARIOS = [
+    Scenario("1x1", "1 client, request/response", 1, 1),
+    Scenario("50x1", "50 clients, request/response", 50, 1),
+    Scenario("50x64", "50 clients, pipelining 64 deep", 50, 64),
+]
+
+
+def run_load(
+    server: RunningServer, scenario: Scenario, duration: float, cpu: int | None
+) -> Report:
+    """
+    One generator run against one server.
+
+    :returns: the generator's JSON report, with the server's CPU use (over
+        the generator's whole life, connecting included) and the generator's
+        (over the measured time) added; or the failure.
+    """
+    command = [
+        sys.executable,
+        "-m",
+        "commandproto.bench",
+        "--port",
+        str(server.port),
+        "-c",
+        str(scenario.clients),
+        "-P",
+        str(scenario.pipeline),
+        "-t",
+        server.spec.mix,
+        "--duration",
+        str(duration),
+        "--timeout",
+        "10",
+        "--json",
+    ]
+    server_before = server.cpu_seconds()
+    try:
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=duration + 60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            preexec_fn=_pin_to(cpu),
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": "the generator timed out"}
+    server_cpu = server.cpu_seconds() - server_before
+    if result.returncode != 0:
+        return {"error": f"exit {result.returncode}: {result.stderr.strip()}"}
+    report: Report = json.loads(result.stdout)
+    seconds = float(report["seconds"])
+    requests = int(report["requests"])
+    report["server_cpu_percent"] = 100 * server_cpu / seconds if seconds else 0.0
+    report["server_us_per_request"] = 1e6 * server_cpu / requests if requests else 0.0
+    generator_cpu = float(report["cpu_seconds"])
+    report["generator_cpu_percent"] = 100 * generator_cpu / seconds if seconds else 0.0
+    return report
+
+
+def raise_file_limit(wanted: int) -> int:
+    """
+    Raise this process's open-file limit (inherited by the servers) as far
+    as the hard limit allows.
+
+    :returns: how many idle connections that leaves room for.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted + 200 if hard == resource.RLIM_INFINITY else hard
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return min(wanted, target - 200)
+
+
+def measure_idle(server: RunningServer, connections: int, batch: int = 100) -> Report:
+    """
+    Server memory per idle connection: RSS before, then open the
+    connections in batches, each answering one request (so the server has
+    accepted and served it), then RSS again.
+    """
+    request, reply = request_and_reply(server.spec.mix)
+    time.sleep(0.5)
+    before = server.rss_kib()
+    sockets: list[socket.socket] = []
+    try:
+        while len(sockets) < connections:
+            fresh = [
+                socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                for _ in range(min(batch, connections - len(sockets)))
+            ]
+            sockets += fresh
+            for s in fresh:
+                s.sendall(request)
+            for s in fresh:
+                if read_exactly(s, len(reply)) != reply:
+                    return {"error": "a connection got the wrong reply"}
+        time.sleep(1.0)
+        after = server.rss_kib()
+    except OSError as e:
+        return {"error": f"after {len(sockets)} connections: {e}"}
+    finally:
+        for s in sockets:
+            s.close()
+    return {
+        "connections": connections,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "kib_per_connection": (after - before) / connections,
+    }
+
+
+def client_supports_raw(environment: dict[str, str]) -> bool:
+    output = subprocess.run(
+        [sys.executable, "-m", "commandproto.client", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=environment,
+    ).stdout
+    return "--raw" in output
+
+
+def measure_client(
+    server: RunningServer, lines_file: Path, lines: int, cpu: int | None
+) -> Report:
+    """
+    Lines per second through ``python -m commandproto.client`` with piped
+    input and output to /dev/null, start-up included.
+    """
+    assert server.spec.tree is not None
+    environment = {**os.environ, "PYTHONPATH": str(server.spec.tree)}
+    raw = client_supports_raw(environment)
+    command = [sys.executable, "-m", "commandproto.client", "--port", str(server.port)]
+    if raw:
+        command.append("--raw")
+    mode = "--raw" if raw else "default output"
+    with open(lines_file, "rb") as stdin:
+        start = time.perf_counter()
+        try:
+            result = subprocess.run(
+                command,
+                stdin=stdin,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                timeout=300,
+                env=environment,
+                preexec_fn=_pin_to(cpu),
+            )
+        except subprocess.TimeoutExpired:
+            return {"error": "the client timed out", "mode": mode}
+        seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        return {
+            "error": f"exit {result.returncode}: {result.stderr.decode().strip()}",
+            "mode": mode,
+        }
+    return {
+        "lines": lines,
+        "seconds": seconds,
+        "lines_per_second": lines / seconds,
+        "mode": mode,
+    }
+
+
+# Reports.
+
+
+def good(reports: Sequence[Report]) -> list[Report]:
+    """
+    The reports of runs that did not fail.
+    """
+    return [r for r in reports if "error" not in r]
+
+
+def median_of(reports: Sequence[Report], key: str) -> float | None:
+    values = [float(r[key]) for r in reports if key in r]
+    return statistics.median(values) if values else None
+
+
+def latency_of(reports: Sequence[Report], key: str) -> float | None:
+    values = [float(r["latency_ms"][key]) for r in reports if "latency_ms" in r]
+    return statistics.median(values) if values else None
+
+
+def simple_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """
+    A reST simple table.
+    """
+    widths = [
+        max(len(header[i]), *(len(row[i]) for row in rows)) if rows else len(header[i])
+        for i in range(len(header))
+    ]
+    rule = "  ".join("=" * w for w in widths)
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.ljust(w) for c, w in zip(cells, widths, strict=True)
+        ).rstrip()
+
+    return "\n".join([rule, line(header), rule, *(line(r) for r in rows), rule])
+
+
+def number(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def ratio(value: float | None, base: float | None) -> str:
+    if value is None or not base:
+        return "n/a"
+    return f"{value / base:.2f}"
+
+
+def load_table(
+    scenario: Scenario, results: dict[str, list[Report]], names: list[str]
+) -> str:
+    floor = median_of(results.get("LineReceiver", []), "rps")
+    redis = median_of(results.get("redis-server", []), "rps")
+    rows = []
+    for name in names:
+        reports = results.get(name, [])
+        good = [r for r in reports if "error" not in r]
+        if not good:
+            errors = {str(r.get("error", "not run")) for r in reports} or {"not run"}
+            rows.append([name, "failed: " + "; ".join(sorted(errors))[:60]] + [""] * 8)
+            continue
+        rps = [float(r["rps"]) for r in good]
+        value = statistics.median(rps)
+        rows.append(
+            [
+                name,
+                number(value),
+                f"{number(min(rps))}-{number(max(rps))}",
+                ratio(value, floor),
+                ratio(value, redis),
+                number(latency_of(good, "p50"), 3),
+                number(latency_of(good, "p99"), 3),
+                number(median_of(good, "server_cpu_percent")),
+                number(median_of(good, "server_us_per_request"), 2),
+                number(median_of(good, "generator_cpu_percent")),
+            ]
+        )
+    header = [
+        "server",
+        "req/s",
+        "range",
+        "vs floor",
+        "vs redis",
+        "p50 ms",
+        "p99 ms",
+        "server CPU %",
+        "server CPU us/req",
+        "gen CPU %",
+    ]
+    return f"{scenario.title}\n{'-' * len(scenario.title)}\n\n" + simple_table(
+        header, rows
+    )
+
+
+def idle_table(results: dict[str, list[Report]], names: list[str]) -> str:
+    rows = []
+    for name in names:
+        reports = [r for r in results.get(name, []) if "error" not in r]
+        if name not in results:
+            continue
+        if not reports:
+            errors = {str(r.get("error")) for r in results[name]}
+            rows.append([name, "failed: " + "; ".join(sorted(errors))[:60], "", "", ""])
+            continue
+        rows.append(
+            [
+                name,
+                number(median_of(reports, "connections")),
+                number((median_of(reports, "rss_before_kib") or 0) / 1024, 1),
+                number((median_of(reports, "rss_after_kib") or 0) / 1024, 1),
+                number(median_of(reports, "kib_per_connection"), 2),
+            ]
+        )
+    return simple_table(
+        [
+            "server",
+            "connections",
+            "RSS before MiB",
+            "RSS after MiB",
+            "KiB per connection",
+        ],
+        rows,
+    )
+
+
+def client_table(client: dict[str, list[Report]], names: list[str]) -> str:
+    rows = []
+    for name in names:
+        if name not in client:
+            continue
+        reports = good(client[name])
+        if not reports:
+            errors = {str(r.get("error")) for r in client[name]}
+            rows.append([name, "", "failed: " + "; ".join(sorted(errors))[:60]])
+            continue
+        rows.append(
+            [
+                name,
+                str(reports[0]["mode"]),
+                number(median_of(reports, "lines_per_second")),
+            ]
+        )
+    return simple_table(["server and client", "mode", "lines/s"], rows)
+
+
+def describe_machine(pinning: str) -> str:
+    meminfo = (
+        Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
+    )
+    memory = re.search(r"MemTotal:\s+(\d+)", meminfo)
+    cpuinfo = (
+        Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    )
+    model = re.search(r"model name\s*:\s*(.*)", cpuinfo)
+    virtual = " (a virtual machine)" if re.search(r"\bhypervisor\b", cpuinfo) else ""
+    twisted = importlib.metadata.version("twisted")
+    lines = [
+        f"- CPU: {os.cpu_count()} x {model.group(1) if model else platform.processor()}"
+        f"{virtual}",
+        f"- memory: {int(memory.group(1)) // 1024 // 1024 if memory else '?'} GiB",
+        f"- kernel: {platform.system()} {platform.release()}",
+        f"- Python {platform.python_version()}, Twisted {twisted}",
+        f"- {pinning}",
+    ]
+    return "\n".join(lines)
+
+
+def git_commit(tree: Path) -> str:
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (head or "unknown") + (" (with uncommitted changes)" if dirty else "")
+
+
+def targets_table(
+    specs: list[ServerSpec],
+    loads: dict[str, dict[str, list[Report]]],
+    idle: dict[str, list[Report]],
+    client: dict[str, list[Report]],
+) -> str:
+    def rps(scenario: str, name: str) -> float | None:
+        return median_of(good(loads.get(scenario, {}).get(name, [])), "rps")
+
+    def us(scenario: str, name: str) -> float | None:
+        return median_of(
+            good(loads.get(scenario, {}).get(name, [])), "server_us_per_request"
+        )
+
+    def verdict(value: float | None, goal: float, higher: bool = True) -> str:
+        if value is None:
+            return "not measured"
+        return "met" if (value >= goal if higher else value <= goal) else "not met"
+
+    rows = []
+    for spec in specs:
+        if spec.tree is None:
+            continue
+        name = spec.name
+        pipelined, redis = rps("50x64", name), rps("50x64", "redis-server")
+        rows.append(
+            [
+                f"{name}: 50 x 64 pipelined >= redis-server",
+                f"{ratio(pipelined, redis)} x redis in req/s; "
+                f"{ratio(us('50x64', name), us('50x64', 'redis-server'))} x redis "
+                "in server CPU per request",
+                verdict(pipelined / redis if pipelined and redis else None, 1.0),
+            ]
+        )
+        command, floor = rps("50x1", name), rps("50x1", "LineReceiver")
+        rows.append(
+            [
+                f"{name}: 50 x 1 >= LineReceiver floor",
+                f"{ratio(command, floor)} x floor in req/s; "
+                f"{ratio(us('50x1', name), us('50x1', 'LineReceiver'))} x floor "
+                "in server CPU per request",
+                verdict(command / floor if command and floor else None, 1.0),
+            ]
+        )
+        kib = median_of(good(idle.get(name, [])), "kib_per_connection")
+        rows.append(
+            [
+                f"{name}: idle connections < 10 KiB each",
+                f"{number(kib, 2)} KiB",
+                verdict(kib, 10.0, higher=False),
+            ]
+        )
+        lines = median_of(good(client.get(name, [])), "lines_per_second")
+        mode = next((str(r["mode"]) for r in client.get(name, []) if "mode" in r), "")
+        rows.append(
+            [
+                f"{name}: client piped >= 500,000 lines/s",
+                f"{number(lines)} lines/s ({mode})",
+                verdict(lines, 500_000.0),
+            ]
+        )
+    return simple_table(["target", "measured (medians)", "verdict"], rows)
+
+
+def render(
+    arguments: argparse.Namespace,
+    specs: list[ServerSpec],
+    loads: dict[str, dict[str, list[Report]]],
+    idle: dict[str, list[Report]],
+    client: dict[str, list[Report]],
+    pinning: str,
+    idle_connections: int,
+    started: datetime.datetime,
+    took: float,
+) -> str:
+    names = [spec.name for spec in specs]
+    mode = " (--quick: a smoke test, not numbers to quote)" if arguments.quick else ""
+    parts = [
+        BEGIN,
+        "",
+        f"Measured {started:%Y-%m-%d %H:%M} UTC with the generator of "
+        f"commandproto {git_commit(ROOT)}{mode}; {arguments.rounds} interleaved "
+        f"round{'s' if arguments.rounds != 1 else ''} of {arguments.duration:g} s "
+        f"per run; the whole run took {took / 60:.1f} minutes.",
+        "",
+        "The machine:",
+        "",
+        describe_machine(pinning),
+        "",
+        "Servers:",
+        "",
+        *(f"- **{spec.name}**: {spec.description}" for spec in specs),
+        "",
+        "Each cell is the median over the rounds; *range* is the lowest and "
+        "highest req/s; *vs floor* and *vs redis* are ratios of medians "
+        "measured in this same run; *server CPU* is the server's user+system "
+        "time over the run (100 % is one core saturated); *server CPU us/req* "
+        "is that time per request, which does not depend on how fast the "
+        "generator is; *gen CPU* is the generator's (near 100 %, the "
+        "generator is the limit).",
+        "",
+    ]
+    for scenario in LOAD_SCENARIOS:
+        parts += [load_table(scenario, loads.get(scenario.key, {}), names), ""]
+    title = f"{idle_connections:,} idle connections"
+    parts += [
+        title,
+        "-" * len(title),
+        "",
+        "Server RSS (``VmRSS``) before and after opening the connections; each "
+        "connection is answered once, so that the server has accepted it.",
+        "",
+        idle_table(idle, names),
+        "",
+        "The client's piped mode",
+        "-----------------------",
+        "",
+        "``python -m commandproto.client`` against the commandproto server of "
+        "the same tree, input from a file, output to ``/dev/null``, start-up "
+        "included; ``--raw`` where that tree's client has it.",
+        "",
+        client_table(client, names),
+        "",
+        "Targets",
+        "-------",
+        "",
+        targets_table(specs, loads, idle, client),
+        "",
+        END,
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def write_docs(path: Path, block: str) -> None:
+    """
+    Put the results between the markers of C{path}, keeping the rest.
+    """
+    text = path.read_text() if path.exists() else ""
+    if BEGIN in text and END in text:
+        head = text[: text.index(BEGIN)]
+        tail = text[text.index(END) + len(END) :].lstrip("\n")
+        text = head + block + ("\n" + tail if tail else "")
+    else:
+        text = (text + "\n" if text else "") + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="commandproto side by side with the alternatives."
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke test: 1 short round"
+    )
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3)")
+    parser.add_argument(
+        "--duration", type=float, default=None, help="seconds per run (default 3)"
+    )
+    parser.add_argument(
+        "--idle-connections", type=int, default=None, help="default 10000"
+    )
+    parser.add_argument(
+        "--client-lines", type=int, default=None, help="default 1000000"
+    )
+    parser.add_argument(
+        "--servers", default=None, help="comma-separated server names to run"
+    )
+    parser.add_argument(
+        "--commandproto",
+        action="append",
+        metavar="LABEL=PATH",
+        default=[],
+        help="measure the server (and client) of the commandproto checkout at "
+        "PATH, named LABEL in the tables; repeatable, to compare versions in one "
+        "run (default: this checkout, as 'commandproto')",
+    )
+    parser.add_argument(
+        "--output", type=Path, default=DOCS, help=f"default {DOCS.relative_to(ROOT)}"
+    )
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--save-json", type=Path, default=None, help="raw results")
+    arguments = parser.parse_args(argv)
+    quick = arguments.quick
+    arguments.rounds = arguments.rounds or (1 if quick else 3)
+    arguments.duration = arguments.duration or (0.5 if quick else 3.0)
+    trees = []
+    for entry in arguments.commandproto or ["commandproto=" + str(ROOT)]:
+        label, equals, path = entry.partition("=")
+        if not (label and equals and Path(path, "commandproto").is_dir()):
+            parser.error(f"--commandproto wants LABEL=PATH of a checkout: {entry!r}")
+        trees.append((label, Path(path).resolve()))
+    wanted_idle = arguments.idle_connections or (300 if quick else 10_000)
+    client_lines = arguments.client_lines or (20_000 if quick else 1_000_000)
+
+    server_cpu, generator_cpu, pinning = choose_cpus()
+    if generator_cpu is not None:
+        os.sched_setaffinity(0, {generator_cpu})
+    idle_connections = raise_file_limit(wanted_idle)
+    if idle_connections < wanted_idle:
+        pinning += (
+            f" The open-file limit allowed {idle_connections} idle connections "
+            f"instead of {wanted_idle}."
+        )
+    specs = server_specs(trees, idle_connections)
+    if arguments.servers:
+        chosen = {name.strip() for name in arguments.servers.split(",")}
+        specs = [spec for spec in specs if spec.name in chosen]
+    started = datetime.datetime.now(datetime.timezone.utc)
+    clock = time.monotonic()
+    loads: dict[str, dict[str, list[Report]]] = {}
+    idle: dict[str, list[Report]] = {}
+    client: dict[str, list[Report]] = {}
+
+    with tempfile.TemporaryDirectory(prefix="side-by-side-") as scratch:
+        directory = Path(scratch)
+        with contextlib.ExitStack() as stack:
+            servers = []
+            for spec in specs:
+                log(f"starting {spec.name}")
+                servers.append(
+                    stack.enter_context(running(spec, server_cpu, directory))
+                )
+            for server in servers:
+                # Warm up: imports, allocations, caches.
+                run_load(
+                    server,
+                    LOAD_SCENARIOS[2],
+                    min(arguments.duration, 1.0),
+                    generator_cpu,
+                )
+            for round_number in range(arguments.rounds):
+                for scenario in LOAD_SCENARIOS:
+                    for server in servers:
+                        report = run_load(
+                            server, scenario, arguments.duration, generator_cpu
+                        )
+                        loads.setdefault(scenario.key, {}).setdefault(
+                            server.spec.name, []
+                        ).append(report)
+                        shown = (
+                            report.get("error") or f"{float(report['rps']):,.0f} req/s"
+                        )
+                        log(
+                            f"round {round_number + 1} {scenario.key:>5} "
+                            f"{server.spec.name}: {shown}"
+                        )
+        lines_file = directory / "lines.txt"
+        request, _ = request_and_reply(HELLO)
+        lines_file.write_bytes(request.replace(b"\r\n", b"\n") * client_lines)
+        for round_number in range(arguments.rounds):
+            for spec in specs:
+                if not spec.serves_many:
+                    continue
+                # A fresh server each time: memory, once allocated, stays.
+                with running(spec, server_cpu, directory) as server:
+                    report = measure_idle(server, idle_connections)
+                    if spec.tree is not None:
+                        client.setdefault(spec.name, []).append(
+                            measure_client(
+                                server, lines_file, client_lines, generator_cpu
+                            )
+                        )
+                idle.setdefault(spec.name, []).append(report)
+                shown = report.get("error") or (
+                    f"{float(report['kib_per_connection']):.2f} KiB/connection"
+                )
+                log(f"round {round_number + 1}  idle {spec.name}: {shown}")
+    took = time.monotonic() - clock
+    block = render(
+        arguments,
+        specs,
+        loads,
+        idle,
+        client,
+        pinning,
+        idle_connections,
+        started,
+        took,
+    )
+    print(block)
+    if arguments.save_json:
+        arguments.save_json.write_text(
+            json.dumps({"loads": loads, "idle": idle, "client": client}, indent=1)
+        )
+    if not arguments.no_write:
+        write_docs(arguments.output, block)
+        log(f"wrote {arguments.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
