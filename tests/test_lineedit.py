@@ -547,6 +547,18 @@ class TerminalModeTests(SynchronousTestCase):
             lflag = termios.tcgetattr(self.slave)[3]
         self.assertFalse(lflag & (termios.ECHO | termios.ICANON | termios.ISIG))
 
+    def test_every_byte_read_at_once(self) -> None:
+        attributes = termios.tcgetattr(self.slave)
+        attributes[6][termios.VMIN] = 0
+        attributes[6][termios.VTIME] = 5
+        termios.tcsetattr(self.slave, termios.TCSANOW, attributes)
+        with terminal_mode(self.slave):
+            attributes = termios.tcgetattr(self.slave)
+        self.assertEqual(
+            (attributes[6][termios.VMIN], attributes[6][termios.VTIME]), (1, 0)
+        )
+        self.assertFalse(attributes[0] & (termios.IXON | termios.ISTRIP))
+
     def test_newline_still_starts_a_line(self) -> None:
         with terminal_mode(self.slave):
             oflag = termios.tcgetattr(self.slave)[1]
