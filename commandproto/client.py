@@ -53,7 +53,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._codec import CRLF, OVERLONG, LineFramer
+from ._codec import CRLF, LF, OVERLONG, LineFramer
 from ._commands import (
     CLOSING,
     HELP,
@@ -569,15 +569,21 @@ class ReplyReceiver(LineReceiver):
         self.session.connected(self._transport)
 
     def dataReceived(self, data: bytes) -> None:
-        texts: list[str] = []
-        for frame in self._framer.feed(data):
-            if frame is OVERLONG:
-                self.session.replies_received(texts)
-                self.session.fail(f"reply from {self.session.address} too long")
-                self._transport.abortConnection()
-                return
-            texts.append(frame.decode("utf-8", "replace"))
-        self.session.replies_received(texts)
+        frames = self._framer.feed(data)
+        if not frames:
+            return
+        overlong = OVERLONG in frames
+        if overlong:
+            frames = frames[: frames.index(OVERLONG)]
+        if frames:
+            # One decode for the whole read: no frame holds a LF, and an
+            # invalid sequence cannot run across one, so this is the same as
+            # decoding line by line.
+            joined = LF.join(cast(list[bytes], frames))
+            self.session.replies_received(joined.decode("utf-8", "replace").split("\n"))
+        if overlong:
+            self.session.fail(f"reply from {self.session.address} too long")
+            self._transport.abortConnection()
 
     def lineReceived(self, line: bytes) -> None:
         self.session.reply_received(line.decode("utf-8", "replace"))

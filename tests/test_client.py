@@ -718,3 +718,19 @@ class ScriptOptionsTests(SynchronousTestCase):
 
     def test_command_with_newline_rejected(self) -> None:
         self.assertRaises(usage.UsageError, self.parse, "Hello\nquit")
+
+
+class ReplyDecodingTests(SynchronousTestCase):
+    """
+    Replies are decoded as UTF-8, an invalid one with replacement
+    characters, each line on its own.
+    """
+
+    def test_invalid_bytes_stay_in_their_line(self) -> None:
+        wired = Wired(raw=True)
+        receiver = ReplyReceiver(wired.session)
+        receiver.makeConnection(wired.server)
+        wired.session.send_lines([b"a", b"b", b"c"])
+        receiver.dataReceived(b"a\xff\r\n\xc3\r\nb\xc3")
+        receiver.dataReceived(b"\xa9\r\n")
+        self.assertEqual(wired.stdout.text(), "a\ufffd\n\ufffd\nb\u00e9\n")
