@@ -1,30 +1,46 @@
 """
 The commandproto client: ``python -m commandproto.client``.
 
-Reads commands from standard input (through ``twisted.internet.stdio``),
-sends them to the server pipelined, and prints each reply as
-``Server response: <reply>`` in order.  On a terminal it shows the seed's
-prompt, ``Execute command: ``.
+Four ways to use it:
+
+  - on a terminal, an interactive prompt with line editing, history, reverse
+    search and completion (L{commandproto._lineedit});
+  - with commands as arguments, one-shot: send them, print the replies, exit
+    (``-r COUNT -i SECONDS`` repeats them);
+  - with piped input, every line is a command, sent pipelined with a bounded
+    window of outstanding requests;
+  - in any of these, ``--raw`` prints only the replies' text.
+
+By default each reply is printed as ``Server response: <reply>`` and the
+prompt is ``Execute command: ``, as in the seed's client.
 
 Exit codes: 0 on success; 1 when the connection fails or the server goes
-away mid-session; 2 on a usage error; 130 on Ctrl-C.
+away mid-session; 2 on a usage error; 3 with ``--fail-on-error`` when a reply
+was an error; 130 on Ctrl-C (or SIGINT).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TextIO, cast
 
+from twisted.conch.insults.insults import ServerProtocol
 from twisted.internet import error
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, clientFromString
 from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
     IHalfCloseableProtocol,
+    IPushProducer,
     IReactorCore,
+    IReactorTime,
     IStreamClientEndpoint,
     ITCPTransport,
     ITransport,
@@ -37,8 +53,16 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._codec import CRLF, OVERLONG, LineFramer
-from ._commands import CLOSING
+from ._codec import CRLF, LF, OVERLONG, LineFramer
+from ._commands import (
+    CLOSING,
+    HELP,
+    default_commands,
+    is_error_reply,
+    parse_help,
+)
+from ._history import History, history_path
+from ._lineedit import LineEditor, terminal_mode
 
 PROMPT = "Execute command: "
 RESPONSE_PREFIX = "Server response: "
@@ -47,10 +71,31 @@ PROGRAM = "commandproto.client"
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_REPLY_ERROR = 3
 EXIT_INTERRUPTED = 130
 
 # Replies are short; this bounds what a misbehaving server can make us hold.
 MAX_REPLY_LENGTH = 1024 * 1024
+
+DEFAULT_WINDOW = 10_000
+"""
+How many requests may await their replies at once before the client stops
+reading its input; it reads again once half of them are answered.
+"""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"must be at least 1, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"must be a number of seconds, 0 or more, not {text}")
+    return value
 
 
 class Options(usage.Options):
@@ -58,11 +103,24 @@ class Options(usage.Options):
     Command-line options of ``python -m commandproto.client``.
     """
 
-    synopsis = "[--host HOST] [--port PORT] [--connect ENDPOINT]"
+    synopsis = "[options] [COMMAND ...]"
     longdesc = (
-        "Send commands read from standard input to a commandproto server and "
-        "print each reply as 'Server response: <reply>'."
+        "Send commands to a commandproto server and print each reply as "
+        "'Server response: <reply>'.  The commands are the arguments if any "
+        "are given, else the lines of standard input; on a terminal, an "
+        "interactive prompt.  Exit status: 0 success, 1 connection or I/O "
+        "failure, 2 usage error, 3 a reply was an error (with -e), 130 "
+        "interrupted."
     )
+    optFlags = [
+        ["raw", None, "Print only each reply's text, one per line."],
+        [
+            "fail-on-error",
+            "e",
+            "Exit with status 3 if any reply is an error ('Unknown command.' "
+            "or 'Error: ...').",
+        ],
+    ]
     optParameters = [
         ["host", None, "127.0.0.1", "The server's host name or address."],
         ["port", None, 12345, "The server's TCP port.", int],
@@ -74,11 +132,38 @@ class Options(usage.Options):
             "tcp:host=example.org:port=12345, unix:path=/run/commandproto.sock, "
             "tls:example.org:12345.",
         ],
+        [
+            "repeat",
+            "r",
+            None,
+            "Send the COMMANDs given as arguments COUNT times.",
+            _positive_int,
+        ],
+        [
+            "interval",
+            "i",
+            None,
+            "With -r, wait SECONDS after each round of replies before the "
+            "next (default 0).",
+            _seconds,
+        ],
     ]
+
+    def parseArgs(self, *commands: str) -> None:
+        self["commands"] = list(commands)
 
     def postOptions(self) -> None:
         if not 0 < self["port"] < 65536:
             raise usage.UsageError(f"--port must be 1-65535, not {self['port']}")
+        if self["interval"] is not None and self["repeat"] is None:
+            raise usage.UsageError("-i/--interval needs -r/--repeat")
+        if self["repeat"] is not None and not self["commands"]:
+            raise usage.UsageError("-r/--repeat needs commands as arguments")
+        for command in self["commands"]:
+            if "\n" in command or "\r" in command:
+                raise usage.UsageError(
+                    f"a command is one line, without line breaks: {command!r}"
+                )
 
 
 def describe_failure(reason: Failure) -> str:
@@ -101,13 +186,41 @@ def describe_failure(reason: Failure) -> str:
     return reason.getErrorMessage()
 
 
+@dataclass(frozen=True)
+class Script:
+    """
+    Commands given on the command line, to send instead of reading input.
+
+    :ivar commands: the request lines, sent pipelined as one round.
+    :ivar count: how many rounds to send.
+    :ivar interval: seconds to wait after a round's last reply before the
+        next round.
+    """
+
+    commands: tuple[str, ...]
+    count: int = 1
+    interval: float = 0.0
+
+
+@implementer(IPushProducer)
 class ClientSession:
     """
     The client's state, apart from any I/O: which requests await replies,
-    whether input has ended, and how the session ends.
+    when to read more input, how replies are printed, and how the session
+    ends.
+
+    Input (standard input, or the line editor) is an L{IPushProducer} that
+    the session pauses while C{window} requests are outstanding or the
+    connection's send buffer is full (the session registers itself as the
+    connection's producer for that), and resumes once half of the window is
+    answered.  The connection in turn is registered as the producer of
+    standard output, so a slow reader of our output slows everything down
+    instead of filling memory.
 
     :ivar done: fires with the exit code once the session is over and all
         output is written.
+    :ivar command_names: the commands the server knows, for completion: the
+        local default table's until the server's ``help`` says otherwise.
     """
 
     def __init__(
@@ -116,24 +229,89 @@ class ClientSession:
         warn: Callable[[str], None],
         *,
         interactive: bool,
+        raw: bool = False,
+        fail_on_error: bool = False,
+        window: int = DEFAULT_WINDOW,
+        fetch_commands: bool = False,
+        script: Script | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
+        """
+        :param address: how to name the server in messages.
+        :param warn: writes one line to standard error.
+        :param interactive: show the prompt when waiting for a command.
+        :param raw: print only the reply text, without ``Server response:``.
+        :param fail_on_error: end with L{EXIT_REPLY_ERROR} if any reply is
+            an error.
+        :param window: the most requests awaiting replies before input is
+            paused; 1 for a person at a prompt.
+        :param fetch_commands: ask the server for ``help`` on connecting,
+            silently, to learn its command names.
+        :param script: commands to send instead of reading input.
+        :param clock: schedules the rounds of a repeated C{script}.
+        """
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        if script is not None and script.count > 1 and clock is None:
+            raise ValueError("a repeated script needs a clock")
         self.address = address
-        self._output: ITransport | None = None
-        self._warn = warn
         self.interactive = interactive
         self.done: Deferred[int] = Deferred()
+        self.command_names = default_commands().names()
+        self._warn = warn
+        self._raw = raw
+        self._fail_on_error = fail_on_error
+        self._window = window
+        self._fetch_commands = fetch_commands
+        self._script = script
+        self._clock = clock
+        self._output: ITransport | None = None
         self._server: ITransport | None = None
+        self._input: IPushProducer | None = None
+        self._input_paused = False
+        self._server_full = False
+        self._output_producer = False
         self._outstanding = 0
+        self._hidden = 0
+        self._rounds_sent = 0
+        self._next_round: IDelayedCall | None = None
         self._input_ended = False
         self._server_closing = False
         self._we_closed = False
+        self._prompt_shown = False
+        self._saw_error = False
         self._exit_code: int | None = None
+        self._exit_messages: list[str] = []
+
+    @property
+    def outstanding(self) -> int:
+        """
+        How many requests await their replies.
+        """
+        return self._outstanding
 
     def attach_output(self, output: ITransport) -> None:
         """
         Write to C{output} (standard output), and close it when done.
         """
         self._output = output
+
+    def attach_input(self, source: IPushProducer) -> None:
+        """
+        Take commands from C{source}, which calls L{send_lines} and
+        L{input_ended}; it is paused until the server is there to take them.
+        """
+        self._input = source
+        self._input_paused = True
+        source.pauseProducing()
+        self._update_flow()
+
+    def warn_at_exit(self, message: str) -> None:
+        """
+        Print one line on standard error once output is flushed, so that it
+        lands after everything on standard output.
+        """
+        self._exit_messages.append(f"{PROGRAM}: {message}")
 
     def connected(self, transport: ITransport) -> None:
         """
@@ -144,7 +322,17 @@ class ClientSession:
             self._we_closed = True
             transport.loseConnection()
             return
+        IConsumer(transport).registerProducer(self, True)
+        if IConsumer.providedBy(self._output) and IPushProducer.providedBy(transport):
+            IConsumer(self._output).registerProducer(transport, True)
+            self._output_producer = True
+        if self._fetch_commands:
+            self._hidden += 1
+            self.send_lines([HELP.encode("utf-8")])
+        if self._script is not None:
+            self._send_round()
         self._prompt()
+        self._update_flow()
 
     def _write(self, text: str) -> None:
         if self._output is not None:
@@ -154,56 +342,109 @@ class ClientSession:
         """
         Send one command line, exactly as typed, to the server.
         """
-        if self._server is None or self._server_closing or self._we_closed:
+        self.send_lines([line])
+
+    def send_lines(self, lines: Sequence[bytes]) -> None:
+        """
+        Send command lines, each exactly as typed, to the server, in one
+        write.
+        """
+        if (
+            not lines
+            or self._server is None
+            or self._server_closing
+            or self._we_closed
+            or self._exit_code is not None
+        ):
             return
-        self._outstanding += 1
-        self._server.write(line + CRLF)
+        self._prompt_shown = False
+        self._outstanding += len(lines)
+        self._server.write(CRLF.join(lines) + CRLF)
+        self._update_flow()
 
     def input_ended(self) -> None:
         """
         Standard input reached its end (or Ctrl-D on a terminal).
         """
         self._input_ended = True
-        if self.interactive:
-            self._write("\n")
+        self._end_prompt_line()
         self._close_if_finished()
+        self._update_flow()
 
     def reply_received(self, text: str) -> None:
         """
         The server answered the oldest outstanding request.
         """
-        self._outstanding -= 1
-        self._write(RESPONSE_PREFIX + text + "\n")
-        if text == CLOSING:
-            self._server_closing = True
-        self._close_if_finished()
+        self.replies_received([text])
+
+    def replies_received(self, texts: list[str]) -> None:
+        """
+        The server answered the oldest outstanding requests, in order.
+        """
+        if not texts or self._exit_code is not None:
+            return
+        self._outstanding -= len(texts)
+        if self._hidden:
+            for text in texts[: self._hidden]:
+                self._learn_commands(text)
+            hidden = min(self._hidden, len(texts))
+            self._hidden -= hidden
+            texts = texts[hidden:]
+        if texts:
+            self._print_replies(texts)
         if self._outstanding == 0:
+            self._schedule_round()
             self._prompt()
+        self._close_if_finished()
+        self._update_flow()
+
+    def _print_replies(self, texts: list[str]) -> None:
+        if self._raw:
+            self._write("\n".join(texts) + "\n")
+        else:
+            self._write(RESPONSE_PREFIX + ("\n" + RESPONSE_PREFIX).join(texts) + "\n")
+        if CLOSING in texts:
+            self._server_closing = True
+        if self._fail_on_error and not self._saw_error:
+            self._saw_error = any(map(is_error_reply, texts))
+        if self.interactive:
+            for text in texts:
+                self._learn_commands(text)
+
+    def _learn_commands(self, text: str) -> None:
+        names = parse_help(text)
+        if names is not None:
+            self.command_names = names
 
     def connection_lost(self, reason: Failure) -> None:
         """
         The connection to the server is gone.
         """
         self._server = None
+        if self._output_producer and IConsumer.providedBy(self._output):
+            self._output_producer = False
+            IConsumer(self._output).unregisterProducer()
         if self._server_closing or self._we_closed:
-            self.finish(EXIT_OK)
+            self.finish(self._success_code())
         else:
             self.fail(f"connection to {self.address} {describe_failure(reason)}")
 
+    def _success_code(self) -> int:
+        return EXIT_REPLY_ERROR if self._saw_error else EXIT_OK
+
     def interrupt(self) -> None:
         """
-        The user pressed Ctrl-C.
+        The user pressed Ctrl-C (or we got SIGINT).
         """
-        if self.interactive:
-            self._write("\n")
         self.finish(EXIT_INTERRUPTED)
 
     def fail(self, message: str) -> None:
         """
-        End the session with one line on standard error and exit code 1.
+        End the session with exit code 1 and one line on standard error.
         """
-        self._warn(f"{PROGRAM}: {message}")
-        self.finish(EXIT_FAILURE)
+        if self._exit_code is None:
+            self.warn_at_exit(message)
+            self.finish(EXIT_FAILURE)
 
     def finish(self, code: int) -> None:
         """
@@ -212,6 +453,10 @@ class ClientSession:
         if self._exit_code is not None:
             return
         self._exit_code = code
+        if self._next_round is not None and self._next_round.active():
+            self._next_round.cancel()
+        self._end_prompt_line()
+        self._update_flow()
         if self._server is not None:
             self._we_closed = True
             self._server.loseConnection()
@@ -225,7 +470,63 @@ class ClientSession:
         Standard output is flushed and closed: the session is over.
         """
         if self._exit_code is not None and not self.done.called:
+            for message in self._exit_messages:
+                self._warn(message)
             self.done.callback(self._exit_code)
+
+    # IPushProducer, for the connection: its send buffer is full or drained.
+
+    def pauseProducing(self) -> None:
+        self._server_full = True
+        self._update_flow()
+
+    def resumeProducing(self) -> None:
+        self._server_full = False
+        self._update_flow()
+
+    def stopProducing(self) -> None:
+        # The connection is going away; connection_lost says how.
+        pass
+
+    def _update_flow(self) -> None:
+        source = self._input
+        if source is None:
+            return
+        stopped = (
+            self._server is None
+            or self._exit_code is not None
+            or self._input_ended
+            or self._server_closing
+            or self._we_closed
+            or self._server_full
+        )
+        if self._input_paused:
+            if not stopped and self._outstanding <= self._window // 2:
+                self._input_paused = False
+                source.resumeProducing()
+        elif stopped or self._outstanding >= self._window:
+            self._input_paused = True
+            source.pauseProducing()
+
+    def _send_round(self) -> None:
+        assert self._script is not None
+        self._next_round = None
+        self._rounds_sent += 1
+        if self._rounds_sent >= self._script.count:
+            self._input_ended = True
+        self.send_lines([command.encode("utf-8") for command in self._script.commands])
+
+    def _schedule_round(self) -> None:
+        script = self._script
+        if (
+            script is None
+            or self._rounds_sent >= script.count
+            or self._server_closing
+            or self._exit_code is not None
+        ):
+            return
+        assert self._clock is not None
+        self._next_round = self._clock.callLater(script.interval, self._send_round)
 
     def _close_if_finished(self) -> None:
         if self._input_ended and self._outstanding <= 0 and self._server is not None:
@@ -238,14 +539,22 @@ class ClientSession:
             and self._outstanding == 0
             and not self._input_ended
             and not self._server_closing
+            and self._exit_code is None
         ):
+            self._prompt_shown = True
             self._write(PROMPT)
+
+    def _end_prompt_line(self) -> None:
+        # Leave the prompt's line before anything else is printed.
+        if self._prompt_shown:
+            self._prompt_shown = False
+            self._write("\n")
 
 
 class ReplyReceiver(LineReceiver):
     """
     The connection to the server: frames reply lines with the shared codec
-    and hands them to the session.
+    and hands them to the session, all the replies of one read at once.
     """
 
     delimiter = CRLF
@@ -260,12 +569,21 @@ class ReplyReceiver(LineReceiver):
         self.session.connected(self._transport)
 
     def dataReceived(self, data: bytes) -> None:
-        for frame in self._framer.feed(data):
-            if frame is OVERLONG:
-                self.session.fail(f"reply from {self.session.address} too long")
-                self._transport.abortConnection()
-                return
-            self.lineReceived(frame)
+        frames = self._framer.feed(data)
+        if not frames:
+            return
+        overlong = OVERLONG in frames
+        if overlong:
+            frames = frames[: frames.index(OVERLONG)]
+        if frames:
+            # One decode for the whole read: no frame holds a LF, and an
+            # invalid sequence cannot run across one, so this is the same as
+            # decoding line by line.
+            joined = LF.join(cast(list[bytes], frames))
+            self.session.replies_received(joined.decode("utf-8", "replace").split("\n"))
+        if overlong:
+            self.session.fail(f"reply from {self.session.address} too long")
+            self._transport.abortConnection()
 
     def lineReceived(self, line: bytes) -> None:
         self.session.reply_received(line.decode("utf-8", "replace"))
@@ -277,7 +595,8 @@ class ReplyReceiver(LineReceiver):
 @implementer(IHalfCloseableProtocol)
 class InputReceiver(LineReceiver):
     """
-    Standard input: each line is one command.
+    Standard input, when it is not a terminal we edit on: each line is one
+    command, sent as soon as it is read.
     """
 
     delimiter = CRLF
@@ -287,11 +606,12 @@ class InputReceiver(LineReceiver):
         self._framer = LineFramer(MAX_REPLY_LENGTH)
 
     def dataReceived(self, data: bytes) -> None:
-        for frame in self._framer.feed(data):
-            if frame is OVERLONG:
-                self.session.fail("input line too long")
-                return
-            self.lineReceived(frame)
+        frames = self._framer.feed(data)
+        if OVERLONG in frames:
+            self.session.send_lines(cast(list[bytes], frames[: frames.index(OVERLONG)]))
+            self.session.fail("input line too long")
+            return
+        self.session.send_lines(cast(list[bytes], frames))
 
     def lineReceived(self, line: bytes) -> None:
         self.session.send(line)
@@ -325,10 +645,80 @@ def make_endpoint(
     return HostnameEndpoint(reactor, host, port), f"{host}:{port}"
 
 
-async def run(reactor: IReactorCore, options: Options) -> int:
+def make_script(options: Options) -> Script | None:
+    """
+    The commands given as arguments, if any.
+    """
+    if not options["commands"]:
+        return None
+    return Script(
+        tuple(options["commands"]),
+        options["repeat"] or 1,
+        options["interval"] or 0.0,
+    )
+
+
+def uses_line_editor(options: Options) -> bool:
+    """
+    Whether this run is interactive with the line editor: no commands as
+    arguments, and standard input and output both a terminal.
+    """
+    return not options["commands"] and os.isatty(0) and os.isatty(1)
+
+
+def attach_line_editor(
+    session: ClientSession, reactor: IReactorCore, warn: Callable[[str], None]
+) -> StandardIO:
+    """
+    Take input from a L{LineEditor} on the terminal, with the history file.
+
+    :param warn: prints a line at once (a history file that cannot be read);
+        later warnings (one that cannot be written) wait for the end of the
+        session, so as not to break into the line being edited.
+    :returns: standard I/O, for output.
+    """
+    messages: list[str] = []
+    history = History(
+        history_path(os.environ, os.path.expanduser("~")), messages.append
+    )
+    history.load()
+    for message in messages:
+        warn(f"{PROGRAM}: {message}")
+    history.warn = session.warn_at_exit
+
+    def lost() -> None:
+        session.finish(EXIT_FAILURE)
+        session.output_closed()
+
+    editor = LineEditor(
+        prompt=PROMPT,
+        history=history,
+        submit=lambda text: session.send(text.encode("utf-8")),
+        end=session.input_ended,
+        interrupt=session.interrupt,
+        lost=lost,
+        command_names=lambda: session.command_names,
+        columns=_terminal_columns,
+    )
+    stdio = StandardIO(ServerProtocol(lambda: editor), reactor=reactor)
+    session.attach_input(editor)
+    return stdio
+
+
+def _terminal_columns() -> int:
+    try:
+        return os.get_terminal_size(1).columns or 80
+    except OSError:
+        return 80
+
+
+async def run(reactor: IReactorCore, options: Options, *, editor: bool) -> int:
     """
     Connect, talk to the server until input ends or the server says
     ``Closing down``, and return the exit code.
+
+    :param editor: edit lines on the terminal (which the caller has put in
+        the mode L{commandproto._lineedit.terminal_mode} sets).
     """
 
     def warn(message: str) -> None:
@@ -339,10 +729,27 @@ async def run(reactor: IReactorCore, options: Options) -> int:
     except (ValueError, KeyError) as e:
         warn(f"{PROGRAM}: bad endpoint {options['connect']!r}: {e}")
         return EXIT_USAGE
-    session = ClientSession(address, warn, interactive=os.isatty(0))
-    stdio = StandardIO(InputReceiver(session), reactor=reactor)
-    # Nothing is read from standard input until the server is there to take it.
-    stdio.pauseProducing()
+    script = make_script(options)
+    session = ClientSession(
+        address,
+        warn,
+        interactive=script is None and os.isatty(0),
+        raw=options["raw"],
+        fail_on_error=options["fail-on-error"],
+        window=1 if editor else DEFAULT_WINDOW,
+        fetch_commands=editor,
+        script=script,
+        clock=cast(IReactorTime, reactor),
+    )
+    stdio: StandardIO
+    if editor:
+        stdio = attach_line_editor(session, reactor, warn)
+    else:
+        stdio = StandardIO(InputReceiver(session), reactor=reactor)
+        if script is None:
+            session.attach_input(stdio)
+        else:
+            stdio.pauseProducing()
     session.attach_output(stdio)
     reactor.callWhenRunning(
         signal.signal, signal.SIGINT, lambda *_: session.interrupt()
@@ -352,7 +759,7 @@ async def run(reactor: IReactorCore, options: Options) -> int:
         session.fail(f"cannot connect to {address}: {describe_failure(reason)}")
 
     connecting = endpoint.connect(Factory.forProtocol(lambda: ReplyReceiver(session)))
-    connecting.addCallbacks(lambda _: stdio.resumeProducing(), failed)
+    connecting.addErrback(failed)
     return await session.done
 
 
@@ -370,37 +777,42 @@ def main(argv: list[str] | None = None, stderr: TextIO = sys.stderr) -> None:
         print(f"Try '{PROGRAM} --help' for usage.", file=stderr)
         raise SystemExit(EXIT_USAGE) from None
 
-    saved_flags = _save_fd_flags((0, 1))
+    editor = uses_line_editor(options)
 
     async def go(reactor: IReactorCore) -> None:
-        code = await run(reactor, options)
+        code = await run(reactor, options, editor=editor)
         if code:
             raise SystemExit(code)
 
-    try:
+    with _restored_fd_flags((0, 1)), _terminal_mode(editor):
         react(go)
-    finally:
-        _restore_fd_flags(saved_flags)
 
 
-def _save_fd_flags(fds: tuple[int, ...]) -> dict[int, int]:
+@contextlib.contextmanager
+def _terminal_mode(editor: bool) -> Iterator[None]:
+    if not editor:
+        yield
+        return
+    with terminal_mode(0):
+        yield
+
+
+@contextlib.contextmanager
+def _restored_fd_flags(fds: tuple[int, ...]) -> Iterator[None]:
+    # twisted.internet.stdio makes standard I/O non-blocking, and a terminal's
+    # flags are shared with the shell that started us: put them back.
     import fcntl
 
     saved = {}
     for fd in fds:
         with contextlib.suppress(OSError):
             saved[fd] = fcntl.fcntl(fd, fcntl.F_GETFL)
-    return saved
-
-
-def _restore_fd_flags(saved: dict[int, int]) -> None:
-    # twisted.internet.stdio makes standard I/O non-blocking, and a terminal's
-    # flags are shared with the shell that started us: put them back.
-    import fcntl
-
-    for fd, flags in saved.items():
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+    try:
+        yield
+    finally:
+        for fd, flags in saved.items():
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, fcntl.F_SETFL, flags)
 
 
 if __name__ == "__main__":

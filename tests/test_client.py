@@ -5,29 +5,47 @@ in memory through iosim.
 
 from __future__ import annotations
 
+from typing import Any
+
+from twisted.internet.defer import Deferred
 from twisted.internet.error import (
     ConnectionDone,
     ConnectionLost,
     ConnectionRefusedError,
     DNSLookupError,
 )
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
+from commandproto._commands import (
+    CLOSING,
+    GREETING,
+    PRESENT,
+    UNKNOWN_COMMAND,
+    Command,
+    Reply,
+    default_commands,
+)
 from commandproto._server import CommandServerFactory
 from commandproto.client import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_REPLY_ERROR,
     PROMPT,
     ClientSession,
     InputReceiver,
     Options,
     ReplyReceiver,
+    Script,
     describe_failure,
+    make_script,
 )
 
 
@@ -53,10 +71,16 @@ class Harness:
     fake standard output and standard input.
     """
 
-    def __init__(self, *, interactive: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        interactive: bool = False,
+        factory: CommandServerFactory | None = None,
+        **options: Any,
+    ) -> None:
         self.errors: list[str] = []
         self.session = ClientSession(
-            "test-server", self.errors.append, interactive=interactive
+            "test-server", self.errors.append, interactive=interactive, **options
         )
         self.stdout = FakeStdout()
         self.stdout.session = self.session
@@ -64,9 +88,9 @@ class Harness:
         self.stdin = InputReceiver(self.session)
         self.exit_codes: list[int] = []
         self.session.done.addCallback(self.exit_codes.append)
-        factory = CommandServerFactory()
+        server_factory = factory or CommandServerFactory()
         self.client, self.server, self.pump = connectedServerAndClient(
-            lambda: factory.buildProtocol(None),
+            lambda: server_factory.buildProtocol(None),
             lambda: ReplyReceiver(self.session),
         )
 
@@ -270,3 +294,443 @@ class OptionsTests(SynchronousTestCase):
     def test_connect(self) -> None:
         options = self.parse("--connect", "unix:path=/tmp/x")
         self.assertEqual(options["connect"], "unix:path=/tmp/x")
+
+
+@implementer(IPushProducer)
+class FakeInput:
+    """
+    An input source that records whether the session wants it paused.
+    """
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.calls: list[str] = []
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self.calls.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.calls.append("resume")
+
+    def stopProducing(self) -> None:
+        self.calls.append("stop")
+
+
+class Wired:
+    """
+    A session with a StringTransport for the server, so a test decides
+    exactly when each reply arrives.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self.errors: list[str] = []
+        options.setdefault("interactive", False)
+        self.session = ClientSession("test-server", self.errors.append, **options)
+        self.stdout = FakeStdout()
+        self.stdout.session = self.session
+        self.session.attach_output(self.stdout)
+        self.input = FakeInput()
+        self.exit_codes: list[int] = []
+        self.session.done.addCallback(self.exit_codes.append)
+        self.server = StringTransport()
+
+    def connect(self, *, with_input: bool = True) -> None:
+        if with_input:
+            self.session.attach_input(self.input)
+        self.session.connected(self.server)
+
+    def sent(self) -> list[bytes]:
+        written: bytes = self.server.value()
+        return written.split(b"\r\n")[:-1]
+
+    def close(self) -> None:
+        self.session.connection_lost(Failure(ConnectionDone()))
+
+
+class FlowControlTests(SynchronousTestCase):
+    """
+    Input is read only while fewer than a window of requests await replies,
+    and only while the connection can take more.
+    """
+
+    def test_input_paused_until_connected(self) -> None:
+        wired = Wired()
+        wired.session.attach_input(wired.input)
+        self.assertTrue(wired.input.paused)
+        wired.session.connected(wired.server)
+        self.assertFalse(wired.input.paused)
+
+    def test_full_window_pauses_input(self) -> None:
+        wired = Wired(window=4)
+        wired.connect()
+        wired.session.send_lines([b"Hello"] * 3)
+        self.assertFalse(wired.input.paused)
+        wired.session.send(b"Hello")
+        self.assertTrue(wired.input.paused)
+
+    def test_input_resumes_when_half_the_window_is_answered(self) -> None:
+        wired = Wired(window=4)
+        wired.connect()
+        wired.session.send_lines([b"Hello"] * 4)
+        wired.session.replies_received([GREETING])
+        self.assertTrue(wired.input.paused)
+        wired.session.replies_received([GREETING])
+        self.assertFalse(wired.input.paused)
+
+    def test_outstanding_never_passes_window_plus_one_read(self) -> None:
+        # However fast input comes, what is held stays bounded.
+        harness = Harness(window=100)
+        source = FakeInput()
+        harness.session.attach_input(source)
+        most = 0
+        for _ in range(50):
+            if not source.paused:
+                harness.stdin.dataReceived(b"Hello\n" * 30)
+            most = max(most, harness.session.outstanding)
+            harness.pump.pump()
+        self.assertLessEqual(most, 100 + 30)
+        self.assertIn("pause", source.calls)
+
+    def test_full_send_buffer_pauses_input(self) -> None:
+        wired = Wired()
+        wired.connect()
+        self.assertIs(wired.server.producer, wired.session)
+        wired.session.pauseProducing()
+        self.assertTrue(wired.input.paused)
+        wired.session.resumeProducing()
+        self.assertFalse(wired.input.paused)
+
+    def test_connection_produces_for_stdout(self) -> None:
+        wired = Wired()
+        wired.connect()
+        self.assertIs(wired.stdout.producer, wired.server)
+        wired.session.replies_received([CLOSING])
+        wired.close()
+        self.assertIsNone(wired.stdout.producer)
+
+    def test_input_paused_at_end(self) -> None:
+        wired = Wired()
+        wired.connect()
+        wired.session.interrupt()
+        self.assertTrue(wired.input.paused)
+
+    def test_many_lines_in_one_write(self) -> None:
+        wired = Wired()
+        wired.connect()
+        wired.session.send_lines([b"Hello", b"Are you there?"])
+        self.assertEqual(wired.server.value(), b"Hello\r\nAre you there?\r\n")
+        self.assertEqual(wired.session.outstanding, 2)
+
+
+class OutputFormatTests(SynchronousTestCase):
+    """
+    The seed's ``Server response:`` lines, or with raw only the replies.
+    """
+
+    def test_raw_prints_only_replies(self) -> None:
+        harness = Harness(raw=True)
+        harness.type(b"Hello\nAre you there?\n")
+        self.assertEqual(harness.stdout.text(), "Greetings!\nYes, I am here!\n")
+
+    def test_batch_of_replies_in_seed_format(self) -> None:
+        wired = Wired()
+        wired.connect()
+        wired.session.send_lines([b"a", b"b"])
+        wired.session.replies_received(["x", "y"])
+        self.assertEqual(
+            wired.stdout.text(), "Server response: x\nServer response: y\n"
+        )
+
+    def test_closing_in_a_batch_stops_sending(self) -> None:
+        wired = Wired()
+        wired.connect()
+        wired.session.send_lines([b"Hello", b"quit"])
+        wired.session.replies_received([GREETING, CLOSING])
+        wired.session.send(b"Hello")
+        self.assertEqual(wired.sent(), [b"Hello", b"quit"])
+
+
+class FailOnErrorTests(SynchronousTestCase):
+    """
+    With ``-e``, an error reply makes the exit status 3.
+    """
+
+    def test_unknown_command_exits_3(self) -> None:
+        harness = Harness(fail_on_error=True)
+        harness.type(b"Hello\nnope\n")
+        harness.end_input()
+        self.assertEqual(harness.exit_codes, [EXIT_REPLY_ERROR])
+
+    def test_error_reply_exits_3(self) -> None:
+        harness = Harness(fail_on_error=True)
+        harness.type(b"\xff\n")
+        harness.end_input()
+        self.assertEqual(harness.exit_codes, [EXIT_REPLY_ERROR])
+
+    def test_no_error_exits_0(self) -> None:
+        harness = Harness(fail_on_error=True)
+        harness.type(b"Hello\n")
+        harness.end_input()
+        self.assertEqual(harness.exit_codes, [EXIT_OK])
+
+    def test_without_flag_errors_exit_0(self) -> None:
+        harness = Harness()
+        harness.type(b"nope\n")
+        harness.end_input()
+        self.assertEqual(harness.exit_codes, [EXIT_OK])
+
+    def test_connection_failure_still_exits_1(self) -> None:
+        harness = Harness(fail_on_error=True)
+        harness.type(b"nope\n")
+        assert harness.server.transport is not None
+        harness.server.transport.loseConnection()
+        harness.pump.flush()
+        self.assertEqual(harness.exit_codes, [EXIT_FAILURE])
+
+
+class ScriptTests(SynchronousTestCase):
+    """
+    Commands given as arguments: sent on connecting, then the client exits.
+    """
+
+    def test_one_shot(self) -> None:
+        harness = Harness(script=Script(("Hello", "Are you there?")))
+        self.assertEqual(
+            harness.stdout.text(),
+            "Server response: Greetings!\nServer response: Yes, I am here!\n",
+        )
+        self.assertEqual(harness.exit_codes, [EXIT_OK])
+
+    def test_one_shot_quit_exits_0(self) -> None:
+        harness = Harness(script=Script(("quit", "Hello")))
+        self.assertEqual(harness.stdout.text(), "Server response: Closing down\n")
+        self.assertEqual(harness.exit_codes, [EXIT_OK])
+
+    def test_repeat_waits_interval_after_each_round(self) -> None:
+        clock = Clock()
+        wired = Wired(script=Script(("Are you there?",), 3, 1.5), clock=clock)
+        wired.connect(with_input=False)
+        self.assertEqual(len(wired.sent()), 1)
+        wired.session.replies_received([PRESENT])
+        clock.advance(1.4)
+        self.assertEqual(len(wired.sent()), 1)
+        clock.advance(0.1)
+        self.assertEqual(len(wired.sent()), 2)
+        wired.session.replies_received([PRESENT])
+        clock.advance(1.5)
+        wired.session.replies_received([PRESENT])
+        self.assertEqual(wired.sent(), [b"Are you there?"] * 3)
+        self.assertTrue(wired.server.disconnecting)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        wired.close()
+        self.assertEqual(wired.stdout.text().count(PRESENT), 3)
+        self.assertEqual(wired.exit_codes, [EXIT_OK])
+
+    def test_repeat_does_not_send_before_replies(self) -> None:
+        clock = Clock()
+        wired = Wired(script=Script(("Hello",), 2, 0.0), clock=clock)
+        wired.connect(with_input=False)
+        clock.advance(10)
+        self.assertEqual(len(wired.sent()), 1)
+
+    def test_repeat_with_clock_through_iosim(self) -> None:
+        clock = Clock()
+        harness = Harness(script=Script(("Hello", "nope"), 2, 5.0), clock=clock)
+        self.assertEqual(harness.exit_codes, [])
+        clock.advance(5)
+        harness.pump.flush()
+        self.assertEqual(
+            harness.stdout.text().splitlines(),
+            [f"Server response: {GREETING}", f"Server response: {UNKNOWN_COMMAND}"] * 2,
+        )
+        self.assertEqual(harness.exit_codes, [EXIT_OK])
+
+    def test_interrupt_cancels_the_next_round(self) -> None:
+        clock = Clock()
+        wired = Wired(script=Script(("Hello",), 5, 1.0), clock=clock)
+        wired.connect(with_input=False)
+        wired.session.replies_received([GREETING])
+        wired.session.interrupt()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_repeat_stops_at_closing_down(self) -> None:
+        clock = Clock()
+        wired = Wired(script=Script(("quit",), 5, 1.0), clock=clock)
+        wired.connect(with_input=False)
+        wired.session.replies_received([CLOSING])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_repeated_script_needs_clock(self) -> None:
+        self.assertRaises(
+            ValueError,
+            ClientSession,
+            "x",
+            print,
+            interactive=False,
+            script=Script(("Hello",), 2),
+        )
+
+
+class CommandNamesTests(SynchronousTestCase):
+    """
+    For completion the client asks the server for ``help``, silently.
+    """
+
+    def test_learns_server_commands(self) -> None:
+        table = default_commands()
+        table.add(Command("ping", lambda: Reply("pong")))
+        harness = Harness(
+            interactive=True,
+            fetch_commands=True,
+            factory=CommandServerFactory(table),
+        )
+        self.assertEqual(
+            harness.session.command_names,
+            ["Hello", "Are you there?", "quit", "help", "ping"],
+        )
+
+    def test_help_reply_is_not_printed(self) -> None:
+        harness = Harness(interactive=True, fetch_commands=True)
+        self.assertEqual(harness.stdout.text(), PROMPT)
+
+    def test_prompt_waits_for_help_reply(self) -> None:
+        wired = Wired(interactive=True, fetch_commands=True, window=1)
+        wired.connect()
+        self.assertEqual((wired.stdout.text(), wired.input.paused), ("", True))
+        wired.session.replies_received(["Commands: a, b"])
+        self.assertEqual((wired.stdout.text(), wired.input.paused), (PROMPT, False))
+        self.assertEqual(wired.session.command_names, ["a", "b"])
+
+    def test_old_server_keeps_local_names(self) -> None:
+        wired = Wired(interactive=True, fetch_commands=True)
+        wired.connect()
+        wired.session.replies_received([UNKNOWN_COMMAND])
+        self.assertEqual(wired.session.command_names, default_commands().names())
+
+    def test_hidden_error_does_not_fail(self) -> None:
+        wired = Wired(fetch_commands=True, fail_on_error=True)
+        wired.connect()
+        wired.session.replies_received([UNKNOWN_COMMAND])
+        wired.session.input_ended()
+        wired.close()
+        self.assertEqual(wired.exit_codes, [EXIT_OK])
+
+    def test_typed_help_updates_names(self) -> None:
+        harness = Harness(interactive=True)
+        harness.type(b"help\n")
+        self.assertIn("Server response: Commands: ", harness.stdout.text())
+        self.assertEqual(
+            harness.session.command_names, ["Hello", "Are you there?", "quit", "help"]
+        )
+
+
+class PromptLineTests(SynchronousTestCase):
+    """
+    Whatever ends the session, the prompt's line is ended first and any
+    error message comes after all output.
+    """
+
+    def test_failure_message_after_output_is_flushed(self) -> None:
+        events: list[str] = []
+        session = ClientSession("s", events.append, interactive=True)
+        output = StringTransport()
+        session.attach_output(output)
+        session.connected(StringTransport())
+        session.connection_lost(Failure(ConnectionLost()))
+        self.assertEqual(events, [])
+        self.assertEqual(output.value(), PROMPT.encode() + b"\n")
+        session.output_closed()
+        self.assertEqual(
+            events, ["commandproto.client: connection to s connection lost"]
+        )
+
+    def test_warn_at_exit(self) -> None:
+        wired = Wired()
+        wired.connect()
+        wired.session.warn_at_exit("history not saved")
+        self.assertEqual(wired.errors, [])
+        wired.session.input_ended()
+        wired.close()
+        self.assertEqual(wired.errors, ["commandproto.client: history not saved"])
+
+    def test_interrupt_at_prompt_ends_line(self) -> None:
+        harness = Harness(interactive=True)
+        harness.session.interrupt()
+        self.assertEqual(harness.stdout.text(), PROMPT + "\n")
+
+    def test_done_fires_once(self) -> None:
+        wired = Wired()
+        wired.connect()
+        wired.session.finish(EXIT_OK)
+        wired.session.output_closed()
+        self.assertEqual(wired.exit_codes, [EXIT_OK])
+        self.assertIsInstance(wired.session.done, Deferred)
+
+
+class ScriptOptionsTests(SynchronousTestCase):
+    """
+    Commands as arguments, ``--raw``, ``-e``, ``-r`` and ``-i``.
+    """
+
+    def parse(self, *argv: str) -> Options:
+        options = Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_commands_as_arguments(self) -> None:
+        options = self.parse("Hello", "Are you there?")
+        self.assertEqual(make_script(options), Script(("Hello", "Are you there?")))
+
+    def test_no_arguments_no_script(self) -> None:
+        self.assertIsNone(make_script(self.parse()))
+
+    def test_repeat_and_interval(self) -> None:
+        options = self.parse("-r", "5", "-i", "1", "Are you there?")
+        self.assertEqual(make_script(options), Script(("Are you there?",), 5, 1.0))
+
+    def test_long_names(self) -> None:
+        options = self.parse(
+            "--raw", "--fail-on-error", "--repeat=2", "--interval=0.5", "Hello"
+        )
+        self.assertEqual((options["raw"], options["fail-on-error"]), (True, True))
+        self.assertEqual(make_script(options), Script(("Hello",), 2, 0.5))
+
+    def test_flags_default_off(self) -> None:
+        options = self.parse()
+        self.assertEqual((options["raw"], options["fail-on-error"]), (False, False))
+
+    def test_repeat_needs_commands(self) -> None:
+        self.assertRaises(usage.UsageError, self.parse, "-r", "3")
+
+    def test_interval_needs_repeat(self) -> None:
+        self.assertRaises(usage.UsageError, self.parse, "-i", "1", "Hello")
+
+    def test_repeat_must_be_positive(self) -> None:
+        self.assertRaises(usage.UsageError, self.parse, "-r", "0", "Hello")
+
+    def test_interval_must_be_a_duration(self) -> None:
+        for bad in ("-1", "nan", "inf", "soon"):
+            self.assertRaises(
+                usage.UsageError, self.parse, "-r", "2", "-i", bad, "Hello"
+            )
+
+    def test_command_with_newline_rejected(self) -> None:
+        self.assertRaises(usage.UsageError, self.parse, "Hello\nquit")
+
+
+class ReplyDecodingTests(SynchronousTestCase):
+    """
+    Replies are decoded as UTF-8, an invalid one with replacement
+    characters, each line on its own.
+    """
+
+    def test_invalid_bytes_stay_in_their_line(self) -> None:
+        wired = Wired(raw=True)
+        receiver = ReplyReceiver(wired.session)
+        receiver.makeConnection(wired.server)
+        wired.session.send_lines([b"a", b"b", b"c"])
+        receiver.dataReceived(b"a\xff\r\n\xc3\r\nb\xc3")
+        receiver.dataReceived(b"\xa9\r\n")
+        self.assertEqual(wired.stdout.text(), "a\ufffd\n\ufffd\nb\u00e9\n")

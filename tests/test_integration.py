@@ -226,3 +226,121 @@ class ClientProcessTests(ProcessTestCase):
         self.assertEqual(client.returncode, 1)
         self.assertEqual(len(stderr.splitlines()), 1, stderr)
         self.assertIn(f"127.0.0.1:{server.port}".encode(), stderr)
+
+
+class ClientModeTests(ProcessTestCase):
+    """
+    One-shot, raw and repeat modes, and every exit status, as scripts see
+    them.
+    """
+
+    def test_one_shot(self) -> None:
+        server = self.start_server()
+        result = run_client(
+            ["--port", str(server.port), "Hello", "Are you there?"], b""
+        )
+        self.assertEqual(
+            (result.returncode, result.stdout, result.stderr),
+            (
+                0,
+                b"Server response: Greetings!\nServer response: Yes, I am here!\n",
+                b"",
+            ),
+        )
+
+    def test_one_shot_does_not_read_stdin(self) -> None:
+        server = self.start_server()
+        result = run_client(["--port", str(server.port), "Hello"], b"quit\nHello\n")
+        self.assertEqual(result.stdout, b"Server response: Greetings!\n")
+
+    def test_raw(self) -> None:
+        server = self.start_server()
+        result = run_client(
+            ["--port", str(server.port), "--raw"], b"Hello\nnope\nhelp\n"
+        )
+        self.assertEqual(
+            result.stdout,
+            b"Greetings!\nUnknown command.\n"
+            b"Commands: Hello, Are you there?, quit, help\n",
+        )
+
+    def test_repeat(self) -> None:
+        server = self.start_server()
+        result = run_client(
+            ["--port", str(server.port), "-r", "3", "-i", "0.05", "Are you there?"],
+            b"",
+        )
+        self.assertEqual(
+            (result.returncode, result.stdout),
+            (0, b"Server response: Yes, I am here!\n" * 3),
+        )
+
+    def test_exit_0(self) -> None:
+        server = self.start_server()
+        result = run_client(["--port", str(server.port), "-e", "Hello"], b"")
+        self.assertEqual(result.returncode, 0)
+
+    def test_exit_1_connection_refused(self) -> None:
+        result = run_client(["--port", str(unused_port()), "Hello"], b"")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(len(result.stderr.splitlines()), 1)
+
+    def test_exit_2_usage_without_traceback(self) -> None:
+        for arguments in (["-r", "2"], ["-i", "1", "Hello"], ["-r", "0", "Hello"]):
+            result = run_client(arguments, b"")
+            self.assertEqual(result.returncode, 2, arguments)
+            self.assertNotIn(b"Traceback", result.stderr)
+            self.assertTrue(result.stderr.startswith(b"commandproto.client: "))
+
+    def test_exit_3_error_reply_with_fail_on_error(self) -> None:
+        server = self.start_server()
+        result = run_client(["--port", str(server.port), "-e", "Hello", "nope"], b"")
+        self.assertEqual(result.returncode, 3)
+        self.assertEqual(
+            result.stdout,
+            b"Server response: Greetings!\nServer response: Unknown command.\n",
+        )
+
+    def test_exit_3_from_piped_input(self) -> None:
+        server = self.start_server()
+        result = run_client(
+            ["--port", str(server.port), "--fail-on-error"], b"Hello\n\xff\n"
+        )
+        self.assertEqual(result.returncode, 3)
+
+    def test_error_reply_without_flag_exits_0(self) -> None:
+        server = self.start_server()
+        result = run_client(["--port", str(server.port), "nope"], b"")
+        self.assertEqual(result.returncode, 0)
+
+
+PIPED_LINES = 1_000_000
+
+
+class MillionLineTests(ProcessTestCase):
+    """
+    A million piped lines go through, every reply in order, with the client
+    holding no more than its window.
+    """
+
+    def test_million_lines_in_order(self) -> None:
+        server = self.start_server()
+        commands = [b"Hello", b"Are you there?", b"x"]
+        answers = [GREETING, PRESENT, UNKNOWN_COMMAND]
+
+        # Every 1000th line is different, so a lost, doubled or reordered
+        # reply shows up as a mismatch at a known position.
+        def command(number: int) -> bytes:
+            return b"quit?" if number % 1000 == 999 else commands[number % 3]
+
+        def answer(number: int) -> str:
+            return UNKNOWN_COMMAND if number % 1000 == 999 else answers[number % 3]
+
+        stdin = b"".join(command(n) + b"\n" for n in range(PIPED_LINES))
+        result = run_client(["--port", str(server.port), "--raw"], stdin, timeout=120)
+        self.assertEqual((result.returncode, result.stderr), (0, b""))
+        replies = result.stdout.decode().split("\n")
+        self.assertEqual(replies.pop(), "")
+        self.assertEqual(len(replies), PIPED_LINES)
+        mismatches = [n for n, reply in enumerate(replies) if reply != answer(n)]
+        self.assertEqual(mismatches[:5], [])
