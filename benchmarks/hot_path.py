@@ -75,13 +75,13 @@ class PlainLineReceiver(LineReceiver):
 def make_commandproto() -> Callable[[bytes], None]:
     factory = CommandServerFactory(clock=Clock())
     protocol = factory.buildProtocol(None)
-    protocol.makeConnection(NullTransport())  # type: ignore[arg-type]
+    protocol.makeConnection(NullTransport())  # type: ignore[no-untyped-call]
     return protocol.dataReceived
 
 
 def make_plain() -> Callable[[bytes], None]:
     protocol = PlainLineReceiver()
-    protocol.makeConnection(NullTransport())  # type: ignore[arg-type]
+    protocol.makeConnection(NullTransport())  # type: ignore[no-untyped-call]
     return protocol.dataReceived
 
 

@@ -458,8 +458,7 @@ class ClientSession:
         self._end_prompt_line()
         self._update_flow()
         if self._server is not None:
-            self._we_closed = True
-            self._server.loseConnection()
+            self._close_server()
         if self._output is not None:
             self._output.loseConnection()
         else:
@@ -530,8 +529,15 @@ class ClientSession:
 
     def _close_if_finished(self) -> None:
         if self._input_ended and self._outstanding <= 0 and self._server is not None:
-            self._we_closed = True
-            self._server.loseConnection()
+            self._close_server()
+
+    def _close_server(self) -> None:
+        assert self._server is not None
+        self._we_closed = True
+        # A producer still registered on the connection (we are one, for
+        # backpressure) holds a TLS close open for ever: unregister first.
+        IConsumer(self._server).unregisterProducer()
+        self._server.loseConnection()
 
     def _prompt(self) -> None:
         if (
