@@ -103,7 +103,7 @@ class Options(usage.Options):
     Command-line options of ``python -m commandproto.client``.
     """
 
-    synopsis = "[options] [COMMAND ...]"
+    synopsis = "Usage: python -m commandproto.client [options] [COMMAND ...]"
     longdesc = (
         "Send commands to a commandproto server and print each reply as "
         "'Server response: <reply>'.  The commands are the arguments if any "
