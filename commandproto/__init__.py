@@ -13,8 +13,12 @@ from ._commands import (
     Command,
     CommandTable,
     Reply,
+    constant,
     default_commands,
+    format_help,
+    help_command,
     is_error_reply,
+    parse_help,
 )
 from ._server import CommandServerFactory, CommandServerProtocol
 
@@ -30,8 +34,12 @@ __all__ = [
     "CommandTable",
     "LineFramer",
     "Reply",
+    "constant",
     "decode_line",
     "default_commands",
     "encode_line",
+    "format_help",
+    "help_command",
     "is_error_reply",
+    "parse_help",
 ]

@@ -16,7 +16,7 @@ prompt is ``Execute command: ``, as in the seed's client.
 
 Exit codes: 0 on success; 1 when the connection fails or the server goes
 away mid-session; 2 on a usage error; 3 with ``--fail-on-error`` when a reply
-was an error; 130 on Ctrl-C (or SIGINT).
+was an error; 130 on Ctrl-C (or SIGINT); 143 on SIGTERM.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_REPLY_ERROR = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 # Replies are short; this bounds what a misbehaving server can make us hold.
 MAX_REPLY_LENGTH = 1024 * 1024
@@ -432,11 +433,14 @@ class ClientSession:
     def _success_code(self) -> int:
         return EXIT_REPLY_ERROR if self._saw_error else EXIT_OK
 
-    def interrupt(self) -> None:
+    def interrupt(self, code: int = EXIT_INTERRUPTED) -> None:
         """
-        The user pressed Ctrl-C (or we got SIGINT).
+        The user pressed Ctrl-C (or we got SIGINT, or SIGTERM).
+
+        :param code: the exit status, by the shell's convention 128 plus the
+            signal's number.
         """
-        self.finish(EXIT_INTERRUPTED)
+        self.finish(code)
 
     def fail(self, message: str) -> None:
         """
@@ -759,6 +763,11 @@ async def run(reactor: IReactorCore, options: Options, *, editor: bool) -> int:
     session.attach_output(stdio)
     reactor.callWhenRunning(
         signal.signal, signal.SIGINT, lambda *_: session.interrupt()
+    )
+    reactor.callWhenRunning(
+        signal.signal,
+        signal.SIGTERM,
+        lambda *_: session.interrupt(EXIT_TERMINATED),
     )
 
     def failed(reason: Failure) -> None:

@@ -220,7 +220,7 @@ class TerminalTests(SynchronousTestCase):
         client.type(b"Hel")
         client.wait_for(PROMPT + "Hel")
         client.process.send_signal(signal.SIGTERM)
-        client.wait_exit()
+        self.assert_exited(client, 143)
         self.assertEqual(client.attributes(), client.initial_attributes)
 
     def test_sigint_exits_130(self) -> None:

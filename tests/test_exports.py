@@ -1,0 +1,33 @@
+"""
+The public API is what ``commandproto.__all__`` names.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+import commandproto
+
+
+class ExportsTests(SynchronousTestCase):
+    def test_every_name_in_all_exists(self) -> None:
+        missing = [
+            name for name in commandproto.__all__ if not hasattr(commandproto, name)
+        ]
+        self.assertEqual(missing, [])
+
+    def test_all_is_unique(self) -> None:
+        self.assertEqual(len(commandproto.__all__), len(set(commandproto.__all__)))
+
+    def test_exports_come_from_private_modules(self) -> None:
+        for name in commandproto.__all__:
+            value = getattr(commandproto, name)
+            module = getattr(value, "__module__", None)
+            if module is not None and module.startswith("commandproto"):
+                self.assertTrue(module.startswith("commandproto._"), (name, module))
+
+    def test_library_example_from_readme(self) -> None:
+        table = commandproto.default_commands()
+        table.add(commandproto.Command("ping", lambda: commandproto.Reply("pong")))
+        factory = commandproto.CommandServerFactory(table)
+        self.assertEqual(factory.commands.dispatch("ping"), commandproto.Reply("pong"))
