@@ -137,7 +137,8 @@ class CommandServerProtocol(LineReceiver, TimeoutMixin):
         self._backlog: list[Frame] = []
         self._done_reading = False
         self._closing = False
-        self._shutting_down = False
+        # Answer the backlog whatever the backpressure: set when closing.
+        self._answer_all = False
         self.peer = "(not connected)"
 
     def connectionMade(self) -> None:
@@ -198,6 +199,8 @@ class CommandServerProtocol(LineReceiver, TimeoutMixin):
         if self._done_reading:
             return
         last = self._framer.finish()
+        # Closing: every line held back by backpressure is answered now.
+        self._answer_all = True
         self._answer([last] if last is not None else [])
         self._close()
 
@@ -235,7 +238,7 @@ class CommandServerProtocol(LineReceiver, TimeoutMixin):
         """
         if self._closing:
             return
-        self._shutting_down = True
+        self._answer_all = True
         self._answer([])
         if not self._done_reading:
             self.send_reply(CLOSING)
@@ -267,7 +270,7 @@ class CommandServerProtocol(LineReceiver, TimeoutMixin):
                 if len(batch) >= FLUSH_EVERY:
                     self._transport.write(b"".join(batch))
                     batch.clear()
-                    if self.paused and not self._shutting_down:
+                    if self.paused and not self._answer_all:
                         self._backlog = frames[index + 1 :]
                         break
         finally:

@@ -401,3 +401,20 @@ class FileLimitTests(SynchronousTestCase):
 
     def test_small_limit_fits(self) -> None:
         self.assertEqual(ensure_file_limit(10), 10)
+
+
+class HalfCloseWhilePausedTests(SynchronousTestCase):
+    """
+    A client that closes its sending side while the server holds lines back
+    still gets every reply.
+    """
+
+    def test_backlog_answered_on_half_close(self) -> None:
+        transport = SlowReaderTransport(limit=1000)
+        protocol, _ = Server().connect(transport)
+        count = FLUSH_EVERY * 3
+        protocol.dataReceived(b"Hello\n" * count)
+        self.assertEqual(transport.producerState, "paused")
+        protocol.readConnectionLost()
+        self.assertEqual(transport.value(), replies(GREETING) * count)
+        self.assertTrue(transport.disconnecting)
