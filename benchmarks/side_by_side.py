@@ -486,6 +486,7 @@ def run_load(
             text=True,
             timeout=duration + 60,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
             preexec_fn=_pin_to(cpu),
         )
     except subprocess.TimeoutExpired:
@@ -554,13 +555,14 @@ def measure_idle(server: RunningServer, connections: int, batch: int = 100) -> R
     }
 
 
-def client_supports_raw(environment: dict[str, str]) -> bool:
+def client_supports_raw(environment: dict[str, str], tree: Path) -> bool:
     output = subprocess.run(
         [sys.executable, "-m", "commandproto.client", "--help"],
         capture_output=True,
         text=True,
         timeout=30,
         env=environment,
+        cwd=tree,
     ).stdout
     return "--raw" in output
 
@@ -574,7 +576,7 @@ def measure_client(
     """
     assert server.spec.tree is not None
     environment = {**os.environ, "PYTHONPATH": str(server.spec.tree)}
-    raw = client_supports_raw(environment)
+    raw = client_supports_raw(environment, server.spec.tree)
     command = [sys.executable, "-m", "commandproto.client", "--port", str(server.port)]
     if raw:
         command.append("--raw")
@@ -589,6 +591,9 @@ def measure_client(
                 stderr=subprocess.PIPE,
                 timeout=300,
                 env=environment,
+                # python -m puts the working directory first on the path:
+                # run from the tree, so that it is that tree's client.
+                cwd=server.spec.tree,
                 preexec_fn=_pin_to(cpu),
             )
         except subprocess.TimeoutExpired:
@@ -785,7 +790,19 @@ def git_commit(tree: Path) -> str:
             timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
+            # Changes to the code, not to docs/ (which this script writes).
+            [
+                "git",
+                "-C",
+                str(tree),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                "commandproto",
+                "benchmarks",
+                "twisted",
+            ],
             capture_output=True,
             text=True,
             timeout=10,
