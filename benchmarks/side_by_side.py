@@ -34,6 +34,7 @@ import contextlib
 import datetime
 import importlib.metadata
 import importlib.util
+import io
 import json
 import os
 import platform
@@ -45,6 +46,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -130,14 +132,15 @@ class ServerSpec:
     tree: Path | None = None
 
 
-def commandproto_spec(label: str, tree: Path) -> ServerSpec:
+def commandproto_spec(label: str, tree: Path, origin: str) -> ServerSpec:
     """
     commandproto as people run it, from one checkout.
+
+    :param origin: where that checkout came from, for the docs.
     """
     return ServerSpec(
         label,
-        f"``twistd -n commandserver`` from {describe_tree(tree)}, every "
-        "protection at its defaults",
+        f"``twistd -n commandserver`` from {origin}, every protection at its defaults",
         lambda port: [
             sys.executable,
             "-c",
@@ -153,21 +156,55 @@ def commandproto_spec(label: str, tree: Path) -> ServerSpec:
     )
 
 
-def describe_tree(tree: Path) -> str:
-    if tree == ROOT:
-        return f"this checkout ({git_commit(tree)})"
-    return f"``{tree}`` ({git_commit(tree)})"
+def resolve_tree(where: str, archives: Path) -> tuple[Path, str]:
+    """
+    Find the commandproto checkout to measure.
+
+    :param where: a checkout's path, or a git revision of this repository,
+        which is then extracted with ``git archive``.
+    :param archives: where to extract revisions.
+    :returns: the checkout and a description of it.
+    :raises ValueError: if C{where} is neither.
+    """
+    if Path(where, "commandproto").is_dir():
+        tree = Path(where).resolve()
+        name = "this checkout" if tree == ROOT else f"``{tree}``"
+        return tree, f"{name} ({git_commit(tree)})"
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", f"{where}^{{commit}}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+        tree = archives / commit
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", "--format=tar", commit],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise ValueError(f"{where!r} is neither a checkout nor a git revision") from e
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(tree, filter="data")
+        else:  # Python before 3.10.12: our own repository's files, trusted
+            tar.extractall(tree)
+    return tree, f"commit {commit} (``git archive``)"
 
 
 def server_specs(
-    trees: list[tuple[str, Path]], idle_connections: int
+    trees: list[tuple[str, Path, str]], idle_connections: int
 ) -> list[ServerSpec]:
     """
     The servers this machine can run: commandproto (one for each tree
     asked for), then the floor, then the others.
     """
     python = sys.executable
-    specs = [commandproto_spec(label, tree) for label, tree in trees]
+    specs = [commandproto_spec(*tree) for tree in trees]
     specs += [
         ServerSpec(
             "LineReceiver",
@@ -449,6 +486,7 @@ def run_load(
             text=True,
             timeout=duration + 60,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
             preexec_fn=_pin_to(cpu),
         )
     except subprocess.TimeoutExpired:
@@ -517,13 +555,14 @@ def measure_idle(server: RunningServer, connections: int, batch: int = 100) -> R
     }
 
 
-def client_supports_raw(environment: dict[str, str]) -> bool:
+def client_supports_raw(environment: dict[str, str], tree: Path) -> bool:
     output = subprocess.run(
         [sys.executable, "-m", "commandproto.client", "--help"],
         capture_output=True,
         text=True,
         timeout=30,
         env=environment,
+        cwd=tree,
     ).stdout
     return "--raw" in output
 
@@ -537,7 +576,7 @@ def measure_client(
     """
     assert server.spec.tree is not None
     environment = {**os.environ, "PYTHONPATH": str(server.spec.tree)}
-    raw = client_supports_raw(environment)
+    raw = client_supports_raw(environment, server.spec.tree)
     command = [sys.executable, "-m", "commandproto.client", "--port", str(server.port)]
     if raw:
         command.append("--raw")
@@ -552,6 +591,9 @@ def measure_client(
                 stderr=subprocess.PIPE,
                 timeout=300,
                 env=environment,
+                # python -m puts the working directory first on the path:
+                # run from the tree, so that it is that tree's client.
+                cwd=server.spec.tree,
                 preexec_fn=_pin_to(cpu),
             )
         except subprocess.TimeoutExpired:
@@ -748,7 +790,19 @@ def git_commit(tree: Path) -> str:
             timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
+            # Changes to the code, not to docs/ (which this script writes).
+            [
+                "git",
+                "-C",
+                str(tree),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                "commandproto",
+                "benchmarks",
+                "twisted",
+            ],
             capture_output=True,
             text=True,
             timeout=10,
@@ -924,20 +978,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--idle-connections", type=int, default=None, help="default 10000"
     )
-    parser.add_argument(
-        "--client-lines", type=int, default=None, help="default 1000000"
-    )
+    parser.add_argument("--client-lines", type=int, default=None, help="default 500000")
     parser.add_argument(
         "--servers", default=None, help="comma-separated server names to run"
     )
     parser.add_argument(
         "--commandproto",
         action="append",
-        metavar="LABEL=PATH",
+        metavar="LABEL=WHERE",
         default=[],
-        help="measure the server (and client) of the commandproto checkout at "
-        "PATH, named LABEL in the tables; repeatable, to compare versions in one "
-        "run (default: this checkout, as 'commandproto')",
+        help="measure the server (and client) of commandproto from WHERE, a "
+        "checkout's path or a git revision of this repository, named LABEL in "
+        "the tables; repeatable, to compare versions in one run (default: this "
+        "checkout, as 'commandproto')",
     )
     parser.add_argument(
         "--output", type=Path, default=DOCS, help=f"default {DOCS.relative_to(ROOT)}"
@@ -948,14 +1001,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     quick = arguments.quick
     arguments.rounds = arguments.rounds or (1 if quick else 3)
     arguments.duration = arguments.duration or (0.5 if quick else 3.0)
-    trees = []
-    for entry in arguments.commandproto or ["commandproto=" + str(ROOT)]:
-        label, equals, path = entry.partition("=")
-        if not (label and equals and Path(path, "commandproto").is_dir()):
-            parser.error(f"--commandproto wants LABEL=PATH of a checkout: {entry!r}")
-        trees.append((label, Path(path).resolve()))
+    archives = Path(tempfile.mkdtemp(prefix="side-by-side-trees-"))
+    try:
+        trees = []
+        for entry in arguments.commandproto or ["commandproto=" + str(ROOT)]:
+            label, equals, where = entry.partition("=")
+            try:
+                if not (label and equals):
+                    raise ValueError("want LABEL=PATH or LABEL=REVISION")
+                trees.append((label, *resolve_tree(where, archives)))
+            except ValueError as e:
+                parser.error(f"--commandproto {entry!r}: {e}")
+        return measure(arguments, trees)
+    finally:
+        shutil.rmtree(archives, ignore_errors=True)
+
+
+def measure(arguments: argparse.Namespace, trees: list[tuple[str, Path, str]]) -> int:
+    """
+    Run every server through every scenario, write the report.
+    """
+    quick = arguments.quick
     wanted_idle = arguments.idle_connections or (300 if quick else 10_000)
-    client_lines = arguments.client_lines or (20_000 if quick else 1_000_000)
+    client_lines = arguments.client_lines or (20_000 if quick else 500_000)
 
     server_cpu, generator_cpu, pinning = choose_cpus()
     if generator_cpu is not None:

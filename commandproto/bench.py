@@ -39,6 +39,8 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.interfaces import (
     IDelayedCall,
+    IHalfCloseableProtocol,
+    IProcessTransport,
     IProtocol,
     IReactorCore,
     IReactorProcess,
@@ -52,6 +54,7 @@ from twisted.internet.stdio import StandardIO
 from twisted.internet.task import react
 from twisted.python import usage
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ._codec import LF, OVERLONG, LineFramer
 from ._commands import default_commands
@@ -881,29 +884,40 @@ async def run_single(
     return result
 
 
+@implementer(IHalfCloseableProtocol)
 class _WorkerControl(Protocol):
     """
     A worker's standard I/O: reads C{go} from its parent, writes reports.
+    Its standard input closing before C{go} means the run is called off;
+    standard output stays open for the report.
     """
 
     def __init__(self) -> None:
-        self.go: Deferred[None] = Deferred()
+        self.go: Deferred[bool] = Deferred()
         self.closed: Deferred[None] = Deferred()
         self._framer = LineFramer(64)
 
+    def _decide(self, go: bool) -> None:
+        if not self.go.called:
+            self.go.callback(go)
+
     def dataReceived(self, data: bytes) -> None:
         for line in self._framer.feed(data):
-            if line == b"go" and not self.go.called:
-                self.go.callback(None)
+            if line == b"go":
+                self._decide(True)
 
     def report(self, **fields: object) -> None:
         assert self.transport is not None
         self.transport.write(json.dumps(fields).encode("utf-8") + LF)
 
+    def readConnectionLost(self) -> None:
+        self._decide(False)
+
+    def writeConnectionLost(self) -> None:
+        pass
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if not self.go.called:
-            # The parent went away before the start.
-            self.go.errback(reason)
+        self._decide(False)
         if not self.closed.called:
             self.closed.callback(None)
 
@@ -927,10 +941,8 @@ async def run_worker(
         control.report(ready=True)
         # Waiting for slower workers to connect is not a stall.
         alive = _ProgressTicker(reactor, load.mark_alive)
-        try:
-            await control.go
-        except Exception:
-            load.fail(EXIT_FAILURE, "the parent process went away")
+        if not await control.go:
+            load.fail(EXIT_FAILURE, "the run was called off before it started")
         alive.stop()
         load.start()
         ticker = _ProgressTicker(
@@ -989,6 +1001,7 @@ class _WorkerPool:
         self.done: Deferred[RunResult] = Deferred()
         self.workers: list[_WorkerProcess] = []
         self._ready = 0
+        self._started = False
         self._running = len(parts)
         self._failure: str | None = None
         self._transports: list[object] = []
@@ -1017,6 +1030,7 @@ class _WorkerPool:
     def ready(self) -> None:
         self._ready += 1
         if self._ready == len(self.workers):
+            self._started = True
             for transport in self._transports:
                 cast(ITransport, transport).write(b"go\n")
 
@@ -1028,9 +1042,16 @@ class _WorkerPool:
         self._running -= 1
         if worker.result is None and self._failure is None:
             self._failure = f"worker {worker.number} ended without a result"
-            # The others cannot start without it: stop them.
+        if not self._started:
+            # A worker that ends before the start (it could not connect,
+            # say) leaves the others waiting for a go that will never come:
+            # closing their standard input calls the run off.  Its failure
+            # is the run's.
+            self._started = True
+            self.workers.remove(worker)
+            self.workers.insert(0, worker)
             for transport in self._transports:
-                cast(ITransport, transport).loseConnection()
+                cast(IProcessTransport, transport).closeStdin()
         if self._running == 0:
             results = [w.result for w in self.workers if w.result is not None]
             merged = merge_results(results)

@@ -16,14 +16,15 @@ from collections.abc import Callable, Sequence
 
 from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.error import ConnectionLost, ConnectionRefusedError
+from twisted.internet.error import ConnectionLost, ConnectionRefusedError, ProcessDone
 from twisted.internet.interfaces import (
     IProtocol,
     IProtocolFactory,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, IOPump, connect
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -59,6 +60,7 @@ from commandproto.bench import (
     Options,
     RunResult,
     RunSettings,
+    _WorkerPool,
     format_csv,
     format_json,
     format_text,
@@ -680,6 +682,110 @@ class LoadRunTests(SynchronousTestCase):
         self.assertEqual(result.code, EXIT_FAILURE)
         self.assertIn("connection refused", result.message)
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class FakeProcess:
+    """
+    A worker process's transport: records what the parent does to it.
+    """
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.stdin_closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def closeStdin(self) -> None:
+        self.stdin_closed = True
+
+
+class FakeProcessReactor:
+    """
+    Spawns nothing: hands each worker's protocol a L{FakeProcess}.
+    """
+
+    def __init__(self) -> None:
+        self.protocols: list[ProcessProtocol] = []
+        self.processes: list[FakeProcess] = []
+
+    def spawnProcess(
+        self, protocol: ProcessProtocol, executable: str, *args: object, **kw: object
+    ) -> FakeProcess:
+        process = FakeProcess()
+        protocol.makeConnection(process)
+        self.protocols.append(protocol)
+        self.processes.append(process)
+        return process
+
+
+def report_line(**fields: object) -> bytes:
+    return json.dumps(fields).encode() + b"\n"
+
+
+class WorkerPoolTests(SynchronousTestCase):
+    """
+    The parent's side of ``--workers``: a common start, merged results, and
+    no worker left waiting.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = FakeProcessReactor()
+        settings = RunSettings(HELLO, clients=4, requests=100)
+        self.pool = _WorkerPool(
+            self.reactor,  # type: ignore[arg-type]
+            ["--port", "1"],
+            settings.split(2),
+        )
+        self.results: list[RunResult] = []
+        self.pool.done.addCallback(self.results.append)
+
+    def end(self, number: int, result: RunResult | None) -> None:
+        protocol = self.reactor.protocols[number]
+        if result is not None:
+            protocol.outReceived(report_line(result=result.to_json()))
+        protocol.processEnded(Failure(ProcessDone(0)))
+
+    def test_workers_start_together(self) -> None:
+        self.reactor.protocols[0].outReceived(report_line(ready=True))
+        self.assertEqual(self.reactor.processes[0].written, [])
+        self.reactor.protocols[1].outReceived(report_line(ready=True))
+        self.assertEqual(
+            [p.written for p in self.reactor.processes], [[b"go\n"], [b"go\n"]]
+        )
+
+    def test_results_are_merged(self) -> None:
+        for protocol in self.reactor.protocols:
+            protocol.outReceived(report_line(ready=True))
+        self.end(0, result_of(10, 20, elapsed=1.0))
+        self.assertEqual(self.results, [])
+        self.end(1, result_of(30, elapsed=2.0))
+        [result] = self.results
+        self.assertEqual((result.code, result.answered, result.elapsed), (0, 3, 2.0))
+
+    def test_a_worker_failing_before_the_start_calls_the_run_off(self) -> None:
+        self.reactor.protocols[0].outReceived(report_line(ready=True))
+        refused = RunResult(LatencyHistogram(), 0.0, EXIT_FAILURE, "connection refused")
+        self.end(1, refused)
+        self.assertTrue(self.reactor.processes[0].stdin_closed)
+        self.assertEqual(self.results, [])
+        called_off = RunResult(LatencyHistogram(), 0.0, EXIT_FAILURE, "called off")
+        self.end(0, called_off)
+        [result] = self.results
+        self.assertEqual(
+            (result.code, result.message), (EXIT_FAILURE, "connection refused")
+        )
+
+    def test_a_worker_ending_without_a_result_fails_the_run(self) -> None:
+        for protocol in self.reactor.protocols:
+            protocol.outReceived(report_line(ready=True))
+        self.end(0, result_of(10))
+        self.end(1, None)
+        [result] = self.results
+        self.assertEqual(
+            (result.code, result.message),
+            (EXIT_FAILURE, "worker 1 ended without a result"),
+        )
 
 
 def run_bench(
