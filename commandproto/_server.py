@@ -18,11 +18,13 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
+    IHalfCloseableDescriptor,
     IHalfCloseableProtocol,
     IListeningPort,
     IProtocolFactory,
     IPushProducer,
     IReactorTime,
+    ISSLTransport,
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import Factory, connectionDone
@@ -57,6 +59,12 @@ DEFAULT_MAX_CONNECTIONS = 10000
 DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 
+CLOSE_TIMEOUT = 10.0
+"""
+Seconds a closing connection may take to finish (the client reading the last
+replies and closing its side) before it is aborted.
+"""
+
 FLUSH_EVERY = 1024
 """
 Replies gathered before they are written mid-read, so that a client that
@@ -78,6 +86,8 @@ class ServerTransport(Protocol):
     def getPeer(self) -> IAddress: ...
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None: ...
     def unregisterProducer(self) -> None: ...
+    def loseWriteConnection(self) -> None: ...
+    def resumeProducing(self) -> None: ...
 
 
 def describe_address(address: IAddress | None) -> str:
@@ -137,6 +147,7 @@ class CommandServerProtocol(LineReceiver, TimeoutMixin):
         self._backlog: list[Frame] = []
         self._done_reading = False
         self._closing = False
+        self._producing = False
         # Answer the backlog whatever the backpressure: set when closing.
         self._answer_all = False
         self.peer = "(not connected)"
@@ -150,12 +161,13 @@ class CommandServerProtocol(LineReceiver, TimeoutMixin):
             log.info(
                 "refused connection from {peer}: {why}", peer=self.peer, why=refusal
             )
-            self._done_reading = self._closing = True
+            self._done_reading = True
             self._transport.write(encode_line(refusal))
-            self._transport.loseConnection()
+            self._close()
             return
         log.info("connection from {peer}", peer=self.peer)
         self._transport.registerProducer(self, True)
+        self._producing = True
         self.setTimeout(self.idle_timeout)  # type: ignore[no-untyped-call]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -196,20 +208,21 @@ class CommandServerProtocol(LineReceiver, TimeoutMixin):
         """
         The client closed its sending side: answer what it sent, then close.
         """
-        if self._done_reading:
-            return
-        last = self._framer.finish()
-        # Closing: every line held back by backpressure is answered now.
-        self._answer_all = True
-        self._answer([last] if last is not None else [])
-        self._close()
+        if not self._done_reading:
+            last = self._framer.finish()
+            # Closing: every line held back by backpressure is answered now.
+            self._answer_all = True
+            self._answer([last] if last is not None else [])
+        self._close(peer_done=True)
 
     def writeConnectionLost(self) -> None:
         """
-        The client can no longer receive replies, so there is no point in
-        reading more requests.
+        Our sending side is closed: either we closed it (and wait for the
+        client to close its side), or the client can no longer receive
+        replies, and there is no point in reading more requests.
         """
-        self._close()
+        if not self._closing:
+            self._close(peer_done=True)
 
     def timeoutConnection(self) -> None:
         """
@@ -228,8 +241,6 @@ class CommandServerProtocol(LineReceiver, TimeoutMixin):
         assert self.idle_timeout is not None
         self.send_reply(idle_timeout_reply(self.idle_timeout))
         self._close()
-        # The same timeout again bounds how long the close may take.
-        self.setTimeout(self.idle_timeout)  # type: ignore[no-untyped-call]
 
     def shut_down(self) -> None:
         """
@@ -312,15 +323,42 @@ class CommandServerProtocol(LineReceiver, TimeoutMixin):
         else:
             self._transport.write(encoded)
 
-    def _close(self) -> None:
+    def _close(self, *, peer_done: bool = False) -> None:
+        """
+        Close gracefully: the replies already written go out, then our end of
+        the connection.  Closing a socket with requests still unread makes the
+        kernel send a reset, which can destroy replies the client has not read
+        yet; so where the transport can, we close only our sending side, read
+        and drop whatever else the client sends, and close for good when it
+        closes too (or after ``CLOSE_TIMEOUT``).
+
+        :param peer_done: the client has closed its sending side (or can no
+            longer receive), so the connection can close for good now.
+        """
         self._done_reading = True
         if self._closing:
+            if peer_done:
+                self._transport.loseConnection()
             return
         self._closing = True
-        # A producer still registered on its own transport would hold the
-        # close open for ever.
-        self._transport.unregisterProducer()
-        self._transport.loseConnection()
+        self.factory.release(self)
+        if self._producing:
+            # A producer still registered on its own transport would hold the
+            # close open for ever.
+            self._producing = False
+            self._transport.unregisterProducer()
+        if self.paused:
+            self.paused = False
+            self._transport.resumeProducing()
+        self.setTimeout(CLOSE_TIMEOUT)  # type: ignore[no-untyped-call]
+        if (
+            not peer_done
+            and IHalfCloseableDescriptor.providedBy(self._transport)
+            and not ISSLTransport.providedBy(self._transport)
+        ):
+            self._transport.loseWriteConnection()
+        else:
+            self._transport.loseConnection()
 
 
 class CommandServerFactory(Factory):
@@ -356,6 +394,7 @@ class CommandServerFactory(Factory):
         self.idle_timeout = idle_timeout
         self.clock = clock
         self.connections: set[CommandServerProtocol] = set()
+        self._active: set[CommandServerProtocol] = set()
         self._reply_cache: dict[bytes, bytes] = {}
         self._reply_cache_version = -1
         self._draining = False
@@ -395,10 +434,18 @@ class CommandServerFactory(Factory):
         """
         if self._draining:
             return CLOSING
-        if len(self.connections) >= self.max_connections:
+        if len(self._active) >= self.max_connections:
             return too_many_connections(self.max_connections)
         self.connections.add(protocol)
+        self._active.add(protocol)
         return None
+
+    def release(self, protocol: CommandServerProtocol) -> None:
+        """
+        A connection has started to close: its slot is free for a new one
+        (it stays in ``connections`` until it is gone).
+        """
+        self._active.discard(protocol)
 
     def forget(self, protocol: CommandServerProtocol) -> bool:
         """
@@ -409,6 +456,7 @@ class CommandServerFactory(Factory):
         if protocol not in self.connections:
             return False
         self.connections.remove(protocol)
+        self._active.discard(protocol)
         if not self.connections:
             drained, self._drained = self._drained, []
             for waiter in drained:

@@ -147,6 +147,22 @@ class FloodTests(HardeningTestCase):
         assert_served(self, server)
 
 
+class GracefulCloseTests(HardeningTestCase):
+    """
+    Lines sent after ``quit`` never cost the client the replies before it.
+    """
+
+    def test_data_after_quit_loses_no_reply(self) -> None:
+        server = self.start_server()
+        with server.connect() as sock:
+            sock.sendall(b"Hello\n" * 20000 + b"quit\n" + b"Hello\n" * 20000)
+            # Read late: a server that closed with our extra lines unread would
+            # have made the kernel reset the connection, destroying its replies.
+            time.sleep(0.5)
+            received = read_until_closed(sock)
+        self.assertEqual(received, replies(GREETING) * 20000 + replies(CLOSING))
+
+
 class LimitTests(HardeningTestCase):
     """
     --max-connections and --idle-timeout against the real server.

@@ -11,10 +11,12 @@ from typing import cast
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableDescriptor
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from commandproto._commands import (
     CLOSING,
@@ -24,6 +26,7 @@ from commandproto._commands import (
     too_many_connections,
 )
 from commandproto._server import (
+    CLOSE_TIMEOUT,
     FLUSH_EVERY,
     CommandServerFactory,
     CommandServerProtocol,
@@ -143,13 +146,86 @@ class BackpressureTests(SynchronousTestCase):
         self.assertIsNone(transport.producer)
         self.assertTrue(transport.disconnecting)
 
-    def test_closing_connection_is_not_resumed(self) -> None:
+    def test_closing_connection_reads_again_to_drop_input(self) -> None:
         protocol, transport = Server().connect()
         protocol.pauseProducing()
         protocol.dataReceived(b"quit\n")
-        protocol.writeConnectionLost()
         protocol.resumeProducing()
-        self.assertEqual(transport.producerState, "paused")
+        self.assertEqual(transport.producerState, "producing")
+        protocol.dataReceived(b"Hello\n")
+        self.assertEqual(transport.value(), replies(CLOSING))
+
+
+@implementer(IHalfCloseableDescriptor)
+class HalfCloseableTransport(SlowReaderTransport):
+    """
+    A transport that, like TCP's, can close its sending side alone.
+    """
+
+    write_closed = False
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
+
+    def readConnectionLost(self, reason: Failure) -> None:
+        pass
+
+    def writeConnectionLost(self, reason: Failure) -> None:
+        pass
+
+
+class GracefulCloseTests(SynchronousTestCase):
+    """
+    The server closes its sending side first and reads until the client
+    closes, so that unread requests never make the kernel reset the
+    connection under the last replies.
+    """
+
+    def quit(self) -> tuple[Server, CommandServerProtocol, HalfCloseableTransport]:
+        server = Server()
+        transport = HalfCloseableTransport()
+        protocol, _ = server.connect(transport)
+        protocol.dataReceived(b"Hello\nquit\nHello\n")
+        return server, protocol, transport
+
+    def test_quit_closes_sending_side_only(self) -> None:
+        _, _, transport = self.quit()
+        self.assertEqual(
+            (transport.write_closed, transport.disconnecting), (True, False)
+        )
+
+    def test_input_after_quit_is_dropped(self) -> None:
+        _, protocol, transport = self.quit()
+        protocol.dataReceived(b"Are you there?\n" * 100)
+        self.assertEqual(transport.value(), replies(GREETING, CLOSING))
+
+    def test_client_close_completes_it(self) -> None:
+        _, protocol, transport = self.quit()
+        protocol.readConnectionLost()
+        self.assertTrue(transport.disconnecting)
+
+    def test_client_that_never_closes_is_aborted(self) -> None:
+        server, _, transport = self.quit()
+        server.clock.advance(CLOSE_TIMEOUT)
+        self.assertTrue(transport.disconnected)
+
+    def test_half_close_by_client_closes_at_once(self) -> None:
+        server = Server()
+        transport = HalfCloseableTransport()
+        protocol, _ = server.connect(transport)
+        protocol.dataReceived(b"Hello\n")
+        protocol.readConnectionLost()
+        self.assertEqual(
+            (transport.write_closed, transport.disconnecting), (False, True)
+        )
+
+    def test_closing_connection_frees_its_slot(self) -> None:
+        server = Server(max_connections=1)
+        protocol, _ = server.connect(HalfCloseableTransport())
+        protocol.dataReceived(b"quit\n")
+        self.assertEqual(len(server.factory.connections), 1)
+        _, transport = server.connect()
+        self.assertFalse(transport.disconnecting)
 
 
 class MaxConnectionsTests(SynchronousTestCase):
