@@ -18,6 +18,7 @@ CLOSING = "Closing down"
 UNKNOWN_COMMAND = "Unknown command."
 ERROR_PREFIX = "Error: "
 INVALID_UTF8 = ERROR_PREFIX + "line is not valid UTF-8"
+QUIT = "quit"
 HELP = "help"
 HELP_PREFIX = "Commands: "
 HELP_SEPARATOR = ", "
@@ -235,7 +236,7 @@ def default_commands() -> CommandTable:
         (
             constant("Hello", GREETING, "a greeting"),
             constant("Are you there?", PRESENT, "a liveness check"),
-            constant("quit", CLOSING, "end the session", close=True),
+            constant(QUIT, CLOSING, "end the session", close=True),
         )
     )
     table.add(help_command(table))

@@ -26,6 +26,7 @@ import math
 import os
 import signal
 import sys
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TextIO, cast
@@ -57,6 +58,7 @@ from ._codec import CRLF, LF, OVERLONG, LineFramer
 from ._commands import (
     CLOSING,
     HELP,
+    QUIT,
     default_commands,
     is_error_reply,
     parse_help,
@@ -64,6 +66,7 @@ from ._commands import (
 from ._history import History, history_path
 from ._lineedit import LineEditor, terminal_mode
 
+_QUIT = QUIT.encode("utf-8")
 PROMPT = "Execute command: "
 RESPONSE_PREFIX = "Server response: "
 PROGRAM = "commandproto.client"
@@ -278,6 +281,10 @@ class ClientSession:
         self._next_round: IDelayedCall | None = None
         self._input_ended = False
         self._server_closing = False
+        self._server_shut_down = False
+        self._sent = 0
+        self._answered = 0
+        self._quits: deque[int] = deque()
         self._we_closed = False
         self._prompt_shown = False
         self._saw_error = False
@@ -359,6 +366,11 @@ class ClientSession:
         ):
             return
         self._prompt_shown = False
+        if _QUIT in lines:
+            self._quits.extend(
+                self._sent + index for index, line in enumerate(lines) if line == _QUIT
+            )
+        self._sent += len(lines)
         self._outstanding += len(lines)
         self._server.write(CRLF.join(lines) + CRLF)
         self._update_flow()
@@ -384,6 +396,9 @@ class ClientSession:
         """
         if not texts or self._exit_code is not None:
             return
+        if CLOSING in texts:
+            self._closing_seen(self._answered + texts.index(CLOSING))
+        self._answered += len(texts)
         self._outstanding -= len(texts)
         if self._hidden:
             for text in texts[: self._hidden]:
@@ -399,13 +414,19 @@ class ClientSession:
         self._close_if_finished()
         self._update_flow()
 
+    def _closing_seen(self, position: int) -> None:
+        # "Closing down" ends the session well only as the reply to our quit;
+        # anywhere else the server is shutting down under us.
+        while self._quits and self._quits[0] < position:
+            self._quits.popleft()
+        self._server_closing = True
+        self._server_shut_down = not (self._quits and self._quits[0] == position)
+
     def _print_replies(self, texts: list[str]) -> None:
         if self._raw:
             self._write("\n".join(texts) + "\n")
         else:
             self._write(RESPONSE_PREFIX + ("\n" + RESPONSE_PREFIX).join(texts) + "\n")
-        if CLOSING in texts:
-            self._server_closing = True
         if self._fail_on_error and not self._saw_error:
             self._saw_error = any(map(is_error_reply, texts))
         if self.interactive:
@@ -425,7 +446,9 @@ class ClientSession:
         if self._output_producer and IConsumer.providedBy(self._output):
             self._output_producer = False
             IConsumer(self._output).unregisterProducer()
-        if self._server_closing or self._we_closed:
+        if self._server_shut_down:
+            self.fail(f"connection to {self.address} closed: the server shut down")
+        elif self._server_closing or self._we_closed:
             self.finish(self._success_code())
         else:
             self.fail(f"connection to {self.address} {describe_failure(reason)}")
@@ -440,6 +463,11 @@ class ClientSession:
         :param code: the exit status, by the shell's convention 128 plus the
             signal's number.
         """
+        if self._exit_code is not None:
+            # Already ending, but waiting for output to drain: a second
+            # signal ends it now.
+            self.output_closed()
+            return
         self.finish(code)
 
     def fail(self, message: str) -> None:
@@ -633,8 +661,12 @@ class InputReceiver(LineReceiver):
         self.session.input_ended()
 
     def writeConnectionLost(self) -> None:
-        # Nobody reads our output any more (a closed pipe): stop.
+        # Nobody reads our output any more (a closed pipe, a full disk).
+        # StandardIO has dropped its writer, so no connectionLost follows:
+        # the output is as closed as it will get.
+        self.session.warn_at_exit("cannot write to standard output")
         self.session.finish(EXIT_FAILURE)
+        self.session.output_closed()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.session.output_closed()
@@ -736,8 +768,11 @@ async def run(reactor: IReactorCore, options: Options, *, editor: bool) -> int:
 
     try:
         endpoint, address = make_endpoint(reactor, options)
-    except (ValueError, KeyError) as e:
-        warn(f"{PROGRAM}: bad endpoint {options['connect']!r}: {e}")
+    except Exception as e:
+        # Twisted's endpoint parsers raise all sorts (ValueError, TypeError,
+        # a missing trustRoots directory, a bad certificate): all usage errors.
+        detail = str(e) or type(e).__name__
+        warn(f"{PROGRAM}: bad endpoint {options['connect']!r}: {detail}")
         return EXIT_USAGE
     script = make_script(options)
     session = ClientSession(
@@ -792,6 +827,8 @@ def main(argv: list[str] | None = None, stderr: TextIO = sys.stderr) -> None:
         print(f"Try '{PROGRAM} --help' for usage.", file=stderr)
         raise SystemExit(EXIT_USAGE) from None
 
+    if not _standard_io_open(stderr):
+        raise SystemExit(EXIT_FAILURE)
     editor = uses_line_editor(options)
 
     async def go(reactor: IReactorCore) -> None:
@@ -801,6 +838,24 @@ def main(argv: list[str] | None = None, stderr: TextIO = sys.stderr) -> None:
 
     with _restored_fd_flags((0, 1)), _terminal_mode(editor):
         react(go)
+
+
+def _standard_io_open(stderr: TextIO) -> bool:
+    """
+    Make sure standard input and output are open, so that no socket we open
+    takes their place: a closed input reads as empty, a closed output is an
+    error.
+    """
+    try:
+        os.fstat(0)
+    except OSError:
+        os.open(os.devnull, os.O_RDONLY)  # the lowest free descriptor: 0
+    try:
+        os.fstat(1)
+    except OSError:
+        print(f"{PROGRAM}: standard output is closed", file=stderr)
+        return False
+    return True
 
 
 @contextlib.contextmanager

@@ -55,10 +55,15 @@ class FakeStdout(StringTransport):
     """
 
     session: ClientSession
+    writer_lost = False
+    """
+    Like StandardIO after a write error: closing no longer reports back.
+    """
 
     def loseConnection(self) -> None:
         super().loseConnection()
-        self.session.output_closed()
+        if not self.writer_lost:
+            self.session.output_closed()
 
     def text(self) -> str:
         text: str = self.value().decode("utf-8")
@@ -734,3 +739,48 @@ class ReplyDecodingTests(SynchronousTestCase):
         receiver.dataReceived(b"a\xff\r\n\xc3\r\nb\xc3")
         receiver.dataReceived(b"\xa9\r\n")
         self.assertEqual(wired.stdout.text(), "a\ufffd\n\ufffd\nb\u00e9\n")
+
+
+class EndingTests(SynchronousTestCase):
+    """
+    However it ends, the client ends: a closed output, a second signal, the
+    server shutting down under it.
+    """
+
+    def test_closed_stdout_ends_with_status_1(self) -> None:
+        harness = Harness()
+        harness.stdout.writer_lost = True
+        harness.stdin.writeConnectionLost()
+        harness.pump.flush()
+        self.assertEqual(harness.exit_codes, [EXIT_FAILURE])
+        self.assertEqual(
+            harness.errors, ["commandproto.client: cannot write to standard output"]
+        )
+
+    def test_second_interrupt_ends_a_stuck_exit(self) -> None:
+        harness = Harness()
+        harness.stdout.writer_lost = True
+        harness.session.interrupt()
+        self.assertEqual(harness.exit_codes, [])
+        harness.session.interrupt()
+        self.assertEqual(harness.exit_codes, [EXIT_INTERRUPTED])
+
+    def test_server_shutdown_mid_session_is_a_failure(self) -> None:
+        factory = CommandServerFactory()
+        harness = Harness(factory=factory)
+        harness.type(b"Hello\n")
+        factory.drain(5)
+        harness.pump.flush()
+        self.assertEqual(harness.exit_codes, [EXIT_FAILURE])
+        self.assertEqual(
+            harness.errors,
+            [
+                "commandproto.client: connection to test-server closed: "
+                "the server shut down"
+            ],
+        )
+
+    def test_closing_down_after_quit_is_success(self) -> None:
+        harness = Harness()
+        harness.type(b"Hello\nHello\nquit\n")
+        self.assertEqual(harness.exit_codes, [EXIT_OK])

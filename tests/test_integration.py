@@ -6,6 +6,8 @@ temporary directory.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
 import socket
@@ -344,3 +346,56 @@ class MillionLineTests(ProcessTestCase):
         self.assertEqual(len(replies), PIPED_LINES)
         mismatches = [n for n, reply in enumerate(replies) if reply != answer(n)]
         self.assertEqual(mismatches[:5], [])
+
+
+class ClientEdgeTests(ProcessTestCase):
+    """
+    The client's ways to fail, each one line and a status, no traceback.
+    """
+
+    def test_bad_connect_strings_are_usage_errors(self) -> None:
+        for endpoint in ("tcp:host=127.0.0.1", "tls:127.0.0.1", "nonsense:1"):
+            result = run_client(["--connect", endpoint, "Hello"], b"")
+            self.assertEqual(result.returncode, 2, endpoint)
+            self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+
+    def test_closed_stdout(self) -> None:
+        server = self.start_server()
+        result = subprocess.run(
+            [
+                "sh",
+                "-c",
+                f'exec "$0" -m commandproto.client --port {server.port} Hello >&-',
+                sys.executable,
+            ],
+            capture_output=True,
+            timeout=IO_TIMEOUT,
+            env=subprocess_environment(),
+        )
+        self.assertEqual(
+            (result.returncode, result.stderr),
+            (1, b"commandproto.client: standard output is closed\n"),
+        )
+
+    def test_output_pipe_closed_early(self) -> None:
+        server = self.start_server()
+        reader, writer = os.pipe()
+        client = subprocess.Popen(
+            [sys.executable, "-m", "commandproto.client", "--port", str(server.port)],
+            stdin=subprocess.PIPE,
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            env=subprocess_environment(),
+        )
+        os.close(writer)
+        self.addCleanup(client.kill)
+        assert client.stdin is not None
+        client.stdin.write(b"Hello\n")
+        client.stdin.flush()
+        with os.fdopen(reader, "rb") as output:
+            output.read(1)
+        # Nobody reads the output now: the client must notice and stop.
+        with contextlib.suppress(BrokenPipeError):
+            client.stdin.write(b"Hello\n" * 100000)
+            client.stdin.close()
+        self.assertEqual(client.wait(timeout=IO_TIMEOUT), 1)
