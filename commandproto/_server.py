@@ -148,6 +148,7 @@ class CommandServerProtocol(LineReceiver, TimeoutMixin):
         self._done_reading = False
         self._closing = False
         self._producing = False
+        self._complaints: dict[str, int] | None = None
         # Answer the backlog whatever the backpressure: set when closing.
         self._answer_all = False
         self.peer = "(not connected)"
@@ -173,10 +174,20 @@ class CommandServerProtocol(LineReceiver, TimeoutMixin):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.setTimeout(None)  # type: ignore[no-untyped-call]
         if self.factory.forget(self):
+            counts = ""
+            if self._complaints:
+                counts = (
+                    " ("
+                    + ", ".join(
+                        f"{count} {kind}" for kind, count in self._complaints.items()
+                    )
+                    + ")"
+                )
             log.info(
-                "connection from {peer} closed: {why}",
+                "connection from {peer} closed: {why}{counts}",
                 peer=self.peer,
                 why=reason.getErrorMessage(),
+                counts=counts,
             )
 
     def dataReceived(self, data: bytes) -> None:
@@ -295,7 +306,7 @@ class CommandServerProtocol(LineReceiver, TimeoutMixin):
         try:
             text = decode_line(line)
         except UnicodeDecodeError:
-            log.info("invalid UTF-8 from {peer}", peer=self.peer)
+            self._complain("invalid UTF-8 lines", "invalid UTF-8 from {peer}")
             self.send_reply(INVALID_UTF8)
             return
         reply = self.commands.dispatch(text)
@@ -304,12 +315,25 @@ class CommandServerProtocol(LineReceiver, TimeoutMixin):
             self._done_reading = True
 
     def _line_too_long(self) -> None:
-        log.info(
+        self._complain(
+            "over-long lines",
             "line longer than {limit} bytes from {peer}",
             limit=self.MAX_LENGTH,
-            peer=self.peer,
         )
         self.send_reply(line_too_long(self.MAX_LENGTH))
+
+    def _complain(self, kind: str, message: str, **fields: object) -> None:
+        """
+        Log a client's misbehaviour once per kind and connection; later ones
+        are counted, and the counts go in the line that logs the close, so
+        that one client cannot flood the log.
+        """
+        if self._complaints is None:
+            self._complaints = {}
+        count = self._complaints.get(kind, 0)
+        self._complaints[kind] = count + 1
+        if not count:
+            log.info(message, peer=self.peer, **fields)
 
     def send_reply(self, text: str) -> None:
         """
@@ -535,7 +559,7 @@ class LoggingServerEndpoint:
         return self._endpoint.listen(factory).addCallback(listening)
 
 
-def ensure_file_limit(connections: int, spare: int = 64) -> int:
+def ensure_file_limit(connections: int, spare: int = 32) -> int:
     """
     Raise this process's open-file limit so that C{connections} clients fit,
     as far as the hard limit allows (as Redis does for ``maxclients``).
@@ -553,11 +577,11 @@ def ensure_file_limit(connections: int, spare: int = 64) -> int:
             pass
     if soft == resource.RLIM_INFINITY:
         return connections
-    allowed = max(soft - spare, 0)
+    allowed = max(soft - spare, 1)
     if allowed < connections:
         log.warn(
             "open-file limit {soft} allows only about {allowed} of "
-            "--max-connections {connections}",
+            "--max-connections {connections}: serving at most {allowed}",
             soft=soft,
             allowed=allowed,
             connections=connections,

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from twisted.application.internet import StreamServerEndpointService
@@ -33,8 +34,8 @@ def _at_least(
             number = kind(value)
         except ValueError:
             raise ValueError(f"--{name} takes a number, not {value!r}") from None
-        if number < minimum:
-            raise ValueError(f"--{name} must be at least {minimum:g}")
+        if not math.isfinite(number) or number < minimum:
+            raise ValueError(f"--{name} must be a number of at least {minimum:g}")
         return number
 
     coerce.coerceDoc = f"At least {minimum:g}."  # type: ignore[attr-defined]
@@ -115,10 +116,12 @@ def makeService(options: Options) -> IService:
     """
     from twisted.internet import reactor
 
-    ensure_file_limit(options["max-connections"])
+    # Past the open-file limit, clients would be dropped without a word:
+    # lower the connection limit so that they get the error line instead.
+    max_connections = ensure_file_limit(options["max-connections"])
     factory = CommandServerFactory(
         max_line_length=options["max-line-length"],
-        max_connections=options["max-connections"],
+        max_connections=max_connections,
         idle_timeout=options["idle-timeout"] or None,
         clock=reactor,
     )

@@ -461,6 +461,21 @@ class LoggingTests(SynchronousTestCase):
             ["line longer than 4 bytes from tcp:127.0.0.1:40000"],
         )
 
+    def test_many_bad_lines_logged_once_and_counted_at_close(self) -> None:
+        protocol, _ = Server(max_line_length=4).connect()
+        self.log.events.clear()
+        protocol.dataReceived(b"\xff\n" * 500 + b"toolong\n" * 3)
+        disconnect(protocol)
+        self.assertEqual(
+            self.lines_about_peer(),
+            [
+                "invalid UTF-8 from tcp:127.0.0.1:40000",
+                "line longer than 4 bytes from tcp:127.0.0.1:40000",
+                "connection from tcp:127.0.0.1:40000 closed: Connection was "
+                "closed cleanly. (500 invalid UTF-8 lines, 3 over-long lines)",
+            ],
+        )
+
     def test_invalid_utf8_logged_once(self) -> None:
         protocol, _ = Server().connect()
         self.log.events.clear()

@@ -68,3 +68,24 @@ class PluginTests(SynchronousTestCase):
             m for m in getPlugins(IServiceMaker) if m.tapname == "commandserver"
         ]
         self.assertIs(maker.options, tap.Options)
+
+
+class NumberOptionTests(SynchronousTestCase):
+    """
+    Number options reject what cannot be a limit.
+    """
+
+    def test_nan_rejected(self) -> None:
+        self.assertRaises(usage.UsageError, parse, "--idle-timeout", "nan")
+
+    def test_negative_rejected(self) -> None:
+        self.assertRaises(usage.UsageError, parse, "--shutdown-timeout", "-1")
+
+    def test_zero_connections_rejected(self) -> None:
+        self.assertRaises(usage.UsageError, parse, "--max-connections", "0")
+
+    def test_values_reach_options(self) -> None:
+        options = parse("--idle-timeout", "2.5", "--max-line-length", "100")
+        self.assertEqual(
+            (options["idle-timeout"], options["max-line-length"]), (2.5, 100)
+        )
