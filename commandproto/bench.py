@@ -32,10 +32,8 @@ from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.internet.endpoints import (
-    HostnameEndpoint,
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
-    clientFromString,
 )
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -58,6 +56,7 @@ from zope.interface import implementer
 
 from ._codec import LF, OVERLONG, LineFramer
 from ._commands import default_commands
+from ._connect import CONNECTION_OPTIONS, describe_failure, make_endpoint
 from ._histogram import LatencyHistogram
 from ._workload import (
     ClosedLoop,
@@ -122,15 +121,7 @@ class Options(usage.Options):
         ["worker", None, "(internal) Run as one process of a --workers run."],
     ]
     optParameters = [
-        ["host", None, "127.0.0.1", "The server's host name or address."],
-        ["port", None, 12345, "The server's TCP port.", int],
-        [
-            "connect",
-            None,
-            None,
-            "A Twisted client endpoint instead of --host/--port, e.g. "
-            "unix:path=/run/commandproto.sock.",
-        ],
+        *CONNECTION_OPTIONS,
         ["clients", "c", 50, "Number of parallel connections.", int],
         [
             "requests",
@@ -493,21 +484,6 @@ class Progress:
 # The Twisted side.
 
 
-def describe_failure(reason: BaseException | None) -> str:
-    """
-    Say in a few words why a connection failed or ended.
-    """
-    if isinstance(reason, error.ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(reason, error.DNSLookupError):
-        return "unknown host"
-    if isinstance(reason, error.TimeoutError):
-        return "timed out"
-    if isinstance(reason, error.ConnectionDone):
-        return "closed by the server"
-    return str(reason) or type(reason).__name__
-
-
 class BenchConnection(Protocol):
     """
     One client connection: writes the requests its run hands it and checks
@@ -823,25 +799,6 @@ class LoadRun:
         self._last_progress = self.now()
 
 
-def make_endpoint(
-    reactor: IReactorCore, options: Options
-) -> tuple[IStreamClientEndpoint, str]:
-    """
-    Build the client endpoint the options name.
-
-    :returns: the endpoint and how to name it in messages.
-    :raises ValueError: for a bad endpoint description.
-    """
-    if options["connect"] is not None:
-        description: str = options["connect"]
-        try:
-            return clientFromString(reactor, description), description
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"bad endpoint {description!r}: {e}") from None
-    host, port = options["host"], options["port"]
-    return HostnameEndpoint(reactor, host, port), f"{host}:{port}"
-
-
 class _ProgressTicker:
     """
     Calls C{report} every L{PROGRESS_INTERVAL} seconds until stopped.
@@ -1108,7 +1065,9 @@ async def run(reactor: IReactorCore, options: Options, stdout: TextIO) -> int:
     """
     settings = RunSettings.from_options(options)
     try:
-        endpoint, address = make_endpoint(reactor, options)
+        endpoint, address = make_endpoint(
+            reactor, options["host"], options["port"], options["connect"]
+        )
     except ValueError as e:
         print(f"{PROGRAM}: {e}", file=sys.stderr)
         return EXIT_USAGE

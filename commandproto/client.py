@@ -32,9 +32,7 @@ from dataclasses import dataclass
 from typing import TextIO, cast
 
 from twisted.conch.insults.insults import ServerProtocol
-from twisted.internet import error
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint, clientFromString
 from twisted.internet.interfaces import (
     IConsumer,
     IDelayedCall,
@@ -42,7 +40,6 @@ from twisted.internet.interfaces import (
     IPushProducer,
     IReactorCore,
     IReactorTime,
-    IStreamClientEndpoint,
     ITCPTransport,
     ITransport,
 )
@@ -63,6 +60,7 @@ from ._commands import (
     is_error_reply,
     parse_help,
 )
+from ._connect import CONNECTION_OPTIONS, describe_failure, make_endpoint
 from ._history import History, history_path
 from ._lineedit import LineEditor, terminal_mode
 
@@ -126,16 +124,7 @@ class Options(usage.Options):
         ],
     ]
     optParameters = [
-        ["host", None, "127.0.0.1", "The server's host name or address."],
-        ["port", None, 12345, "The server's TCP port.", int],
-        [
-            "connect",
-            None,
-            None,
-            "A Twisted client endpoint instead of --host/--port, e.g. "
-            "tcp:host=example.org:port=12345, unix:path=/run/commandproto.sock, "
-            "tls:example.org:12345.",
-        ],
+        *CONNECTION_OPTIONS,
         [
             "repeat",
             "r",
@@ -168,26 +157,6 @@ class Options(usage.Options):
                 raise usage.UsageError(
                     f"a command is one line, without line breaks: {command!r}"
                 )
-
-
-def describe_failure(reason: Failure) -> str:
-    """
-    Say in a few words why a connection failed or ended.
-
-    :param reason: the failure Twisted reported.
-    :returns: a short lower-case phrase.
-    """
-    if reason.check(error.ConnectionRefusedError):
-        return "connection refused"
-    if reason.check(error.DNSLookupError):
-        return "unknown host"
-    if reason.check(error.TimeoutError):
-        return "timed out"
-    if reason.check(error.ConnectionDone):
-        return "closed by the server"
-    if reason.check(error.ConnectionLost):
-        return "connection lost"
-    return reason.getErrorMessage()
 
 
 @dataclass(frozen=True)
@@ -672,21 +641,6 @@ class InputReceiver(LineReceiver):
         self.session.output_closed()
 
 
-def make_endpoint(
-    reactor: IReactorCore, options: Options
-) -> tuple[IStreamClientEndpoint, str]:
-    """
-    Build the client endpoint the options name.
-
-    :returns: the endpoint and how to name it in messages.
-    """
-    if options["connect"] is not None:
-        description: str = options["connect"]
-        return clientFromString(reactor, description), description
-    host, port = options["host"], options["port"]
-    return HostnameEndpoint(reactor, host, port), f"{host}:{port}"
-
-
 def make_script(options: Options) -> Script | None:
     """
     The commands given as arguments, if any.
@@ -767,12 +721,11 @@ async def run(reactor: IReactorCore, options: Options, *, editor: bool) -> int:
         print(message, file=sys.stderr, flush=True)
 
     try:
-        endpoint, address = make_endpoint(reactor, options)
-    except Exception as e:
-        # Twisted's endpoint parsers raise all sorts (ValueError, TypeError,
-        # a missing trustRoots directory, a bad certificate): all usage errors.
-        detail = str(e) or type(e).__name__
-        warn(f"{PROGRAM}: bad endpoint {options['connect']!r}: {detail}")
+        endpoint, address = make_endpoint(
+            reactor, options["host"], options["port"], options["connect"]
+        )
+    except ValueError as e:
+        warn(f"{PROGRAM}: {e}")
         return EXIT_USAGE
     script = make_script(options)
     session = ClientSession(

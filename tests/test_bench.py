@@ -671,9 +671,7 @@ class LoadRunTests(SynchronousTestCase):
             lambda: LineServer(answer_five), disconnect_reason=ConnectionLost()
         )
         self.assertEqual(result.code, EXIT_FAILURE)
-        self.assertIn(
-            "connection 0 to memory: Connection to the other side", result.message
-        )
+        self.assertIn("connection 0 to memory: connection lost", result.message)
 
     def test_connection_refused(self) -> None:
         result, clock = self.run_against(

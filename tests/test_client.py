@@ -32,6 +32,7 @@ from commandproto._commands import (
     Reply,
     default_commands,
 )
+from commandproto._connect import describe_failure
 from commandproto._server import CommandServerFactory
 from commandproto.client import (
     EXIT_FAILURE,
@@ -44,7 +45,6 @@ from commandproto.client import (
     Options,
     ReplyReceiver,
     Script,
-    describe_failure,
     make_script,
 )
 
