@@ -374,7 +374,12 @@ class CommandServerProtocol(LineReceiver, TimeoutMixin):
         if self.paused:
             self.paused = False
             self._transport.resumeProducing()
-        self.setTimeout(CLOSE_TIMEOUT)  # type: ignore[no-untyped-call]
+        # Cancel the idle timer and start a new one, rather than move it
+        # sooner: the reactor finds a call moved sooner by a linear search of
+        # all its timers, which made 10,000 closing connections cost seconds.
+        self.setTimeout(None)  # type: ignore[no-untyped-call]
+        if not peer_done:
+            self.setTimeout(CLOSE_TIMEOUT)  # type: ignore[no-untyped-call]
         if (
             not peer_done
             and IHalfCloseableDescriptor.providedBy(self._transport)
