@@ -45,6 +45,15 @@ Frame = bytes | Overlong
 _Frames = list[Frame]
 
 
+def is_one_line(text: str) -> bool:
+    """
+    Tell whether C{text} arrives as exactly one line once encoded: it holds
+    no LF, and does not end with the CR that would join the terminator (a CR
+    elsewhere is content).
+    """
+    return "\n" not in text and not text.endswith("\r")
+
+
 def encode_line(text: str) -> bytes:
     """
     Encode one line for the wire.

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from ._codec import is_one_line
+
 GREETING = "Greetings!"
 PRESENT = "Yes, I am here!"
 CLOSING = "Closing down"
@@ -155,7 +157,7 @@ class CommandTable:
         name = command.name
         if name in self._commands:
             raise ValueError(f"command {name!r} is already registered")
-        if "\n" in name or name.endswith("\r"):
+        if not is_one_line(name):
             raise ValueError(f"command {name!r} cannot be sent as a line")
         if not name or HELP_SEPARATOR in name:
             raise ValueError(

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ._codec import LF, encode_line
+from ._codec import LF, encode_line, is_one_line
 from ._commands import CommandTable
 from ._histogram import LatencyHistogram
 
@@ -61,7 +61,7 @@ def parse_mix(spec: str, commands: CommandTable) -> tuple[Request, ...]:
         line, equals, reply = entry.partition("=")
         if not line:
             raise ValueError(f"empty request in command mix {spec!r}")
-        if any(c in entry for c in "\r\n"):
+        if not (is_one_line(line) and is_one_line(reply)):
             raise ValueError(f"request {entry!r} holds a line break")
         if not equals:
             answer = commands.dispatch(line)

@@ -51,7 +51,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._codec import CRLF, LF, OVERLONG, LineFramer
+from ._codec import CRLF, LF, OVERLONG, LineFramer, is_one_line
 from ._commands import (
     CLOSING,
     HELP,
@@ -153,7 +153,7 @@ class Options(usage.Options):
         if self["repeat"] is not None and not self["commands"]:
             raise usage.UsageError("-r/--repeat needs commands as arguments")
         for command in self["commands"]:
-            if "\n" in command or "\r" in command:
+            if not is_one_line(command):
                 raise usage.UsageError(
                     f"a command is one line, without line breaks: {command!r}"
                 )

@@ -21,6 +21,7 @@ from commandproto._codec import (
     LineFramer,
     decode_line,
     encode_line,
+    is_one_line,
 )
 from commandproto._commands import (
     CLOSING,
@@ -559,3 +560,24 @@ class ServerPropertyTests(SynchronousTestCase):
         written, closed = server_model(lines, max_line_length)
         self.assertEqual(transport.value(), written)
         self.assertEqual(transport.disconnecting, closed)
+
+
+class IsOneLineTests(SynchronousTestCase):
+    """
+    The one rule for what can be sent as a single line, shared by the
+    command table, the client and the load tester.
+    """
+
+    def test_plain_text_is_one_line(self) -> None:
+        self.assertTrue(is_one_line("Are you there?"))
+
+    def test_lf_anywhere_is_not(self) -> None:
+        self.assertFalse(is_one_line("a\nb"))
+
+    def test_trailing_cr_is_not(self) -> None:
+        self.assertFalse(is_one_line("quit\r"))
+
+    def test_cr_inside_is_content(self) -> None:
+        self.assertTrue(is_one_line("a\rb"))
+        framer = LineFramer()
+        self.assertEqual(framer.feed(encode_line("a\rb")), [b"a\rb"])
