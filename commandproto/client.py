@@ -353,12 +353,6 @@ class ClientSession:
         self._close_if_finished()
         self._update_flow()
 
-    def reply_received(self, text: str) -> None:
-        """
-        The server answered the oldest outstanding request.
-        """
-        self.replies_received([text])
-
     def replies_received(self, texts: list[str]) -> None:
         """
         The server answered the oldest outstanding requests, in order.
@@ -593,7 +587,8 @@ class ReplyReceiver(LineReceiver):
             self._transport.abortConnection()
 
     def lineReceived(self, line: bytes) -> None:
-        self.session.reply_received(line.decode("utf-8", "replace"))
+        # LineReceiver's hook; dataReceived hands whole reads over at once.
+        self.session.replies_received([line.decode("utf-8", "replace")])
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.session.connection_lost(reason)
