@@ -1,16 +1,36 @@
 """
-The server: a L{LineReceiver} that answers request lines from a
-L{CommandTable}, the factory that makes one per connection and enforces the
-server-wide limits, and the service that drains connections at shutdown.
+The server: a protocol that answers request lines from a
+:class:`CommandTable`, the factory that makes one per connection and
+enforces the server-wide limits, and the service that drains connections at
+shutdown.
 
-The protocol only moves bytes: framing is L{LineFramer}'s, meaning is the
-command table's.
+The protocol only moves bytes and keeps order: framing is
+:class:`LineFramer`'s, meaning is the command table's.
+
+How one connection's input flows (see :class:`CommandServerProtocol`):
+
+  - a read whose lines all have cached replies (the constant commands) is
+    answered with one write: the fast path;
+  - otherwise each line is started in order; a command that answers at once
+    has its reply queued at once, one that answers later holds its place in
+    the queue of replies, and (unless it may overlap) the lines after it wait
+    until it has answered;
+  - input that cannot be started yet is held as the raw bytes it arrived as,
+    and framed when its turn comes; at most :data:`BATCH` lines are answered
+    per connection per reactor turn, so one pipelining client cannot keep
+    the others waiting;
+  - reading stops while the client does not read its replies (the transport
+    pauses us), while more than ``max_unanswered`` lines are unanswered, or
+    while more than :data:`HOLD_LIMIT` bytes are held.
 """
 
 from __future__ import annotations
 
+import enum
 import resource
-from typing import Protocol, cast
+from collections import deque
+from typing import Protocol as TypingProtocol
+from typing import cast
 
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -27,26 +47,27 @@ from twisted.internet.interfaces import (
     ISSLTransport,
     IStreamServerEndpoint,
 )
-from twisted.internet.protocol import Factory, connectionDone
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
-from twisted.protocols.basic import LineReceiver
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._codec import (
-    CRLF,
     DEFAULT_MAX_LINE_LENGTH,
+    LF,
     OVERLONG,
     Frame,
     LineFramer,
-    decode_line,
     encode_line,
 )
 from ._commands import (
     CLOSING,
     INVALID_UTF8,
+    UNKNOWN_COMMAND,
     CommandTable,
+    Reply,
+    Session,
     default_commands,
     idle_timeout_reply,
     line_too_long,
@@ -58,6 +79,8 @@ log = Logger()
 DEFAULT_MAX_CONNECTIONS = 10000
 DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_SHUTDOWN_TIMEOUT = 5.0
+DEFAULT_COMMAND_TIMEOUT = 30.0
+DEFAULT_MAX_UNANSWERED = 1024
 
 CLOSE_TIMEOUT = 10.0
 """
@@ -65,14 +88,25 @@ Seconds a closing connection may take to finish (the client reading the last
 replies and closing its side) before it is aborted.
 """
 
-FLUSH_EVERY = 1024
+BATCH = 1024
 """
-Replies gathered before they are written mid-read, so that a client that
-stops reading is noticed (and paused) within one batch, not one whole read.
+The most lines of one connection answered in one reactor turn (and written
+with one write); the rest wait for the next turn, so that a client that
+pipelines a flood is noticed (and paused) within one batch and does not keep
+other clients waiting.
 """
 
+HOLD_LIMIT = 65536
+"""
+Bytes of input held unanswered past which the server stops reading a
+connection (one read of the socket is at most 64 KiB).
+"""
 
-class ServerTransport(Protocol):
+_UNKNOWN = encode_line(UNKNOWN_COMMAND)
+_INVALID_UTF8 = encode_line(INVALID_UTF8)
+
+
+class ServerTransport(TypingProtocol):
     """
     What the protocol needs of its transport: TCP, unix and TLS transports
     all provide it (``ITCPTransport`` and ``IConsumer`` together).
@@ -87,6 +121,7 @@ class ServerTransport(Protocol):
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None: ...
     def unregisterProducer(self) -> None: ...
     def loseWriteConnection(self) -> None: ...
+    def pauseProducing(self) -> None: ...
     def resumeProducing(self) -> None: ...
 
 
@@ -110,23 +145,63 @@ def describe_address(address: IAddress | None) -> str:
     return repr(address)
 
 
+class Phase(enum.Enum):
+    """
+    Where a connection is in its life.  Every event (a read, the client's
+    half-close, a shutdown, a reply becoming ready, a timeout) is handled
+    according to the phase, in one place each.
+    """
+
+    OPEN = "open"
+    """Reading requests and answering them."""
+    INPUT_ENDED = "input ended"
+    """The client closed its sending side: answering what it sent, then
+    closing."""
+    DRAINING = "draining"
+    """The server is shutting down: answering what was already read, then
+    ``Closing down``, then closing."""
+    CLOSING = "closing"
+    """Our sending side is closed (or closing); reading and dropping input
+    until the client closes too."""
+    CLOSED = "closed"
+    """The connection is gone."""
+
+
+class _Pending:
+    """
+    A reply's place in the queue of replies, for a command that answers
+    later (or one that answers at once but closes the connection).
+
+    :ivar reply: the encoded reply, once known.
+    :ivar close: close the connection once this reply is sent.
+    :ivar blocking: the lines after this one wait until it has answered.
+    :ivar deferred: the handler's result, cancelled if the client goes away.
+    """
+
+    __slots__ = ("blocking", "close", "deferred", "reply")
+
+    def __init__(self, blocking: bool, reply: bytes | None = None) -> None:
+        self.blocking = blocking
+        self.reply = reply
+        self.close = False
+        self.deferred: Deferred[Reply] | None = None
+
+
 @implementer(IHalfCloseableProtocol, IPushProducer)
-class CommandServerProtocol(LineReceiver, TimeoutMixin):
+class CommandServerProtocol(Protocol, TimeoutMixin):
     """
     One client's session: each request line gets exactly one reply line, in
     order.
 
-    Replies are gathered and written in batches (one write per read for a
-    pipelining client).  The protocol is a streaming producer on its own
-    transport: when the client stops reading and unsent replies pile up past
-    the transport's buffer size, the transport pauses us, we stop reading the
-    socket and hold the lines already framed; when the replies drain we are
-    resumed and answer them.
+    The protocol is a streaming producer on its own transport: when the
+    client stops reading and unsent replies pile up past the transport's
+    buffer size, the transport pauses us and we stop answering and reading;
+    when the replies drain we are resumed.
 
     :ivar peer: the client's address, for log lines.
+    :ivar phase: where the connection is in its life.
     """
 
-    delimiter = CRLF
     factory: CommandServerFactory
 
     def __init__(
@@ -136,22 +211,38 @@ class CommandServerProtocol(LineReceiver, TimeoutMixin):
         idle_timeout: float | None,
         clock: IReactorTime,
         reply_cache: dict[bytes, bytes] | None = None,
+        *,
+        command_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
+        max_unanswered: int = DEFAULT_MAX_UNANSWERED,
     ) -> None:
         self.commands = commands
         self._reply_cache = {} if reply_cache is None else reply_cache
-        self.MAX_LENGTH = max_line_length
+        self.max_line_length = max_line_length
         self.idle_timeout = idle_timeout
+        self.command_timeout = command_timeout
+        self.max_unanswered = max_unanswered
+        self.clock = clock
         self.callLater = clock.callLater  # type: ignore[method-assign,assignment]
-        self._framer = LineFramer(max_line_length)
-        self._batch: list[bytes] | None = None
-        self._backlog: list[Frame] = []
-        self._done_reading = False
-        self._closing = False
-        self._producing = False
-        self._complaints: dict[str, int] | None = None
-        # Answer the backlog whatever the backpressure: set when closing.
-        self._answer_all = False
+        self.phase = Phase.OPEN
         self.peer = "(not connected)"
+        self._framer = LineFramer(max_line_length)
+        # Input read but not yet framed: raw bytes, so that a flood of short
+        # lines held back costs its size, not an object per line.
+        self._held = b""
+        # Lines framed but not yet started (at most one batch).
+        self._frames: list[Frame] = []
+        # Replies behind one that is not ready yet, in request order.
+        self._queue: deque[bytes | _Pending] = deque()
+        self._blocking = 0
+        self._write_paused = False
+        self._reading = True
+        self._registered = False
+        self._turn: IDelayedCall | None = None
+        self._answering = False
+        self._session: Session | None = None
+        self._complaints: dict[str, int] | None = None
+
+    # -- events from the transport
 
     def connectionMade(self) -> None:
         assert self.transport is not None
@@ -162,17 +253,78 @@ class CommandServerProtocol(LineReceiver, TimeoutMixin):
             log.info(
                 "refused connection from {peer}: {why}", peer=self.peer, why=refusal
             )
-            self._done_reading = True
             self._transport.write(encode_line(refusal))
             self._close()
             return
         log.info("connection from {peer}", peer=self.peer)
         self._transport.registerProducer(self, True)
-        self._producing = True
+        self._registered = True
         self.setTimeout(self.idle_timeout)  # type: ignore[no-untyped-call]
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.phase is not Phase.OPEN:
+            # Closing: input is read only to be dropped.  Draining: only
+            # what was read before the shutdown is answered.
+            return
+        self.resetTimeout()  # type: ignore[no-untyped-call]
+        if self._held or self._frames or self._queue or self._write_paused:
+            # Busy: hold the input, raw, until its turn.
+            self._held += data
+            if self._turn is None and self._can_start():
+                self._process()
+            else:
+                self._update_reading()
+            return
+        if len(data) > BATCH and data.count(LF) > BATCH:
+            self._held = data
+            self._process()
+            return
+        frames = self._framer.feed(data)
+        get = self._reply_cache.get
+        if len(frames) == 1:
+            reply = get(frames[0])  # type: ignore[arg-type]
+            if reply is None:
+                self._answer(frames)
+            else:
+                self._transport.write(reply)
+        else:
+            # The fast path: when every line of this read is a constant
+            # command, the replies come from the cache in one write.
+            cached = [get(frame) for frame in frames]  # type: ignore[arg-type]
+            if None in cached:
+                self._answer(frames)
+            elif cached:
+                self._transport.write(b"".join(cached))  # type: ignore[arg-type]
+
+    def readConnectionLost(self) -> None:
+        """
+        The client closed its sending side: answer what it sent (a last line
+        without a terminator included), then close.
+        """
+        if self.phase is not Phase.OPEN:
+            if self.phase is Phase.CLOSING:
+                self._close(peer_done=True)
+            return
+        held = self._held
+        if (not held.endswith(LF)) if held else self._framer.buffered:
+            self._held = held + LF
+        self.phase = Phase.INPUT_ENDED
+        self._process()
+
+    def writeConnectionLost(self) -> None:
+        """
+        Our sending side is closed: either we closed it (and wait for the
+        client to close its side), or the client can no longer receive
+        replies, and there is no point in reading more requests.
+        """
+        if self.phase is not Phase.CLOSING:
+            self._close(peer_done=True)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.setTimeout(None)  # type: ignore[no-untyped-call]
+        self.phase = Phase.CLOSED
+        self._stop_turn()
+        self._drop_work()
         if self.factory.forget(self):
             counts = ""
             if self._complaints:
@@ -190,59 +342,19 @@ class CommandServerProtocol(LineReceiver, TimeoutMixin):
                 counts=counts,
             )
 
-    def dataReceived(self, data: bytes) -> None:
-        if self._done_reading:
-            return
-        self.resetTimeout()  # type: ignore[no-untyped-call]
-        frames = self._framer.feed(data)
-        if self.paused:
-            self._backlog.extend(frames)
-        elif self._backlog or len(frames) > FLUSH_EVERY:
-            self._answer(frames)
-        elif len(frames) == 1:
-            reply = self._reply_cache.get(frames[0])  # type: ignore[arg-type]
-            if reply is None:
-                self._answer(frames)
-            else:
-                self._transport.write(reply)
-        else:
-            # The fast path: when every line of this read is a constant
-            # command, the replies come from the cache in one write.
-            get = self._reply_cache.get
-            cached = [get(frame) for frame in frames]  # type: ignore[arg-type]
-            if None in cached:
-                self._answer(frames)
-            elif cached:
-                self._transport.write(b"".join(cached))  # type: ignore[arg-type]
-
-    def readConnectionLost(self) -> None:
-        """
-        The client closed its sending side: answer what it sent, then close.
-        """
-        if not self._done_reading:
-            last = self._framer.finish()
-            # Closing: every line held back by backpressure is answered now.
-            self._answer_all = True
-            self._answer([last] if last is not None else [])
-        self._close(peer_done=True)
-
-    def writeConnectionLost(self) -> None:
-        """
-        Our sending side is closed: either we closed it (and wait for the
-        client to close its side), or the client can no longer receive
-        replies, and there is no point in reading more requests.
-        """
-        if not self._closing:
-            self._close(peer_done=True)
-
     def timeoutConnection(self) -> None:
         """
         Nothing arrived for ``idle_timeout`` seconds (or a close did not finish
         in that time): say why and close, or abort if a close is stuck.
         """
-        if self._closing or self.paused:
+        if self.phase is Phase.CLOSING or self._write_paused:
             log.info("aborting stalled connection from {peer}", peer=self.peer)
             self._transport.abortConnection()
+            return
+        if self._queue:
+            # Not idle: waiting for our own replies (bounded by the command
+            # timeout).
+            self.resetTimeout()  # type: ignore[no-untyped-call]
             return
         log.info(
             "idle timeout ({seconds}s) for {peer}",
@@ -250,77 +362,275 @@ class CommandServerProtocol(LineReceiver, TimeoutMixin):
             peer=self.peer,
         )
         assert self.idle_timeout is not None
-        self.send_reply(idle_timeout_reply(self.idle_timeout))
+        self._transport.write(encode_line(idle_timeout_reply(self.idle_timeout)))
         self._close()
+
+    # -- IPushProducer: the transport tells us whether the client reads
+
+    def pauseProducing(self) -> None:
+        self._write_paused = True
+        self._update_reading()
+
+    def resumeProducing(self) -> None:
+        self._write_paused = False
+        if self.phase is Phase.CLOSING or self.phase is Phase.CLOSED:
+            return
+        if self._turn is None and self._has_input():
+            self._process()
+        else:
+            self._update_reading()
+
+    def stopProducing(self) -> None:
+        # The connection is going away; connectionLost follows.
+        self._write_paused = True
+
+    # -- the server's own events
 
     def shut_down(self) -> None:
         """
         The server is stopping: the replies to every line already read are
         sent, then ``Closing down``, then the connection closes.
         """
-        if self._closing:
+        if self.phase is not Phase.OPEN:
+            # Closing already, or the client ended its input (it gets every
+            # reply, then the close).
             return
-        self._answer_all = True
-        self._answer([])
-        if not self._done_reading:
-            self.send_reply(CLOSING)
-        self._close()
+        self.phase = Phase.DRAINING
+        self._update_reading()
+        if self._turn is None:
+            self._process()
 
-    def resumeProducing(self) -> None:
-        # LineReceiver's resumeProducing resumes the transport and calls
-        # dataReceived(b""), which answers the backlog.
-        if not self._closing:
-            super().resumeProducing()  # type: ignore[no-untyped-call]
+    # -- answering
+
+    def _can_start(self) -> bool:
+        """
+        Whether the next line may be started now.
+        """
+        return (
+            not self._write_paused
+            and not self._blocking
+            and not self._answering
+            and self.phase is not Phase.CLOSING
+            and self.phase is not Phase.CLOSED
+        )
+
+    def _has_input(self) -> bool:
+        return bool(self._frames or self._held)
+
+    def _process(self) -> None:
+        """
+        Answer one batch of the input held back, and come back on the next
+        reactor turn for more; once the client's input has ended (or the
+        server is draining) and everything is answered, close.
+        """
+        self._turn = None
+        if self._can_start() and self._has_input():
+            frames = self._frames
+            if frames:
+                self._frames = []
+            else:
+                frames = self._take_batch()
+            self._answer(frames)
+            if self._can_start() and self._has_input():
+                self._turn = self.clock.callLater(0, self._process)
+        if self.phase is Phase.OPEN:
+            self._update_reading()
+        else:
+            self._finish_if_done()
+
+    def _take_batch(self) -> list[Frame]:
+        """
+        Frame the next batch of held input: at most :data:`BATCH` lines.
+        """
+        held = self._held
+        if len(held) > BATCH and held.count(LF) > BATCH:
+            cut = -1
+            for _ in range(BATCH):
+                cut = held.find(LF, cut + 1)
+            self._held = held[cut + 1 :]
+            return self._framer.feed(held[: cut + 1])
+        self._held = b""
+        return self._framer.feed(held)
 
     def _answer(self, frames: list[Frame]) -> None:
-        if self._backlog:
-            frames = self._backlog + frames
-            self._backlog = []
+        """
+        Start each line in order, and send the replies that are ready, in one
+        write.  Stops early (keeping the rest) at a command whose reply is
+        pending and that the lines after it must wait for, and at a command
+        that closes the connection (dropping the rest).
+        """
         get = self._reply_cache.get
-        batch = self._batch = []
+        queue = self._queue
+        out: list[bytes] = []
+        self._answering = True
         try:
             for index, frame in enumerate(frames):
-                cached = get(frame)  # type: ignore[arg-type]
-                if cached is not None:
-                    batch.append(cached)
-                elif frame is OVERLONG:
-                    self._line_too_long()
+                reply: bytes | _Pending | None = get(frame)  # type: ignore[arg-type]
+                if reply is None:
+                    reply = self._start(frame)
+                    if type(reply) is _Pending:
+                        queue.append(reply)
+                        if reply.close:
+                            break
+                        if reply.blocking and reply.reply is None:
+                            self._frames = frames[index + 1 :]
+                            break
+                        continue
+                if queue:
+                    queue.append(cast(bytes, reply))
                 else:
-                    self.lineReceived(frame)
-                    if self._done_reading:
-                        break
-                if len(batch) >= FLUSH_EVERY:
-                    self._transport.write(b"".join(batch))
-                    batch.clear()
-                    if self.paused and not self._answer_all:
-                        self._backlog = frames[index + 1 :]
-                        break
+                    out.append(cast(bytes, reply))
         finally:
-            self._batch = None
-            if batch:
-                self._transport.write(b"".join(batch))
-        if self._done_reading:
-            self._close()
+            self._answering = False
+            if out:
+                self._transport.write(b"".join(out))
+        if queue:
+            self._flush_queue()
 
-    def lineReceived(self, line: bytes) -> None:
+    def _start(self, frame: Frame) -> bytes | _Pending:
+        """
+        Start the command one line names.
+
+        :returns: its encoded reply, or its place in the queue of replies if
+            it answers later or closes the connection.
+        """
+        if frame is OVERLONG:
+            self._complain(
+                "over-long lines",
+                "line longer than {limit} bytes from {peer}",
+                limit=self.max_line_length,
+            )
+            return encode_line(line_too_long(self.max_line_length))
         try:
-            text = decode_line(line)
+            text = frame.decode("utf-8")
         except UnicodeDecodeError:
             self._complain("invalid UTF-8 lines", "invalid UTF-8 from {peer}")
-            self.send_reply(INVALID_UTF8)
-            return
-        reply = self.commands.dispatch(text)
-        self.send_reply(reply.text)
-        if reply.close:
-            self._done_reading = True
+            return _INVALID_UTF8
+        found = self.commands.find(text)
+        if found is None:
+            return _UNKNOWN
+        command, arguments = found
+        session = self._session
+        if session is None:
+            session = self._session = Session(
+                self.peer, self._transport.getPeer(), self.clock
+            )
+        result = command.run(arguments, session, self.command_timeout)
+        if type(result) is Reply:
+            if not result.close:
+                return encode_line(result.text)
+            pending = _Pending(False, encode_line(result.text))
+            pending.close = True
+            return pending
+        pending = _Pending(not command.overlap)
+        pending.deferred = cast(Deferred[Reply], result)
+        if pending.blocking:
+            self._blocking += 1
+        pending.deferred.addCallback(self._finished, pending)
+        return pending
 
-    def _line_too_long(self) -> None:
-        self._complain(
-            "over-long lines",
-            "line longer than {limit} bytes from {peer}",
-            limit=self.MAX_LENGTH,
-        )
-        self.send_reply(line_too_long(self.MAX_LENGTH))
+    def _finished(self, reply: Reply, pending: _Pending) -> None:
+        """
+        A command that answered later has its reply: send every reply now
+        ready, in order, and go on with the lines that waited for it.
+        """
+        pending.deferred = None
+        if pending.blocking:
+            self._blocking -= 1
+        if self.phase is Phase.CLOSING or self.phase is Phase.CLOSED:
+            return
+        pending.reply = encode_line(reply.text)
+        pending.close = reply.close
+        if self._answering:
+            # Answered while another command of ours ran: the loop that is
+            # running sends it.
+            return
+        self._flush_queue()
+        if self._turn is None:
+            self._process()
+
+    def _flush_queue(self) -> None:
+        """
+        Send the replies at the head of the queue that are ready, in one
+        write; close after one that closes the connection.
+        """
+        queue = self._queue
+        out: list[bytes] = []
+        close = False
+        while queue:
+            head = queue[0]
+            if type(head) is bytes:
+                out.append(head)
+            else:
+                pending = cast(_Pending, head)
+                if pending.reply is None:
+                    break
+                out.append(pending.reply)
+                if pending.close:
+                    close = True
+                    queue.popleft()
+                    break
+            queue.popleft()
+        if out:
+            self._transport.write(b"".join(out))
+        if close:
+            self._close()
+
+    def _finish_if_done(self) -> None:
+        """
+        Input ended or draining: once every line is answered, close.
+        """
+        if self._has_input() or self._queue:
+            return
+        if self.phase is Phase.DRAINING:
+            self._transport.write(encode_line(CLOSING))
+            self._close()
+        elif self.phase is Phase.INPUT_ENDED:
+            self._close(peer_done=True)
+
+    def _update_reading(self) -> None:
+        """
+        Read from the socket unless the client does not read its replies or
+        too much of its input is unanswered; a closing connection reads (and
+        drops) whatever arrives.
+        """
+        phase = self.phase
+        if phase is Phase.CLOSING:
+            wanted = True
+        elif phase is not Phase.OPEN or self._write_paused:
+            wanted = False
+        elif self._held or self._frames or self._queue:
+            held = self._held
+            wanted = len(held) <= HOLD_LIMIT and (
+                held.count(LF) + len(self._frames) + len(self._queue)
+                < self.max_unanswered
+            )
+        else:
+            wanted = True
+        if wanted is not self._reading:
+            self._reading = wanted
+            if wanted:
+                self._transport.resumeProducing()
+            else:
+                self._transport.pauseProducing()
+
+    def _stop_turn(self) -> None:
+        if self._turn is not None:
+            if self._turn.active():
+                self._turn.cancel()
+            self._turn = None
+
+    def _drop_work(self) -> None:
+        """
+        Forget the input not yet answered, and cancel commands still running:
+        nobody will read their replies.
+        """
+        self._held = b""
+        self._frames = []
+        queue, self._queue = self._queue, deque()
+        for item in queue:
+            if type(item) is _Pending and item.deferred is not None:
+                item.deferred.cancel()
 
     def _complain(self, kind: str, message: str, **fields: object) -> None:
         """
@@ -335,18 +645,6 @@ class CommandServerProtocol(LineReceiver, TimeoutMixin):
         if not count:
             log.info(message, peer=self.peer, **fields)
 
-    def send_reply(self, text: str) -> None:
-        """
-        Send one reply line, batched with the others of the current read.
-
-        :param text: the reply, without its terminator.
-        """
-        encoded = encode_line(text)
-        if self._batch is not None:
-            self._batch.append(encoded)
-        else:
-            self._transport.write(encoded)
-
     def _close(self, *, peer_done: bool = False) -> None:
         """
         Close gracefully: the replies already written go out, then our end of
@@ -359,21 +657,23 @@ class CommandServerProtocol(LineReceiver, TimeoutMixin):
         :param peer_done: the client has closed its sending side (or can no
             longer receive), so the connection can close for good now.
         """
-        self._done_reading = True
-        if self._closing:
+        if self.phase is Phase.CLOSED:
+            return
+        if self.phase is Phase.CLOSING:
             if peer_done:
                 self._transport.loseConnection()
             return
-        self._closing = True
+        self.phase = Phase.CLOSING
+        self._stop_turn()
+        self._drop_work()
         self.factory.release(self)
-        if self._producing:
+        if self._registered:
             # A producer still registered on its own transport would hold the
             # close open for ever.
-            self._producing = False
+            self._registered = False
             self._transport.unregisterProducer()
-        if self.paused:
-            self.paused = False
-            self._transport.resumeProducing()
+        self._write_paused = False
+        self._update_reading()
         # Cancel the idle timer and start a new one, rather than move it
         # sooner: the reactor finds a call moved sooner by a linear search of
         # all its timers, which made 10,000 closing connections cost seconds.
@@ -400,6 +700,10 @@ class CommandServerFactory(Factory):
     :ivar max_connections: how many clients may be connected at once.
     :ivar idle_timeout: seconds of silence before a client is disconnected,
         or ``None`` for no limit.
+    :ivar command_timeout: seconds a command may take to answer before it is
+        cancelled, or ``None`` for no limit.
+    :ivar max_unanswered: how many lines of one connection may await their
+        replies before the server stops reading it.
     """
 
     noisy = False
@@ -411,6 +715,8 @@ class CommandServerFactory(Factory):
         max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        command_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
+        max_unanswered: int = DEFAULT_MAX_UNANSWERED,
         clock: IReactorTime | None = None,
     ) -> None:
         if clock is None:
@@ -421,6 +727,8 @@ class CommandServerFactory(Factory):
         self.max_line_length = max_line_length
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
+        self.command_timeout = command_timeout
+        self.max_unanswered = max_unanswered
         self.clock = clock
         self.connections: set[CommandServerProtocol] = set()
         self._active: set[CommandServerProtocol] = set()
@@ -438,6 +746,8 @@ class CommandServerFactory(Factory):
             self.idle_timeout,
             self.clock,
             self.reply_cache(),
+            command_timeout=self.command_timeout,
+            max_unanswered=self.max_unanswered,
         )
         protocol.factory = self
         return protocol

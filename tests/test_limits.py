@@ -26,8 +26,8 @@ from commandproto._commands import (
     too_many_connections,
 )
 from commandproto._server import (
+    BATCH,
     CLOSE_TIMEOUT,
-    FLUSH_EVERY,
     CommandServerFactory,
     CommandServerProtocol,
     DrainService,
@@ -123,20 +123,20 @@ class BackpressureTests(SynchronousTestCase):
     def test_big_read_stops_answering_once_paused(self) -> None:
         transport = SlowReaderTransport(limit=1000)
         protocol, _ = Server().connect(transport)
-        protocol.dataReceived(b"Hello\n" * (FLUSH_EVERY * 5))
+        protocol.dataReceived(b"Hello\n" * (BATCH * 5))
         self.assertEqual(transport.producerState, "paused")
-        self.assertEqual(transport.value(), replies(GREETING) * FLUSH_EVERY)
+        self.assertEqual(transport.value(), replies(GREETING) * BATCH)
 
     def test_every_reply_arrives_in_order_after_draining(self) -> None:
         transport = SlowReaderTransport(limit=1000)
-        protocol, _ = Server().connect(transport)
-        count = FLUSH_EVERY * 5 + 7
+        server = Server()
+        protocol, _ = server.connect(transport)
+        count = BATCH * 5 + 7
         protocol.dataReceived(b"Hello\nAre you there?\n" * count)
         received = b""
         for _ in range(100):
             received += transport.drain()
-            if transport.producerState == "producing":
-                break
+            server.clock.advance(0)
         received += transport.value()
         self.assertEqual(received, replies(GREETING, PRESENT) * count)
 
@@ -361,6 +361,8 @@ class DrainTests(SynchronousTestCase):
         protocol.pauseProducing()
         protocol.dataReceived(b"Hello\nAre you there?\n")
         server.factory.drain(5)
+        self.assertEqual(transport.value(), b"")
+        protocol.resumeProducing()
         self.assertEqual(transport.value(), replies(GREETING, PRESENT, CLOSING))
 
     def test_quit_already_answered_gets_no_second_closing(self) -> None:
@@ -502,10 +504,15 @@ class HalfCloseWhilePausedTests(SynchronousTestCase):
 
     def test_backlog_answered_on_half_close(self) -> None:
         transport = SlowReaderTransport(limit=1000)
-        protocol, _ = Server().connect(transport)
-        count = FLUSH_EVERY * 3
+        count = BATCH * 3
+        server = Server()
+        protocol, _ = server.connect(transport)
         protocol.dataReceived(b"Hello\n" * count)
         self.assertEqual(transport.producerState, "paused")
         protocol.readConnectionLost()
-        self.assertEqual(transport.value(), replies(GREETING) * count)
+        received = b""
+        for _ in range(count // BATCH + 1):
+            received += transport.drain()
+            server.clock.advance(0)
+        self.assertEqual(received + transport.value(), replies(GREETING) * count)
         self.assertTrue(transport.disconnecting)

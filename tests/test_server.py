@@ -7,6 +7,7 @@ from __future__ import annotations
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -24,6 +25,7 @@ from commandproto._commands import (
     line_too_long,
 )
 from commandproto._server import (
+    BATCH,
     CommandServerFactory,
     CommandServerProtocol,
     describe_address,
@@ -49,7 +51,7 @@ class RecordingTransport(StringTransport):
 def connect(
     factory: CommandServerFactory | None = None,
 ) -> tuple[CommandServerProtocol, RecordingTransport]:
-    factory = factory if factory is not None else CommandServerFactory()
+    factory = factory if factory is not None else CommandServerFactory(clock=Clock())
     protocol = factory.buildProtocol(None)
     transport = RecordingTransport()
     protocol.makeConnection(transport)
@@ -121,9 +123,23 @@ class PipeliningTests(SynchronousTestCase):
         self.assertEqual(transport.writes, [self.expected])
 
     def test_thousands_of_lines_in_one_read(self) -> None:
-        protocol, transport = connect()
+        clock = Clock()
+        protocol, transport = connect(CommandServerFactory(clock=clock))
         protocol.dataReceived(b"Hello\n" * 5000)
+        for _ in range(5000 // BATCH + 1):
+            clock.advance(0)
         self.assertEqual(transport.value(), replies(GREETING) * 5000)
+
+    def test_one_batch_per_reactor_turn(self) -> None:
+        clock = Clock()
+        protocol, transport = connect(CommandServerFactory(clock=clock))
+        protocol.dataReceived(b"Hello\n" * (BATCH * 2 + 1))
+        # The rest waits for the reactor's next turns, one write each.
+        self.assertEqual(transport.writes, [replies(GREETING) * BATCH])
+        self.assertEqual(len(clock.getDelayedCalls()), 2)
+        clock.advance(0)
+        self.assertEqual(len(transport.writes), 3)
+        self.assertEqual(transport.value(), replies(GREETING) * (BATCH * 2 + 1))
 
     def test_partial_line_waits_for_its_end(self) -> None:
         protocol, transport = connect()
@@ -256,7 +272,7 @@ class FactoryTests(SynchronousTestCase):
 
     def test_max_line_length_reaches_protocol(self) -> None:
         protocol, _ = connect(CommandServerFactory(max_line_length=99))
-        self.assertEqual(protocol.MAX_LENGTH, 99)
+        self.assertEqual(protocol.max_line_length, 99)
 
 
 class LoggingTests(SynchronousTestCase):
