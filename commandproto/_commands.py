@@ -529,7 +529,11 @@ class Command:
             if timer is not None and timer.active():
                 timer.cancel()
             if isinstance(outcome, Failure):
-                if timed_out and outcome.check(CancelledError):
+                if not timed_out and outcome.check(CancelledError):
+                    # Cancelled by the server: the client has gone, and
+                    # nobody reads this reply.
+                    return Reply(failed_reply(self.name))
+                if outcome.check(CancelledError):
                     log.warn(
                         "command {name!r} timed out after {timeout}s for {peer}",
                         name=self.name,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NoReturn
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
@@ -13,9 +14,13 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from ._codec import DEFAULT_MAX_LINE_LENGTH
+from ._commands import with_builtins
+from ._loading import LoadError, installed_sets, load_table
 from ._server import (
+    DEFAULT_COMMAND_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_UNANSWERED,
     DEFAULT_SHUTDOWN_TIMEOUT,
     CommandServerFactory,
     DrainService,
@@ -24,6 +29,15 @@ from ._server import (
 )
 
 DEFAULT_LISTEN = "tcp:12345:interface=127.0.0.1"
+PROGRAM = "twistd commandserver"
+
+
+def _fail(message: str) -> NoReturn:
+    """
+    Stop at start-up with one line on standard error and exit status 1:
+    twistd would print its whole usage before a UsageError's message.
+    """
+    raise SystemExit(f"{PROGRAM}: {message}")
 
 
 def _at_least(
@@ -54,7 +68,10 @@ class Options(usage.Options):
         "default; examples: tcp:12345 (every interface), "
         "tcp6:12345:interface=\\:\\:1, unix:/run/commandproto.sock, "
         "ssl:12345:privateKey=key.pem:certKey=cert.pem, "
-        "mtls:12345:privateKey=key.pem:certKey=cert.pem:caCerts=ca.pem."
+        "mtls:12345:privateKey=key.pem:certKey=cert.pem:caCerts=ca.pem. "
+        "--commands adds command sets beside the built-in Hello, "
+        "Are you there?, quit and help; --list-commands shows the installed "
+        "ones."
     )
     optParameters = [
         [
@@ -79,6 +96,21 @@ class Options(usage.Options):
             _at_least("idle-timeout", 0, float),
         ],
         [
+            "command-timeout",
+            None,
+            DEFAULT_COMMAND_TIMEOUT,
+            "Seconds a command may take to answer before it is cancelled and "
+            "the client gets 'Error: NAME timed out' (0: no limit).",
+            _at_least("command-timeout", 0, float),
+        ],
+        [
+            "max-unanswered",
+            None,
+            DEFAULT_MAX_UNANSWERED,
+            "Lines of one client awaiting replies before the server stops reading it.",
+            _at_least("max-unanswered", 1, int),
+        ],
+        [
             "shutdown-timeout",
             None,
             DEFAULT_SHUTDOWN_TIMEOUT,
@@ -101,9 +133,47 @@ class Options(usage.Options):
 
     opt_l = opt_listen
 
+    def opt_commands(self, spec: str) -> None:
+        """
+        Serve the commands of this command set too: an installed set's name,
+        or MODULE[:ATTRIBUTE] naming a CommandTable (ATTRIBUTE defaults to
+        'commands'). Repeatable.
+        """
+        try:
+            table = load_table(spec)
+        except LoadError as e:
+            _fail(str(e))
+        self.setdefault("commands", []).append(table)
+
+    opt_c = opt_commands
+
+    def opt_list_commands(self) -> None:
+        """
+        List the command sets that installed packages offer, and exit.
+        """
+        found = installed_sets()
+        if not found:
+            print(
+                "No command sets are installed; --commands MODULE:ATTRIBUTE "
+                "serves any CommandTable."
+            )
+        else:
+            print("Installed command sets (serve one with --commands NAME):")
+            width = max(len(entry.name) for entry in found)
+            for entry in found:
+                print(
+                    f"  {entry.name:<{width}}  {entry.target}  "
+                    f"(from {entry.distribution})"
+                )
+        raise SystemExit(0)
+
     def postOptions(self) -> None:
         if not self.get("listen"):
             self["listen"] = [DEFAULT_LISTEN]
+        try:
+            self["table"] = with_builtins(*self.get("commands", []))
+        except ValueError as e:
+            _fail(f"--commands: {e}; a name can be served by one command set only")
 
 
 def makeService(options: Options) -> IService:
@@ -120,9 +190,12 @@ def makeService(options: Options) -> IService:
     # lower the connection limit so that they get the error line instead.
     max_connections = ensure_file_limit(options["max-connections"])
     factory = CommandServerFactory(
+        options["table"],
         max_line_length=options["max-line-length"],
         max_connections=max_connections,
         idle_timeout=options["idle-timeout"] or None,
+        command_timeout=options["command-timeout"] or None,
+        max_unanswered=options["max-unanswered"],
         clock=reactor,
     )
     service = MultiService()

@@ -1,0 +1,393 @@
+"""
+Unit tests for commands with arguments: the decorator, how a request line is
+split into a name and arguments, conversion, usage errors, ``help NAME``, and
+how a handler's result or failure becomes one reply.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from commandproto._commands import (
+    GREETING,
+    UNKNOWN_COMMAND,
+    Command,
+    CommandError,
+    CommandTable,
+    Reply,
+    Rest,
+    Session,
+    default_commands,
+    with_builtins,
+)
+
+from ._helpers import LogCapture
+
+
+def answer(table: CommandTable, line: str, session: Session | None = None) -> str:
+    """
+    The reply to one line of a table whose commands answer at once.
+    """
+    reply = table.execute(line, session)
+    assert isinstance(reply, Reply), reply
+    return reply.text
+
+
+def sample_table() -> CommandTable:
+    table = CommandTable()
+
+    @table.command("echo", usage="echo TEXT")
+    def echo(text: Rest) -> str:
+        """Answer with the text."""
+        return text
+
+    @table.command("add")
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    @table.command("scale")
+    def scale(x: float, factor: float = 2.0) -> str:
+        return f"{x * factor:g}"
+
+    @table.command("count")
+    def count(*words: str) -> int:
+        return len(words)
+
+    @table.command("put")
+    def put(key: str, value: Rest) -> str:
+        return f"{key}={value}"
+
+    @table.command("say it")
+    def say_it(word: str) -> str:
+        return word.upper()
+
+    return with_builtins(table)
+
+
+class DecoratorTests(SynchronousTestCase):
+    """
+    ``CommandTable.command`` registers a handler.
+    """
+
+    def test_returns_the_function_unchanged(self) -> None:
+        table = CommandTable()
+
+        def ping() -> str:
+            return "pong"
+
+        self.assertIs(table.command("ping")(ping), ping)
+        self.assertEqual(answer(table, "ping"), "pong")
+
+    def test_summary_is_the_docstrings_first_line(self) -> None:
+        table = sample_table()
+        command = table.get("echo")
+        assert command is not None
+        self.assertEqual(command.summary, "Answer with the text.")
+
+    def test_explicit_summary_wins(self) -> None:
+        table = CommandTable()
+        table.command("a", summary="mine")(lambda: "x")
+        command = table.get("a")
+        assert command is not None
+        self.assertEqual(command.summary, "mine")
+
+    def test_usage_written_from_parameters(self) -> None:
+        table = sample_table()
+        usages = {name: table.get(name).usage for name in ("add", "scale", "count")}  # type: ignore[union-attr]
+        self.assertEqual(
+            usages,
+            {
+                "add": "add A B",
+                "scale": "scale X [FACTOR]",
+                "count": "count [WORDS...]",
+            },
+        )
+
+    def test_duplicate_rejected(self) -> None:
+        table = sample_table()
+        self.assertRaises(ValueError, table.command("echo"), lambda: "")
+
+    def test_unconvertible_annotation_rejected(self) -> None:
+        table = CommandTable()
+
+        def bad(flag: bool) -> str:
+            return ""
+
+        self.assertRaises(ValueError, table.command("bad"), bad)
+
+    def test_rest_must_come_last(self) -> None:
+        table = CommandTable()
+
+        def bad(text: Rest, n: int) -> str:
+            return ""
+
+        self.assertRaises(ValueError, table.command("bad"), bad)
+
+    def test_add_still_takes_command_objects(self) -> None:
+        table = CommandTable()
+        table.add(Command("ping", lambda: Reply("pong"), "check"))
+        self.assertEqual(answer(table, "ping"), "pong")
+
+
+class MatchingTests(SynchronousTestCase):
+    """
+    The longest name that the line equals, or that a space follows, wins.
+    """
+
+    def test_name_alone(self) -> None:
+        self.assertEqual(answer(sample_table(), "Hello"), GREETING)
+
+    def test_name_with_spaces_and_arguments(self) -> None:
+        self.assertEqual(answer(sample_table(), "say it loud"), "LOUD")
+
+    def test_longest_name_wins(self) -> None:
+        table = CommandTable()
+        table.command("say")(lambda word: f"short {word}")
+        table.command("say it")(lambda word: f"long {word}")
+        self.assertEqual(answer(table, "say it now"), "long now")
+        self.assertEqual(answer(table, "say now"), "short now")
+
+    def test_name_must_be_followed_by_a_space(self) -> None:
+        self.assertEqual(answer(sample_table(), "echoes"), UNKNOWN_COMMAND)
+
+    def test_case_sensitive(self) -> None:
+        self.assertEqual(answer(sample_table(), "ECHO hi"), UNKNOWN_COMMAND)
+
+    def test_seed_commands_with_text_after_are_unknown(self) -> None:
+        table = sample_table()
+        for line in ("Hello world", "quit now", "Are you there? yes", "Hello "):
+            self.assertEqual(answer(table, line), UNKNOWN_COMMAND, line)
+
+
+class ArgumentTests(SynchronousTestCase):
+    """
+    Arguments are split, converted, and checked against the parameters.
+    """
+
+    def test_rest_is_verbatim(self) -> None:
+        self.assertEqual(answer(sample_table(), "echo hello  world "), "hello  world ")
+
+    def test_rest_may_be_empty(self) -> None:
+        self.assertEqual(answer(sample_table(), "echo "), "")
+
+    def test_words_then_rest(self) -> None:
+        self.assertEqual(answer(sample_table(), "put k  a b  c"), "k=a b  c")
+
+    def test_int_conversion(self) -> None:
+        self.assertEqual(answer(sample_table(), "add 2 40"), "42")
+
+    def test_optional_parameter(self) -> None:
+        table = sample_table()
+        self.assertEqual(answer(table, "scale 1.5"), "3")
+        self.assertEqual(answer(table, "scale 1.5 3"), "4.5")
+
+    def test_variadic(self) -> None:
+        table = sample_table()
+        self.assertEqual(answer(table, "count"), "0")
+        self.assertEqual(answer(table, "count a b  c"), "3")
+
+    def test_usage_errors(self) -> None:
+        table = sample_table()
+        cases = {
+            "echo": "Error: usage: echo TEXT",
+            "add 1": "Error: usage: add A B",
+            "add 1 2 3": "Error: usage: add A B",
+            "add one 2": "Error: usage: add A B",
+            "scale": "Error: usage: scale X [FACTOR]",
+            "put k": "Error: usage: put KEY VALUE",
+        }
+        for line, reply in cases.items():
+            self.assertEqual(answer(table, line), reply, line)
+
+
+class ResultTests(SynchronousTestCase):
+    """
+    Whatever a handler does, the client gets exactly one line.
+    """
+
+    def run_handler(self, handler: Any) -> str:
+        table = CommandTable()
+        table.command("h")(handler)
+        return answer(table, "h")
+
+    def test_command_error_is_the_clients_to_see(self) -> None:
+        def refuse() -> str:
+            raise CommandError("no such key")
+
+        logged = LogCapture(self)
+        self.assertEqual(self.run_handler(refuse), "Error: no such key")
+        self.assertEqual(logged.events, [])
+
+    def test_exception_is_contained_and_logged_once(self) -> None:
+        def broken() -> str:
+            raise ZeroDivisionError("secret detail")
+
+        logged = LogCapture(self)
+        self.assertEqual(self.run_handler(broken), "Error: h failed")
+        self.assertEqual(len(logged.events), 1)
+        self.assertIn("ZeroDivisionError", str(logged.events[0]["log_failure"]))
+        self.flushLoggedErrors(ZeroDivisionError)
+
+    def test_reply_with_line_feed_is_a_bug(self) -> None:
+        logged = LogCapture(self)
+        self.assertEqual(self.run_handler(lambda: "two\nlines"), "Error: h failed")
+        self.assertEqual(len(logged.events), 1)
+        self.flushLoggedErrors(ValueError)
+
+    def test_none_is_a_bug(self) -> None:
+        LogCapture(self)
+        self.assertEqual(self.run_handler(lambda: None), "Error: h failed")
+        self.flushLoggedErrors(TypeError)
+
+    def test_numbers_become_text(self) -> None:
+        self.assertEqual(self.run_handler(lambda: 7), "7")
+        self.assertEqual(self.run_handler(lambda: 0.5), "0.5")
+
+    def test_reply_object_may_close(self) -> None:
+        table = CommandTable()
+        table.command("bye")(lambda: Reply("bye", close=True))
+        self.assertEqual(table.execute("bye"), Reply("bye", close=True))
+
+    def test_already_fired_deferred_answers_at_once(self) -> None:
+        self.assertEqual(self.run_handler(lambda: succeed("now")), "now")
+
+    def test_async_def_that_awaits_nothing_slow_answers_at_once(self) -> None:
+        async def quick() -> str:
+            return await succeed("quick")
+
+        self.assertEqual(self.run_handler(quick), "quick")
+
+
+class SessionTests(SynchronousTestCase):
+    """
+    A handler that asks for the session gets the connection's.
+    """
+
+    def setUp(self) -> None:
+        self.table = CommandTable()
+
+        @self.table.command("visits")
+        def visits(session: Session) -> int:
+            session.state["visits"] = session.state.get("visits", 0) + 1
+            return int(session.state["visits"])
+
+        @self.table.command("bye")
+        def bye(session: Session, word: str) -> str:
+            session.close_after_reply()
+            return word
+
+        self.session = Session("tcp:127.0.0.1:1", None, Clock())
+
+    def test_state_lasts_for_the_session(self) -> None:
+        answer(self.table, "visits", self.session)
+        self.assertEqual(answer(self.table, "visits", self.session), "2")
+        other = Session("tcp:127.0.0.1:2", None, Clock())
+        self.assertEqual(answer(self.table, "visits", other), "1")
+
+    def test_session_is_not_an_argument(self) -> None:
+        command = self.table.get("bye")
+        assert command is not None
+        self.assertEqual(command.usage, "bye WORD")
+
+    def test_close_after_reply(self) -> None:
+        self.assertEqual(
+            self.table.execute("bye ok", self.session), Reply("ok", close=True)
+        )
+        self.assertEqual(answer(self.table, "visits", self.session), "1")
+
+
+class AsyncResultTests(SynchronousTestCase):
+    """
+    A handler that answers later: its failure and its timeout are contained.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.session = Session("tcp:127.0.0.1:1", None, self.clock)
+        self.pending: Deferred[str] = Deferred()
+        self.table = CommandTable()
+        self.table.command("later")(lambda: self.pending)
+
+    def execute(self, timeout: float | None = None) -> list[Reply]:
+        result = self.table.execute("later", self.session, timeout)
+        assert isinstance(result, Deferred)
+        replies: list[Reply] = []
+        result.addCallback(replies.append)
+        return replies
+
+    def test_reply_when_it_fires(self) -> None:
+        replies = self.execute()
+        self.assertEqual(replies, [])
+        self.pending.callback("done")
+        self.assertEqual(replies, [Reply("done")])
+
+    def test_failure_is_contained(self) -> None:
+        LogCapture(self)
+        replies = self.execute()
+        self.pending.errback(RuntimeError("boom"))
+        self.assertEqual(replies, [Reply("Error: later failed")])
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_timeout_cancels(self) -> None:
+        cancelled: list[bool] = []
+        self.pending = Deferred(lambda d: cancelled.append(True))
+        LogCapture(self)
+        replies = self.execute(timeout=5)
+        self.clock.advance(4.9)
+        self.assertEqual(replies, [])
+        self.clock.advance(0.1)
+        self.assertEqual(replies, [Reply("Error: later timed out")])
+        self.assertEqual(cancelled, [True])
+
+    def test_answer_in_time_cancels_the_timer(self) -> None:
+        replies = self.execute(timeout=5)
+        self.pending.callback("ok")
+        self.assertEqual(replies, [Reply("ok")])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class HelpTests(SynchronousTestCase):
+    """
+    ``help`` lists; ``help NAME`` describes one command.
+    """
+
+    def test_help_name(self) -> None:
+        self.assertEqual(
+            answer(sample_table(), "help echo"), "echo TEXT - Answer with the text."
+        )
+
+    def test_help_name_with_spaces(self) -> None:
+        self.assertEqual(
+            answer(default_commands(), "help Are you there?"),
+            "Are you there? - a liveness check",
+        )
+
+    def test_help_unknown_name(self) -> None:
+        self.assertEqual(
+            answer(default_commands(), "help nope"), "Error: no such command: nope"
+        )
+
+    def test_help_lists_added_commands(self) -> None:
+        self.assertIn(", echo, add,", answer(sample_table(), "help"))
+
+
+class WithBuiltinsTests(SynchronousTestCase):
+    """
+    Tables served together must not share a name.
+    """
+
+    def test_clash_with_builtin(self) -> None:
+        table = CommandTable()
+        table.command("Hello")(lambda: "hi")
+        self.assertRaises(ValueError, with_builtins, table)
+
+    def test_clash_between_tables(self) -> None:
+        first, second = CommandTable(), CommandTable()
+        first.command("x")(lambda: "1")
+        second.command("x")(lambda: "2")
+        self.assertRaises(ValueError, with_builtins, first, second)
