@@ -1,7 +1,10 @@
 """
-commandproto: a small line-based command server and client on Twisted.
+commandproto: a small line-based command server and client on Twisted, and a
+framework for line-based command services.
 
-The public API: the command table, the line codec and the server factory.
+The public API: the command table and what handlers use (``Rest``,
+``Session``, ``CommandError``, ``Reply``), the line codec and the server
+factory.  Test helpers live in :mod:`commandproto.testing`.
 """
 
 from ._codec import DEFAULT_MAX_LINE_LENGTH, LineFramer, decode_line, encode_line
@@ -11,14 +14,18 @@ from ._commands import (
     PRESENT,
     UNKNOWN_COMMAND,
     Command,
+    CommandError,
     CommandTable,
     Reply,
+    Rest,
+    Session,
     constant,
     default_commands,
     format_help,
     help_command,
     is_error_reply,
     parse_help,
+    with_builtins,
 )
 from ._server import CommandServerFactory, CommandServerProtocol
 
@@ -29,11 +36,14 @@ __all__ = [
     "PRESENT",
     "UNKNOWN_COMMAND",
     "Command",
+    "CommandError",
     "CommandServerFactory",
     "CommandServerProtocol",
     "CommandTable",
     "LineFramer",
     "Reply",
+    "Rest",
+    "Session",
     "constant",
     "decode_line",
     "default_commands",
@@ -42,4 +52,5 @@ __all__ = [
     "help_command",
     "is_error_reply",
     "parse_help",
+    "with_builtins",
 ]
