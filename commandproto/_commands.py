@@ -239,6 +239,26 @@ class _Parameter:
 _CONVERTERS: dict[object, Callable[[str], Any]] = {str: str, int: int, float: float}
 
 
+def _resolve(handler: Callable[..., Any], given: inspect.Parameter) -> Any:
+    """
+    Resolve one parameter's annotation, written as a string or not.
+
+    :raises ValueError: naming the parameter, if it cannot be resolved.
+    """
+    annotation = given.annotation
+    if not isinstance(annotation, str):
+        return annotation
+    namespace = dict(getattr(handler, "__globals__", {}))
+    namespace.setdefault("Annotated", Annotated)
+    try:
+        return eval(annotation, namespace)
+    except Exception:
+        raise ValueError(
+            f"parameter {given.name!r}: cannot resolve its annotation "
+            f"{annotation!r}; import the names it uses at module level"
+        ) from None
+
+
 def _parameters(handler: Callable[..., Any]) -> tuple[_Parameter, ...]:
     """
     Read a handler's signature: which parameters come from the request line,
@@ -250,18 +270,14 @@ def _parameters(handler: Callable[..., Any]) -> tuple[_Parameter, ...]:
     try:
         hints = typing.get_type_hints(handler, include_extras=True)
     except Exception:
-        # Not a plain function (a functools.partial, a callable object):
-        # take the annotations as they stand, if none is a string.
+        # Some annotation cannot be resolved (the return type's, say, or
+        # the handler is not a plain function): resolve the parameters'
+        # one by one, and name the one that fails.
         hints = {
-            p.name: p.annotation
-            for p in signature.parameters.values()
-            if p.annotation is not inspect.Parameter.empty
+            given.name: _resolve(handler, given)
+            for given in signature.parameters.values()
+            if given.annotation is not inspect.Parameter.empty
         }
-        unresolved = [name for name, hint in hints.items() if isinstance(hint, str)]
-        if unresolved:
-            raise ValueError(
-                f"parameter {unresolved[0]!r}: cannot resolve its annotation"
-            ) from None
     parameters: list[_Parameter] = []
     for given in signature.parameters.values():
         hint = hints.get(given.name, str)
@@ -300,10 +316,33 @@ def _parameters(handler: Callable[..., Any]) -> tuple[_Parameter, ...]:
     return tuple(parameters)
 
 
+def _split_rest(arguments: str, count: int) -> tuple[list[str], str | None]:
+    """
+    Take C{count} words, separated by runs of spaces, from the start of
+    C{arguments}, and the rest: everything after the one space that follows
+    the last word (``None`` if nothing follows it).
+    """
+    words: list[str] = []
+    position = 0
+    end = len(arguments)
+    for _ in range(count):
+        while position < end and arguments[position] == " ":
+            position += 1
+        if position == end:
+            return words, None
+        stop = arguments.find(" ", position)
+        if stop < 0:
+            words.append(arguments[position:])
+            return words, None
+        words.append(arguments[position:stop])
+        position = stop + 1
+    return words, arguments[position:]
+
+
 def _usage(name: str, parameters: tuple[_Parameter, ...]) -> str:
     """
     Write a usage line from a handler's parameters: ``set KEY VALUE``,
-    ``[COUNT]`` for an optional one, ``KEY...`` for ``*args``.
+    ``[COUNT]`` for an optional one, ``[KEYS...]`` for ``*keys``.
     """
     words = [name]
     for parameter in parameters:
@@ -325,6 +364,8 @@ reply (a ``str``, an ``int`` or ``float`` shown as text, or a
 :class:`Reply`), or a :class:`~twisted.internet.defer.Deferred` or coroutine
 that gives it later.
 """
+
+_H = typing.TypeVar("_H", bound=Handler)
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,10 +394,18 @@ class Command:
     usage: str = ""
     overlap: bool = False
     parameters: tuple[_Parameter, ...] = field(default=(), init=False, repr=False)
+    _takes_arguments: bool = field(default=False, init=False, repr=False)
+    _rest: bool = field(default=False, init=False, repr=False)
+    _words: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         parameters = _parameters(self.handler)
+        from_line = [p for p in parameters if p.kind != "session"]
         object.__setattr__(self, "parameters", parameters)
+        object.__setattr__(self, "_takes_arguments", bool(from_line))
+        rest = bool(from_line) and from_line[-1].kind == "rest"
+        object.__setattr__(self, "_rest", rest)
+        object.__setattr__(self, "_words", len(from_line) - 1 if rest else 0)
         if not self.usage:
             object.__setattr__(self, "usage", _usage(self.name, parameters))
 
@@ -365,69 +414,76 @@ class Command:
         """
         Whether any parameter is filled from the request line.
         """
-        return any(p.kind != "session" for p in self.parameters)
+        return self._takes_arguments
 
-    def bind(self, arguments: str | None, session: Session | None) -> list[Any]:
+    def bind(
+        self, arguments: str | None, session: Session | None
+    ) -> tuple[list[Any], dict[str, Any]]:
         """
         Fill the handler's parameters from a request's arguments.
+
+        Words are separated by runs of spaces; a :data:`Rest` parameter gets
+        everything after the space that follows the last word, verbatim.
 
         :param arguments: the text after the name and one space, or ``None``
             when the line is the name alone.
         :param session: what a ``Session`` parameter gets.
-        :returns: the positional arguments, in order.
+        :returns: the positional and keyword arguments.
         :raises ArgumentError: if the arguments do not fit.
         """
-        parameters = self.parameters
-        from_line = [p for p in parameters if p.kind != "session"]
         words: list[str]
         rest: str | None = None
-        if from_line and from_line[-1].kind == "rest":
-            count = len(from_line) - 1
-            if arguments is None:
-                words = []
-            elif count == 0:
-                words, rest = [], arguments
-            else:
-                words = arguments.split(None, count)
-                if len(words) > count:
-                    rest = words.pop()
+        if arguments is None:
+            words = []
+        elif self._rest:
+            words, rest = _split_rest(arguments, self._words)
+        elif not self._takes_arguments:
+            raise ArgumentError("takes no arguments")
         else:
-            words = arguments.split() if arguments is not None else []
-            if arguments is not None and not from_line:
-                raise ArgumentError("takes no arguments")
-        values: list[Any] = []
+            words = [word for word in arguments.split(" ") if word]
+        positional: list[Any] = []
+        keywords: dict[str, Any] = {}
+        skipping = False
         position = 0
-        for parameter in parameters:
+        for parameter in self.parameters:
             kind = parameter.kind
             if kind == "session":
                 if session is None:
                     raise ArgumentError("needs a session")
-                values.append(session)
-                continue
-            if kind == "rest":
+                value: Any = session
+            elif kind == "rest":
                 if rest is None:
                     if parameter.required:
                         raise ArgumentError("missing text")
-                    break
-                values.append(rest)
-                continue
-            if kind == "words":
-                taken = words[position:]
+                    skipping = True
+                    continue
+                value = rest
+            elif kind == "words":
+                try:
+                    positional.extend(map(parameter.convert, words[position:]))
+                except (ValueError, ArithmeticError):
+                    raise ArgumentError(f"bad {parameter.name}") from None
                 position = len(words)
+                continue
             elif position < len(words):
-                taken = [words[position]]
+                try:
+                    value = parameter.convert(words[position])
+                except (ValueError, ArithmeticError):
+                    raise ArgumentError(f"bad {parameter.name}") from None
                 position += 1
             elif parameter.required:
                 raise ArgumentError(f"missing {parameter.name}")
             else:
-                break
-            try:
-                values.extend(parameter.convert(word) for word in taken)
-            except (ValueError, ArithmeticError):
-                raise ArgumentError(f"bad {parameter.name}") from None
+                # Missing and optional: the rest go by name.
+                skipping = True
+                continue
+            if parameter.keyword or skipping:
+                keywords[parameter.name] = value
+            else:
+                positional.append(value)
         if position < len(words):
             raise ArgumentError("too many arguments")
-        return values
+        return positional, keywords
 
     def run(
         self,
@@ -450,13 +506,13 @@ class Command:
             and logged once with its traceback.
         """
         try:
-            positional = self.bind(arguments, session)
+            positional, keywords = self.bind(arguments, session)
         except ArgumentError:
-            if not self.takes_arguments:
+            if not self._takes_arguments:
                 return Reply(UNKNOWN_COMMAND)
             return Reply(usage_error(self.usage))
         try:
-            result = self.handler(*positional)
+            result = self.handler(*positional, **keywords)
         except Exception:
             return self._failed(Failure(), session)
         if isinstance(result, str):
@@ -624,7 +680,7 @@ class CommandTable:
         usage: str = "",
         summary: str | None = None,
         overlap: bool = False,
-    ) -> Callable[[Handler], Handler]:
+    ) -> Callable[[_H], _H]:
         """
         A decorator that registers a function as the handler of a command::
 
@@ -652,7 +708,7 @@ class CommandTable:
             cannot be filled from a line.
         """
 
-        def register(handler: Handler) -> Handler:
+        def register(handler: _H) -> _H:
             text = summary
             if text is None:
                 doc = inspect.getdoc(handler) or ""

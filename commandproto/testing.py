@@ -66,6 +66,9 @@ class TesterConnection:
     :ivar peer: the address the server sees for this client.
     """
 
+    # Not a test class, whatever pytest guesses from its name.
+    __test__ = False
+
     def __init__(self, tester: CommandTester, port: int) -> None:
         self._tester = tester
         self.peer = IPv4Address("TCP", "127.0.0.1", port)

@@ -176,7 +176,48 @@ class ArgumentTests(SynchronousTestCase):
         self.assertEqual(answer(sample_table(), "echo "), "")
 
     def test_words_then_rest(self) -> None:
-        self.assertEqual(answer(sample_table(), "put k  a b  c"), "k=a b  c")
+        self.assertEqual(answer(sample_table(), "put k a b  c"), "k=a b  c")
+
+    def test_rest_starts_after_one_space(self) -> None:
+        table = sample_table()
+        self.assertEqual(answer(table, "put  k   a"), "k=  a")
+        self.assertEqual(answer(table, "put k "), "k=")
+
+    def test_words_are_separated_by_spaces_only(self) -> None:
+        self.assertEqual(answer(sample_table(), "count a\tb c"), "2")
+
+    def test_keyword_only_session_after_words(self) -> None:
+        table = CommandTable()
+
+        @table.command("keys")
+        def keys(*names: str, session: Session) -> str:
+            return f"{len(names)} {session.peer}"
+
+        session = Session("tcp:127.0.0.1:1", None, Clock())
+        self.assertEqual(answer(table, "keys a b", session), "2 tcp:127.0.0.1:1")
+
+    def test_session_after_missing_optional(self) -> None:
+        table = CommandTable()
+
+        @table.command("opt")
+        def opt(a: int = 1, *, session: Session) -> str:
+            return f"{a} {session.peer}"
+
+        session = Session("p", None, Clock())
+        self.assertEqual(answer(table, "opt", session), "1 p")
+        self.assertEqual(answer(table, "opt 5", session), "5 p")
+
+    def test_unresolvable_return_annotation_is_ignored(self) -> None:
+        namespace: dict[str, Any] = {}
+        exec(
+            "from __future__ import annotations\n"
+            "def later(seconds: float) -> NotImported[str]:\n"
+            "    return f'{seconds:g}'\n",
+            namespace,
+        )
+        table = CommandTable()
+        table.command("later")(namespace["later"])
+        self.assertEqual(answer(table, "later 1.5"), "1.5")
 
     def test_int_conversion(self) -> None:
         self.assertEqual(answer(sample_table(), "add 2 40"), "42")

@@ -27,7 +27,8 @@ class ExportsTests(SynchronousTestCase):
                 self.assertTrue(module.startswith("commandproto._"), (name, module))
 
     def test_library_example_from_readme(self) -> None:
-        table = commandproto.default_commands()
-        table.add(commandproto.Command("ping", lambda: commandproto.Reply("pong")))
-        factory = commandproto.CommandServerFactory(table)
+        table = commandproto.CommandTable()
+        table.command("ping")(lambda: "pong")
+        factory = commandproto.CommandServerFactory(commandproto.with_builtins(table))
         self.assertEqual(factory.commands.dispatch("ping"), commandproto.Reply("pong"))
+        self.assertIn("Hello", factory.commands)

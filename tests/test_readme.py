@@ -1,0 +1,80 @@
+"""
+The README's examples of commands of your own, run as written: the module
+its code blocks build and the complete test it shows.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import types
+from collections.abc import Callable
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from commandproto.testing import CommandTester
+
+README = os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.rst")
+
+
+def code_blocks() -> list[str]:
+    """
+    Every literal block of the README (the indented text after ``::``).
+    """
+    with open(README) as f:
+        text = f.read()
+    blocks = []
+    for match in re.finditer(r"::\n\n((?:    .*\n|\n)+)", text):
+        lines = match.group(1).splitlines()
+        blocks.append("\n".join(line[4:] for line in lines).strip() + "\n")
+    return blocks
+
+
+def readme_module() -> types.ModuleType:
+    """
+    ``myapp``: the README's first block, and every later block that adds a
+    command to it.
+    """
+    blocks = code_blocks()
+    source = [b for b in blocks if b.startswith("# myapp.py")]
+    source += [
+        b for b in blocks if "@commands.command(" in b and not b.startswith("# myapp")
+    ]
+    module = types.ModuleType("myapp")
+    exec(compile("\n".join(source), "README.rst (myapp)", "exec"), module.__dict__)
+    return module
+
+
+class ReadmeExampleTests(SynchronousTestCase):
+    """
+    The README's command module and its test, as written.
+    """
+
+    def setUp(self) -> None:
+        self.myapp = readme_module()
+        sys.modules["myapp"] = self.myapp
+        self.addCleanup(sys.modules.pop, "myapp", None)
+
+    def test_transcript(self) -> None:
+        client = CommandTester(self.myapp.commands).connect()
+        self.assertEqual(client.request("echo hello  world"), "hello  world")
+        self.assertEqual(client.request("add 2 40"), "42")
+        self.assertEqual(client.request("add two 40"), "Error: usage: add A B")
+        self.assertEqual(client.request("help add"), "add A B - Add two integers.")
+        self.assertTrue(client.request("help").endswith(", echo, add, wait, select"))
+
+    def test_readme_test_passes(self) -> None:
+        (test_source,) = [b for b in code_blocks() if b.startswith("# test_myapp.py")]
+        namespace: dict[str, Any] = {}
+        exec(compile(test_source, "README.rst (test_myapp)", "exec"), namespace)
+        tests = {
+            name: test
+            for name, test in namespace.items()
+            if name.startswith("test_") and callable(test)
+        }
+        self.assertEqual(len(tests), 3)
+        make: Callable[..., CommandTester] = CommandTester
+        for test in tests.values():
+            test(make)
