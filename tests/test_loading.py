@@ -229,3 +229,27 @@ class RealServerTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 0)
         self.assertTrue(result.stdout.strip())
         self.assertNotIn("Traceback", result.stderr)
+
+
+class ExamplePackageTests(SynchronousTestCase):
+    """
+    The example package, installed, is served by name through its entry
+    point by the real server.
+    """
+
+    def setUp(self) -> None:
+        if "kvstore" not in {entry.name for entry in installed_sets()}:
+            self.skipTest(
+                "the example is not installed: pip install ./examples/kvstore "
+                "(the README's test command does)"
+            )
+        self.directory = tempfile.mkdtemp(prefix="commandproto-")
+        self.addCleanup(shutil.rmtree, self.directory, ignore_errors=True)
+
+    def test_served_by_name(self) -> None:
+        server = ServerProcess(self.directory, "--commands", "kvstore")
+        self.addCleanup(server.stop)
+        with server.connect() as sock:
+            sock.sendall(b"set k hello  world\nwait 0.1\nget k\nincr n\nHello\n")
+            expected = b"OK\r\nwaited 0.1\r\nhello  world\r\n1\r\nGreetings!\r\n"
+            self.assertEqual(read_exactly(sock, len(expected)), expected)

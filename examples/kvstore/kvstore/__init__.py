@@ -23,10 +23,7 @@ import re
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
-from commandproto import CommandTable
-
-# commandproto does not re-export these from its top level (yet).
-from commandproto._commands import CommandError, Rest, Session
+from commandproto import CommandError, CommandTable, Rest, Session
 
 __all__ = ["DATABASES", "MAX_WAIT", "Store", "commands", "make_commands"]
 
@@ -83,8 +80,9 @@ def make_commands(store: Store | None = None) -> CommandTable:
         index: int = session.state.get(_SELECTED, 0)
         return store.databases[index]
 
-    # Session comes first in each handler: after *keys (in del) it would
-    # have to be keyword-only, which commandproto does not support yet.
+    # Each handler takes the session first: commandproto fills parameters
+    # by their annotations, so it may stand anywhere (after *keys it must be
+    # keyword-only, as Python requires).
 
     @commands.command("set")
     def set_value(session: Session, key: str, value: Rest) -> str:

@@ -10,19 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
 
 import kvstore
 import pytest
 from kvstore import make_commands
 
 from commandproto import CommandTable, parse_help
-from commandproto.testing import CommandTester
-
-if TYPE_CHECKING:
-    # Not imported at run time: pytest would try to collect a class whose
-    # name starts with "Test".
-    from commandproto.testing import TesterConnection
+from commandproto.testing import CommandTester, TesterConnection
 
 ServerMaker = Callable[..., CommandTester]
 
