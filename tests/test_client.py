@@ -916,6 +916,15 @@ class LifecycleTests(SynchronousTestCase):
         self.assertEqual(wired.server.value(), b"")
         self.assertIsNone(wired.server.producer)
 
+    def test_input_ended_before_connecting_closes_once_connected(self) -> None:
+        wired = Wired()
+        wired.session.attach_input(wired.input)
+        wired.session.input_ended()
+        wired.session.connected(wired.server)
+        self.assertTrue(wired.server.disconnecting)
+        wired.close()
+        self.assertEqual(wired.exit_codes, [EXIT_OK])
+
     def test_input_ended_before_connecting_waits_for_help(self) -> None:
         wired = Wired(fetch_commands=True)
         wired.session.input_ended()
@@ -923,6 +932,23 @@ class LifecycleTests(SynchronousTestCase):
         self.assertFalse(wired.server.disconnecting)
         wired.session.replies_received(["Commands: a, b"])
         self.assertTrue(wired.server.disconnecting)
+
+    def test_interrupt_after_we_closed_closes_only_once(self) -> None:
+        # StringTransport, like a careful consumer, refuses a second
+        # unregisterProducer.
+        wired = Wired()
+        wired.connect()
+        wired.session.input_ended()
+        wired.session.interrupt()
+        self.assertEqual(wired.exit_codes, [EXIT_INTERRUPTED])
+
+    def test_closing_down_unasked_after_we_closed_exits_1(self) -> None:
+        wired = Wired()
+        wired.connect()
+        wired.session.input_ended()
+        wired.session.replies_received([CLOSING])
+        wired.close()
+        self.assertEqual(wired.exit_codes, [EXIT_FAILURE])
 
     def test_output_closed_before_finishing_does_not_end(self) -> None:
         wired = Wired()
