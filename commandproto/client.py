@@ -29,6 +29,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from enum import Enum, auto
 from typing import TextIO, cast
 
 from twisted.conch.insults.insults import ServerProtocol
@@ -175,6 +176,25 @@ class Script:
     interval: float = 0.0
 
 
+class _State(Enum):
+    """
+    Where a :class:`ClientSession` is in its life; the session's docstring
+    says what each state means and which events move it on.
+    """
+
+    CONNECTING = auto()
+    RUNNING = auto()
+    DRAINING = auto()
+    CLOSED = auto()
+    SERVER_CLOSING = auto()
+    SERVER_SHUT_DOWN = auto()
+    FINISHING = auto()
+    EXITED = auto()
+
+
+_ENDED = (_State.FINISHING, _State.EXITED)
+
+
 @implementer(IPushProducer)
 class ClientSession:
     """
@@ -182,13 +202,54 @@ class ClientSession:
     when to read more input, how replies are printed, and how the session
     ends.
 
-    Input (standard input, or the line editor) is an L{IPushProducer} that
-    the session pauses while C{window} requests are outstanding or the
+    Input (standard input, or the line editor) is an ``IPushProducer`` that
+    the session pauses while ``window`` requests are outstanding or the
     connection's send buffer is full (the session registers itself as the
     connection's producer for that), and resumes once half of the window is
     answered.  The connection in turn is registered as the producer of
     standard output, so a slow reader of our output slows everything down
     instead of filling memory.
+
+    The session's life is one explicit :class:`_State`.  The events are its
+    public methods (:meth:`connected`, :meth:`input_ended`,
+    :meth:`replies_received`, :meth:`connection_lost`, :meth:`finish` and
+    the ways to it, :meth:`output_closed`) and three that replies bring:
+    the last outstanding reply, and ``Closing down`` answering our ``quit``
+    or not.  Each event decides what the state means for it in one place:
+
+    ``CONNECTING``
+        No connection yet; input is paused.  Connecting leads to
+        ``RUNNING``; input ending first, to ``DRAINING``.
+    ``RUNNING``
+        Input is read (unless the window is full), each line sent, each
+        reply printed, and the prompt shown or the script's next round
+        scheduled whenever nothing is outstanding.  Input ending, or the
+        script's last round going out, leads to ``DRAINING``.
+    ``DRAINING``
+        Input has ended: no more is read, and once nothing is outstanding we
+        close the connection, to ``CLOSED``.
+    ``CLOSED``
+        We closed the connection; its loss ends the session well.
+    ``SERVER_CLOSING``
+        The server said ``Closing down`` in answer to our ``quit``: nothing
+        more is sent, and the connection's loss ends the session well.
+    ``SERVER_SHUT_DOWN``
+        The server said ``Closing down`` unasked, shutting down under us:
+        the connection's loss ends the session with exit code 1.  In this
+        and ``SERVER_CLOSING`` we close our end too once input has ended
+        with nothing outstanding (the server closes its end anyway).
+    ``FINISHING``
+        The exit code is chosen; replies are ignored, and the session waits
+        for standard output to be flushed and closed.  Every state before
+        it leads here on :meth:`finish` (or :meth:`fail`, or
+        :meth:`interrupt`), and losing the connection in ``RUNNING`` or
+        ``DRAINING`` is a failure.
+    ``EXITED``
+        :attr:`done` has fired.
+
+    What changes with every line stays plain data, outside the states: the
+    count of outstanding requests, whether input and the connection are
+    paused, and whether the prompt is on the screen.
 
     :ivar done: fires with the exit code once the session is over and all
         output is written.
@@ -238,7 +299,9 @@ class ClientSession:
         self._fetch_commands = fetch_commands
         self._script = script
         self._clock = clock
+        self._state = _State.CONNECTING
         self._output: ITransport | None = None
+        # The connection, while we may still write to it or close it.
         self._server: ITransport | None = None
         self._input: IPushProducer | None = None
         self._input_paused = False
@@ -248,16 +311,12 @@ class ClientSession:
         self._hidden = 0
         self._rounds_sent = 0
         self._next_round: IDelayedCall | None = None
-        self._input_ended = False
-        self._server_closing = False
-        self._server_shut_down = False
         self._sent = 0
         self._answered = 0
         self._quits: deque[int] = deque()
-        self._we_closed = False
         self._prompt_shown = False
         self._saw_error = False
-        self._exit_code: int | None = None
+        self._exit_code = EXIT_OK
         self._exit_messages: list[str] = []
 
     @property
@@ -294,11 +353,13 @@ class ClientSession:
         """
         The connection to the server is up.
         """
-        self._server = transport
-        if self._exit_code is not None:
-            self._we_closed = True
+        if self._state not in (_State.CONNECTING, _State.DRAINING):
+            # The session ended while we were connecting.
             transport.loseConnection()
             return
+        self._server = transport
+        if self._state is _State.CONNECTING:
+            self._state = _State.RUNNING
         IConsumer(transport).registerProducer(self, True)
         if IConsumer.providedBy(self._output) and IPushProducer.providedBy(transport):
             IConsumer(self._output).registerProducer(transport, True)
@@ -308,7 +369,8 @@ class ClientSession:
             self.send_lines([HELP.encode("utf-8")])
         if self._script is not None:
             self._send_round()
-        self._prompt()
+        if self._outstanding <= 0:
+            self._all_answered()
         self._update_flow()
 
     def _write(self, text: str) -> None:
@@ -326,12 +388,11 @@ class ClientSession:
         Send command lines, each exactly as typed, to the server, in one
         write.
         """
+        server = self._server
         if (
             not lines
-            or self._server is None
-            or self._server_closing
-            or self._we_closed
-            or self._exit_code is not None
+            or server is None
+            or self._state not in (_State.RUNNING, _State.DRAINING)
         ):
             return
         self._prompt_shown = False
@@ -341,26 +402,42 @@ class ClientSession:
             )
         self._sent += len(lines)
         self._outstanding += len(lines)
-        self._server.write(CRLF.join(lines) + CRLF)
+        server.write(CRLF.join(lines) + CRLF)
         self._update_flow()
 
     def input_ended(self) -> None:
         """
         Standard input reached its end (or Ctrl-D on a terminal).
         """
-        self._input_ended = True
         self._end_prompt_line()
-        self._close_if_finished()
+        self._end_of_input()
         self._update_flow()
+
+    def _end_of_input(self) -> None:
+        match self._state:
+            case _State.CONNECTING:
+                self._state = _State.DRAINING
+            case _State.RUNNING:
+                self._state = _State.DRAINING
+                if self._outstanding <= 0:
+                    self._all_answered()
+            case _State.SERVER_CLOSING | _State.SERVER_SHUT_DOWN:
+                if self._outstanding <= 0:
+                    self._close_server()
+            case _State.DRAINING | _State.CLOSED | _State.FINISHING | _State.EXITED:
+                pass
 
     def replies_received(self, texts: list[str]) -> None:
         """
         The server answered the oldest outstanding requests, in order.
         """
-        if not texts or self._exit_code is not None:
+        if not texts or self._state in _ENDED:
             return
-        if CLOSING in texts:
-            self._closing_seen(self._answered + texts.index(CLOSING))
+        closing = CLOSING in texts
+        if closing:
+            answered_quit = self._answers_our_quit(
+                self._answered + texts.index(CLOSING)
+            )
         self._answered += len(texts)
         self._outstanding -= len(texts)
         if self._hidden:
@@ -371,19 +448,49 @@ class ClientSession:
             texts = texts[hidden:]
         if texts:
             self._print_replies(texts)
-        if self._outstanding == 0:
-            self._schedule_round()
-            self._prompt()
-        self._close_if_finished()
+        if closing:
+            self._closing_down(answered_quit)
+        elif self._outstanding <= 0:
+            self._all_answered()
         self._update_flow()
 
-    def _closing_seen(self, position: int) -> None:
+    def _answers_our_quit(self, position: int) -> bool:
         # "Closing down" ends the session well only as the reply to our quit;
         # anywhere else the server is shutting down under us.
         while self._quits and self._quits[0] < position:
             self._quits.popleft()
-        self._server_closing = True
-        self._server_shut_down = not (self._quits and self._quits[0] == position)
+        return bool(self._quits) and self._quits[0] == position
+
+    def _all_answered(self) -> None:
+        # No request awaits its reply (fewer than none when the server sent
+        # lines unasked).
+        match self._state:
+            case _State.RUNNING if self._outstanding == 0:
+                self._schedule_round()
+                self._prompt()
+            case _State.DRAINING:
+                self._state = _State.CLOSED
+                self._close_server()
+            case _:
+                # RUNNING after lines the server sent unasked: no prompt; the
+                # other states close, or not, on their own events.
+                pass
+
+    def _closing_down(self, answered_quit: bool) -> None:
+        # The server said "Closing down"; the last one it says decides.
+        closing = _State.SERVER_CLOSING if answered_quit else _State.SERVER_SHUT_DOWN
+        match self._state:
+            case _State.RUNNING | _State.SERVER_CLOSING | _State.SERVER_SHUT_DOWN:
+                self._state = closing
+            case _State.DRAINING:
+                self._state = closing
+                if self._outstanding <= 0:
+                    self._close_server()
+            case _State.CLOSED if not answered_quit:
+                self._state = closing
+            case _:
+                # We closed after our quit was answered, or it is all over.
+                pass
 
     def _print_replies(self, texts: list[str]) -> None:
         if self._raw:
@@ -409,12 +516,15 @@ class ClientSession:
         if self._output_producer and IConsumer.providedBy(self._output):
             self._output_producer = False
             IConsumer(self._output).unregisterProducer()
-        if self._server_shut_down:
-            self.fail(f"connection to {self.address} closed: the server shut down")
-        elif self._server_closing or self._we_closed:
-            self.finish(self._success_code())
-        else:
-            self.fail(f"connection to {self.address} {describe_failure(reason)}")
+        match self._state:
+            case _State.SERVER_SHUT_DOWN:
+                self.fail(f"connection to {self.address} closed: the server shut down")
+            case _State.CLOSED | _State.SERVER_CLOSING:
+                self.finish(self._success_code())
+            case _State.CONNECTING | _State.RUNNING | _State.DRAINING:
+                self.fail(f"connection to {self.address} {describe_failure(reason)}")
+            case _State.FINISHING | _State.EXITED:
+                pass
 
     def _success_code(self) -> int:
         return EXIT_REPLY_ERROR if self._saw_error else EXIT_OK
@@ -426,18 +536,18 @@ class ClientSession:
         :param code: the exit status, by the shell's convention 128 plus the
             signal's number.
         """
-        if self._exit_code is not None:
+        if self._state is _State.FINISHING:
             # Already ending, but waiting for output to drain: a second
             # signal ends it now.
             self.output_closed()
-            return
-        self.finish(code)
+        else:
+            self.finish(code)
 
     def fail(self, message: str) -> None:
         """
         End the session with exit code 1 and one line on standard error.
         """
-        if self._exit_code is None:
+        if self._state not in _ENDED:
             self.warn_at_exit(message)
             self.finish(EXIT_FAILURE)
 
@@ -445,15 +555,15 @@ class ClientSession:
         """
         End the session with this exit code, once output is flushed.
         """
-        if self._exit_code is not None:
+        if self._state in _ENDED:
             return
+        self._state = _State.FINISHING
         self._exit_code = code
         if self._next_round is not None and self._next_round.active():
             self._next_round.cancel()
         self._end_prompt_line()
         self._update_flow()
-        if self._server is not None:
-            self._close_server()
+        self._close_server()
         if self._output is not None:
             self._output.loseConnection()
         else:
@@ -463,7 +573,8 @@ class ClientSession:
         """
         Standard output is flushed and closed: the session is over.
         """
-        if self._exit_code is not None and not self.done.called:
+        if self._state is _State.FINISHING:
+            self._state = _State.EXITED
             for message in self._exit_messages:
                 self._warn(message)
             self.done.callback(self._exit_code)
@@ -486,14 +597,7 @@ class ClientSession:
         source = self._input
         if source is None:
             return
-        stopped = (
-            self._server is None
-            or self._exit_code is not None
-            or self._input_ended
-            or self._server_closing
-            or self._we_closed
-            or self._server_full
-        )
+        stopped = self._state is not _State.RUNNING or self._server_full
         if self._input_paused:
             if not stopped and self._outstanding <= self._window // 2:
                 self._input_paused = False
@@ -506,42 +610,30 @@ class ClientSession:
         assert self._script is not None
         self._next_round = None
         self._rounds_sent += 1
-        if self._rounds_sent >= self._script.count:
-            self._input_ended = True
         self.send_lines([command.encode("utf-8") for command in self._script.commands])
+        if self._rounds_sent >= self._script.count:
+            # The script's last round is the end of its input.
+            self._end_of_input()
 
     def _schedule_round(self) -> None:
         script = self._script
-        if (
-            script is None
-            or self._rounds_sent >= script.count
-            or self._server_closing
-            or self._exit_code is not None
-        ):
+        if script is None or self._rounds_sent >= script.count:
             return
         assert self._clock is not None
         self._next_round = self._clock.callLater(script.interval, self._send_round)
 
-    def _close_if_finished(self) -> None:
-        if self._input_ended and self._outstanding <= 0 and self._server is not None:
-            self._close_server()
-
     def _close_server(self) -> None:
-        assert self._server is not None
-        self._we_closed = True
+        # Close the connection, once: we are done writing to it.
+        server, self._server = self._server, None
+        if server is None:
+            return
         # A producer still registered on the connection (we are one, for
         # backpressure) holds a TLS close open for ever: unregister first.
-        IConsumer(self._server).unregisterProducer()
-        self._server.loseConnection()
+        IConsumer(server).unregisterProducer()
+        server.loseConnection()
 
     def _prompt(self) -> None:
-        if (
-            self.interactive
-            and self._outstanding == 0
-            and not self._input_ended
-            and not self._server_closing
-            and self._exit_code is None
-        ):
+        if self.interactive:
             self._prompt_shown = True
             self._write(PROMPT)
 

@@ -784,3 +784,176 @@ class EndingTests(SynchronousTestCase):
         harness = Harness()
         harness.type(b"Hello\nHello\nquit\n")
         self.assertEqual(harness.exit_codes, [EXIT_OK])
+
+
+class LifecycleTests(SynchronousTestCase):
+    """
+    The session's states, one transition per test: connecting, running,
+    draining after input ends, the server closing or shutting down, our own
+    close, and finishing.
+    """
+
+    def test_reply_after_the_session_finished_is_ignored(self) -> None:
+        wired = Wired()
+        wired.connect()
+        wired.session.send(b"Hello")
+        wired.session.interrupt()
+        wired.session.replies_received([GREETING])
+        self.assertEqual(wired.exit_codes, [EXIT_INTERRUPTED])
+        self.assertEqual(wired.stdout.text(), "")
+
+    def test_reply_while_output_drains_is_ignored(self) -> None:
+        wired = Wired()
+        wired.stdout.writer_lost = True
+        wired.connect()
+        wired.session.send(b"Hello")
+        wired.session.interrupt()
+        wired.session.replies_received([GREETING])
+        self.assertEqual(wired.stdout.text(), "")
+        self.assertEqual(wired.session.outstanding, 1)
+
+    def test_input_end_waits_for_outstanding_replies(self) -> None:
+        wired = Wired()
+        wired.connect()
+        wired.session.send_lines([b"Hello", b"Hello"])
+        wired.session.input_ended()
+        wired.session.replies_received([GREETING])
+        self.assertFalse(wired.server.disconnecting)
+        wired.session.replies_received([GREETING])
+        self.assertTrue(wired.server.disconnecting)
+        wired.close()
+        self.assertEqual(wired.exit_codes, [EXIT_OK])
+
+    def test_input_end_with_nothing_outstanding_closes_at_once(self) -> None:
+        wired = Wired()
+        wired.connect()
+        wired.session.input_ended()
+        self.assertTrue(wired.server.disconnecting)
+        self.assertIsNone(wired.server.producer)
+
+    def test_no_prompt_after_input_ended(self) -> None:
+        wired = Wired(interactive=True)
+        wired.connect()
+        wired.session.send(b"Hello")
+        wired.session.input_ended()
+        wired.session.replies_received([GREETING])
+        self.assertEqual(wired.stdout.text(), PROMPT + f"Server response: {GREETING}\n")
+
+    def test_connection_lost_while_draining_is_a_failure(self) -> None:
+        wired = Wired()
+        wired.connect()
+        wired.session.send(b"Hello")
+        wired.session.input_ended()
+        wired.close()
+        self.assertEqual(wired.exit_codes, [EXIT_FAILURE])
+        self.assertEqual(
+            wired.errors,
+            ["commandproto.client: connection to test-server closed by the server"],
+        )
+
+    def test_closing_down_not_answering_our_quit_exits_1(self) -> None:
+        wired = Wired()
+        wired.connect()
+        wired.session.send_lines([b"Hello", b"quit"])
+        wired.session.replies_received([CLOSING])
+        wired.close()
+        self.assertEqual(wired.exit_codes, [EXIT_FAILURE])
+        self.assertEqual(
+            wired.errors,
+            [
+                "commandproto.client: connection to test-server closed: "
+                "the server shut down"
+            ],
+        )
+
+    def test_closing_down_answering_our_quit_exits_0(self) -> None:
+        wired = Wired()
+        wired.connect()
+        wired.session.send_lines([b"Hello", b"quit"])
+        wired.session.replies_received([GREETING, CLOSING])
+        wired.close()
+        self.assertEqual(wired.exit_codes, [EXIT_OK])
+        self.assertEqual(wired.errors, [])
+
+    def test_closing_down_stops_reading_input(self) -> None:
+        wired = Wired()
+        wired.connect()
+        wired.session.send(b"quit")
+        wired.session.replies_received([CLOSING])
+        self.assertTrue(wired.input.paused)
+
+    def test_server_closes_after_closing_down(self) -> None:
+        wired = Wired()
+        wired.connect()
+        wired.session.send(b"quit")
+        wired.session.replies_received([CLOSING])
+        self.assertFalse(wired.server.disconnecting)
+
+    def test_input_end_after_closing_down_closes_our_end(self) -> None:
+        wired = Wired()
+        wired.connect()
+        wired.session.send(b"quit")
+        wired.session.replies_received([CLOSING])
+        wired.session.input_ended()
+        self.assertTrue(wired.server.disconnecting)
+
+    def test_closing_down_while_draining_closes_our_end(self) -> None:
+        wired = Wired()
+        wired.connect()
+        wired.session.send(b"quit")
+        wired.session.input_ended()
+        self.assertFalse(wired.server.disconnecting)
+        wired.session.replies_received([CLOSING])
+        self.assertTrue(wired.server.disconnecting)
+        wired.close()
+        self.assertEqual(wired.exit_codes, [EXIT_OK])
+
+    def test_connection_after_the_session_finished_is_closed(self) -> None:
+        wired = Wired(fetch_commands=True)
+        wired.session.interrupt()
+        wired.connect()
+        self.assertTrue(wired.server.disconnecting)
+        self.assertEqual(wired.server.value(), b"")
+        self.assertIsNone(wired.server.producer)
+
+    def test_input_ended_before_connecting_closes_once_connected(self) -> None:
+        wired = Wired()
+        wired.session.attach_input(wired.input)
+        wired.session.input_ended()
+        wired.session.connected(wired.server)
+        self.assertTrue(wired.server.disconnecting)
+        wired.close()
+        self.assertEqual(wired.exit_codes, [EXIT_OK])
+
+    def test_input_ended_before_connecting_waits_for_help(self) -> None:
+        wired = Wired(fetch_commands=True)
+        wired.session.input_ended()
+        wired.connect(with_input=False)
+        self.assertFalse(wired.server.disconnecting)
+        wired.session.replies_received(["Commands: a, b"])
+        self.assertTrue(wired.server.disconnecting)
+
+    def test_interrupt_after_we_closed_closes_only_once(self) -> None:
+        # StringTransport, like a careful consumer, refuses a second
+        # unregisterProducer.
+        wired = Wired()
+        wired.connect()
+        wired.session.input_ended()
+        wired.session.interrupt()
+        self.assertEqual(wired.exit_codes, [EXIT_INTERRUPTED])
+
+    def test_closing_down_unasked_after_we_closed_exits_1(self) -> None:
+        wired = Wired()
+        wired.connect()
+        wired.session.input_ended()
+        wired.session.replies_received([CLOSING])
+        wired.close()
+        self.assertEqual(wired.exit_codes, [EXIT_FAILURE])
+
+    def test_output_closed_before_finishing_does_not_end(self) -> None:
+        wired = Wired()
+        wired.connect()
+        wired.session.output_closed()
+        wired.session.send(b"Hello")
+        self.assertEqual(wired.exit_codes, [])
+        self.assertEqual(wired.sent(), [b"Hello"])
