@@ -29,6 +29,7 @@ from __future__ import annotations
 import enum
 import resource
 from collections import deque
+from collections.abc import Sequence
 from typing import Protocol as TypingProtocol
 from typing import cast
 
@@ -223,24 +224,28 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         self.max_unanswered = max_unanswered
         self.clock = clock
         self.callLater = clock.callLater  # type: ignore[method-assign,assignment]
-        self.phase = Phase.OPEN
-        self.peer = "(not connected)"
         self._framer = LineFramer(max_line_length)
-        # Input read but not yet framed: raw bytes, so that a flood of short
-        # lines held back costs its size, not an object per line.
-        self._held = b""
-        # Lines framed but not yet started (at most one batch).
-        self._frames: list[Frame] = []
-        # Replies behind one that is not ready yet, in request order.
-        self._queue: deque[bytes | _Pending] = deque()
-        self._blocking = 0
-        self._write_paused = False
-        self._reading = True
-        self._registered = False
-        self._turn: IDelayedCall | None = None
-        self._answering = False
-        self._session: Session | None = None
-        self._complaints: dict[str, int] | None = None
+
+    # The rest of the state starts as these class attributes, so that an
+    # idle connection does not pay for an attribute of its own for each.
+    phase = Phase.OPEN
+    peer = "(not connected)"
+    # Input read but not yet framed: raw bytes, so that a flood of short
+    # lines held back costs its size, not an object per line.
+    _held = b""
+    # Lines framed but not yet started (at most one batch).
+    _frames: Sequence[Frame] = ()
+    # Replies behind one that is not ready yet, in request order; made when
+    # first needed.
+    _queue: deque[bytes | _Pending] | None = None
+    _blocking = 0
+    _write_paused = False
+    _reading = True
+    _registered = False
+    _turn: IDelayedCall | None = None
+    _answering = False
+    _session: Session | None = None
+    _complaints: dict[str, int] | None = None
 
     # -- events from the transport
 
@@ -427,7 +432,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         if self._can_start() and self._has_input():
             frames = self._frames
             if frames:
-                self._frames = []
+                self._frames = ()
             else:
                 frames = self._take_batch()
             self._answer(frames)
@@ -452,7 +457,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         self._held = b""
         return self._framer.feed(held)
 
-    def _answer(self, frames: list[Frame]) -> None:
+    def _answer(self, frames: Sequence[Frame]) -> None:
         """
         Start each line in order, and send the replies that are ready, in one
         write.  Stops early (keeping the rest) at a command whose reply is
@@ -469,6 +474,8 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
                 if reply is None:
                     reply = self._start(frame)
                     if type(reply) is _Pending:
+                        if queue is None:
+                            queue = self._queue = deque()
                         queue.append(reply)
                         if reply.close:
                             break
@@ -571,6 +578,9 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
                     queue.popleft()
                     break
             queue.popleft()
+        if not queue:
+            # An idle connection keeps no queue.
+            self._queue = None
         if out:
             self._transport.write(b"".join(out))
         if close:
@@ -602,7 +612,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         elif self._held or self._frames or self._queue:
             held = self._held
             wanted = len(held) <= HOLD_LIMIT and (
-                held.count(LF) + len(self._frames) + len(self._queue)
+                held.count(LF) + len(self._frames) + len(self._queue or ())
                 < self.max_unanswered
             )
         else:
@@ -626,8 +636,8 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         nobody will read their replies.
         """
         self._held = b""
-        self._frames = []
-        queue, self._queue = self._queue, deque()
+        self._frames = ()
+        queue, self._queue = self._queue or (), None
         for item in queue:
             if type(item) is _Pending and item.deferred is not None:
                 item.deferred.cancel()
