@@ -61,6 +61,22 @@ def too_many_connections(limit: int) -> str:
     return f"{ERROR_PREFIX}too many connections (limit is {limit})"
 
 
+def too_many_from_address(limit: int) -> str:
+    """
+    The line sent to a client whose address has too many connections, before
+    the server closes its connection.
+    """
+    return f"{ERROR_PREFIX}too many connections from your address (limit is {limit})"
+
+
+def line_took_too_long(seconds: float) -> str:
+    """
+    The line sent to a client whose request line did not arrive whole within
+    the server's ``--line-timeout``, before the server closes its connection.
+    """
+    return f"{ERROR_PREFIX}line took too long (limit is {seconds:g} seconds)"
+
+
 def idle_timeout_reply(seconds: float) -> str:
     """
     The line sent to a client that said nothing for too long, before the

@@ -27,6 +27,7 @@ How one connection's input flows (see :class:`CommandServerProtocol`):
 from __future__ import annotations
 
 import enum
+import ipaddress
 import resource
 from collections import deque
 from collections.abc import Sequence
@@ -41,6 +42,7 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IHalfCloseableDescriptor,
     IHalfCloseableProtocol,
+    IHandshakeListener,
     IListeningPort,
     IProtocolFactory,
     IPushProducer,
@@ -72,7 +74,9 @@ from ._commands import (
     default_commands,
     idle_timeout_reply,
     line_too_long,
+    line_took_too_long,
     too_many_connections,
+    too_many_from_address,
 )
 
 log = Logger()
@@ -82,6 +86,17 @@ DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 DEFAULT_COMMAND_TIMEOUT = 30.0
 DEFAULT_MAX_UNANSWERED = 1024
+DEFAULT_LINE_TIMEOUT = 30.0
+DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 1000
+DEFAULT_HANDSHAKE_TIMEOUT = 5.0
+DEFAULT_MAX_HANDSHAKES = 1000
+
+REFUSAL_RESERVE = 64
+"""
+Descriptors kept free beyond the connection limit, so that a client over it
+can still be accepted, told why, and closed, rather than left unaccepted
+until the kernel resets it.
+"""
 
 CLOSE_TIMEOUT = 10.0
 """
@@ -142,8 +157,40 @@ def describe_address(address: IAddress | None) -> str:
         name = address.name
         if isinstance(name, bytes):
             name = name.decode("utf-8", "replace")
-        return f"unix:{name or '(unnamed)'}"
-    return repr(address)
+        # A client chooses its own unix socket name: never let it write
+        # control characters into our log.
+        return f"unix:{escape(name) if name else '(unnamed)'}"
+    return escape(repr(address))
+
+
+def escape(text: str) -> str:
+    """
+    Make a client-controlled text safe for one log line: control and other
+    unprintable characters (newlines, ESC, NUL) become Python escapes.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def address_key(address: IAddress | None) -> str | None:
+    """
+    What ``--max-connections-per-ip`` counts connections by: the IPv4
+    address, or the IPv6 address's /64 network (one host's share of IPv6
+    addresses); ``None`` (not counted) for unix sockets.
+    """
+    if isinstance(address, IPv6Address):
+        host = address.host.split("%", 1)[0]
+        try:
+            packed = ipaddress.IPv6Address(host)
+        except ValueError:
+            return host
+        if packed.ipv4_mapped is not None:
+            return str(packed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(packed) >> 64 << 64, 64)))
+    if isinstance(address, IPv4Address):
+        return address.host
+    return None
 
 
 class Phase(enum.Enum):
@@ -188,7 +235,7 @@ class _Pending:
         self.deferred: Deferred[Reply] | None = None
 
 
-@implementer(IHalfCloseableProtocol, IPushProducer)
+@implementer(IHalfCloseableProtocol, IPushProducer, IHandshakeListener)
 class CommandServerProtocol(Protocol, TimeoutMixin):
     """
     One client's session: each request line gets exactly one reply line, in
@@ -215,8 +262,12 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         *,
         command_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
         max_unanswered: int = DEFAULT_MAX_UNANSWERED,
+        line_timeout: float | None = DEFAULT_LINE_TIMEOUT,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
         self.commands = commands
+        self.line_timeout = line_timeout
+        self.handshake_timeout = handshake_timeout
         self._reply_cache = {} if reply_cache is None else reply_cache
         self.max_line_length = max_line_length
         self.idle_timeout = idle_timeout
@@ -246,6 +297,13 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
     _answering = False
     _session: Session | None = None
     _complaints: dict[str, int] | None = None
+    # When a line has started to arrive and not finished: the line timer.
+    _line_timer: IDelayedCall | None = None
+    # A TLS connection is admitted once its handshake completes.
+    _handshake_timer: IDelayedCall | None = None
+    # What a wind-down sends last: ``Closing down``, or why.
+    _last_words = CLOSING
+    address_key: str | None = None
 
     # -- events from the transport
 
@@ -253,13 +311,61 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         assert self.transport is not None
         self._transport = cast(ServerTransport, self.transport)
         self.peer = describe_address(self._transport.getPeer())
+        if ISSLTransport.providedBy(self._transport):
+            # Not a connection until its TLS handshake completes: a client
+            # that never finishes one must not take a connection's slot.
+            if not self.factory.begin_handshake(self):
+                log.info(
+                    "refused TLS connection from {peer}: too many handshakes "
+                    "in progress",
+                    peer=self.peer,
+                )
+                self.phase = Phase.CLOSING
+                self._transport.abortConnection()
+                return
+            if self.handshake_timeout is not None:
+                self._handshake_timer = self.clock.callLater(
+                    self.handshake_timeout, self._handshake_too_slow
+                )
+            return
+        self._admit()
+
+    def handshakeCompleted(self) -> None:
+        """
+        The TLS handshake is done: now the client is a connection.
+        """
+        if self._handshake_timer is None or self.phase is not Phase.OPEN:
+            return
+        self._handshake_timer.cancel()
+        self._handshake_timer = None
+        self.factory.end_handshake(self)
+        self._admit()
+
+    def _handshake_too_slow(self) -> None:
+        self._handshake_timer = None
+        self.factory.end_handshake(self)
+        log.info(
+            "TLS handshake from {peer} took longer than {seconds}s: closing",
+            peer=self.peer,
+            seconds=self.handshake_timeout,
+        )
+        self.phase = Phase.CLOSING
+        self._transport.abortConnection()
+
+    def _admit(self) -> None:
+        """
+        Take the connection in, or tell the client why not and close at once.
+        """
         refusal = self.factory.admit(self)
         if refusal is not None:
             log.info(
                 "refused connection from {peer}: {why}", peer=self.peer, why=refusal
             )
+            # Closed at once, not lingering as a served client's close does:
+            # refusals come in floods, and each holds a descriptor.
+            self.phase = Phase.CLOSING
             self._transport.write(encode_line(refusal))
-            self._close()
+            self._transport.loseConnection()
             return
         log.info("connection from {peer}", peer=self.peer)
         self._transport.registerProducer(self, True)
@@ -271,7 +377,14 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             # Closing: input is read only to be dropped.  Draining: only
             # what was read before the shutdown is answered.
             return
-        self.resetTimeout()  # type: ignore[no-untyped-call]
+        if LF in data:
+            # Only whole lines are activity: a line that trickles in for
+            # ever does not keep a connection alive.
+            self.resetTimeout()  # type: ignore[no-untyped-call]
+            if self._line_timer is not None or data[-1:] != LF:
+                self._watch_line(data)
+        else:
+            self._watch_line(data)
         if self._held or self._frames or self._queue or self._write_paused:
             # Busy: hold the input, raw, until its turn.
             self._held += data
@@ -329,6 +442,11 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         self.setTimeout(None)  # type: ignore[no-untyped-call]
         self.phase = Phase.CLOSED
         self._stop_turn()
+        self._stop_line_timer()
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+            self.factory.end_handshake(self)
         self._drop_work()
         if self.factory.forget(self):
             counts = ""
@@ -396,14 +514,60 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         The server is stopping: the replies to every line already read are
         sent, then ``Closing down``, then the connection closes.
         """
+        self._wind_down(CLOSING)
+
+    def _wind_down(self, last_words: str) -> None:
+        """
+        Stop reading; answer every line already read, then send
+        C{last_words} and close.
+        """
         if self.phase is not Phase.OPEN:
             # Closing already, or the client ended its input (it gets every
             # reply, then the close).
             return
+        self._last_words = last_words
         self.phase = Phase.DRAINING
+        self._stop_line_timer()
         self._update_reading()
         if self._turn is None:
             self._process()
+
+    def _watch_line(self, data: bytes) -> None:
+        """
+        Time the line that is arriving: a read that ends in the middle of a
+        line starts the line's timer (or keeps it, if the same line goes on);
+        a read that ends a line stops it.
+        """
+        if self.line_timeout is None:
+            return
+        if data[-1:] == LF:
+            self._stop_line_timer()
+        elif self._line_timer is None:
+            self._line_timer = self.clock.callLater(
+                self.line_timeout, self._line_too_slow
+            )
+        elif LF in data:
+            # A new line started in this read.
+            self._line_timer.cancel()
+            self._line_timer = self.clock.callLater(
+                self.line_timeout, self._line_too_slow
+            )
+
+    def _stop_line_timer(self) -> None:
+        if self._line_timer is not None:
+            if self._line_timer.active():
+                self._line_timer.cancel()
+            self._line_timer = None
+
+    def _line_too_slow(self) -> None:
+        self._line_timer = None
+        assert self.line_timeout is not None
+        log.info(
+            "line from {peer} took longer than {seconds}s: closing",
+            peer=self.peer,
+            seconds=self.line_timeout,
+        )
+        self._wind_down(line_took_too_long(self.line_timeout))
 
     # -- answering
 
@@ -593,7 +757,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         if self._has_input() or self._queue:
             return
         if self.phase is Phase.DRAINING:
-            self._transport.write(encode_line(CLOSING))
+            self._transport.write(encode_line(self._last_words))
             self._close()
         elif self.phase is Phase.INPUT_ENDED:
             self._close(peer_done=True)
@@ -675,8 +839,8 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             return
         self.phase = Phase.CLOSING
         self._stop_turn()
+        self._stop_line_timer()
         self._drop_work()
-        self.factory.release(self)
         if self._registered:
             # A producer still registered on its own transport would hold the
             # close open for ever.
@@ -702,18 +866,26 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
 
 class CommandServerFactory(Factory):
     """
-    Makes a L{CommandServerProtocol} for each connection, all sharing one
-    command table, and keeps the server-wide limits.
+    Makes a :class:`CommandServerProtocol` for each connection, all sharing
+    one command table, and keeps the server-wide limits.
 
     :ivar commands: the command table.
     :ivar max_line_length: the longest request line accepted, in bytes.
-    :ivar max_connections: how many clients may be connected at once.
-    :ivar idle_timeout: seconds of silence before a client is disconnected,
-        or ``None`` for no limit.
+    :ivar max_connections: how many clients may be connected at once, closing
+        ones included (each holds a descriptor until it is gone).
+    :ivar max_connections_per_address: how many of them may come from one
+        address (see :func:`address_key`), or ``None`` for no limit.
+    :ivar idle_timeout: seconds without a whole line before a client is
+        disconnected, or ``None`` for no limit.
+    :ivar line_timeout: seconds a line may take to arrive from its first
+        byte, or ``None`` for no limit.
     :ivar command_timeout: seconds a command may take to answer before it is
         cancelled, or ``None`` for no limit.
     :ivar max_unanswered: how many lines of one connection may await their
         replies before the server stops reading it.
+    :ivar handshake_timeout: seconds a TLS client may take to complete its
+        handshake, or ``None`` for no limit.
+    :ivar max_handshakes: how many TLS handshakes may be in progress at once.
     """
 
     noisy = False
@@ -724,9 +896,13 @@ class CommandServerFactory(Factory):
         *,
         max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_connections_per_address: int | None = None,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        line_timeout: float | None = DEFAULT_LINE_TIMEOUT,
         command_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
         max_unanswered: int = DEFAULT_MAX_UNANSWERED,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
         clock: IReactorTime | None = None,
     ) -> None:
         if clock is None:
@@ -736,12 +912,17 @@ class CommandServerFactory(Factory):
         self.commands = default_commands() if commands is None else commands
         self.max_line_length = max_line_length
         self.max_connections = max_connections
+        self.max_connections_per_address = max_connections_per_address
         self.idle_timeout = idle_timeout
+        self.line_timeout = line_timeout
         self.command_timeout = command_timeout
         self.max_unanswered = max_unanswered
+        self.handshake_timeout = handshake_timeout
+        self.max_handshakes = max_handshakes
         self.clock = clock
         self.connections: set[CommandServerProtocol] = set()
-        self._active: set[CommandServerProtocol] = set()
+        self.handshakes: set[CommandServerProtocol] = set()
+        self._per_address: dict[str, int] = {}
         self._reply_cache: dict[bytes, bytes] = {}
         self._reply_cache_version = -1
         self._draining = False
@@ -758,6 +939,8 @@ class CommandServerFactory(Factory):
             self.reply_cache(),
             command_timeout=self.command_timeout,
             max_unanswered=self.max_unanswered,
+            line_timeout=self.line_timeout,
+            handshake_timeout=self.handshake_timeout,
         )
         protocol.factory = self
         return protocol
@@ -775,6 +958,25 @@ class CommandServerFactory(Factory):
             self._reply_cache_version = self.commands.version
         return self._reply_cache
 
+    def begin_handshake(self, protocol: CommandServerProtocol) -> bool:
+        """
+        A TLS connection starts its handshake.
+
+        :returns: whether it may go on: handshakes in progress have a bound
+            of their own, apart from the connection limit, so that clients
+            that never finish one cannot lock out those that do.
+        """
+        if len(self.handshakes) >= self.max_handshakes:
+            return False
+        self.handshakes.add(protocol)
+        return True
+
+    def end_handshake(self, protocol: CommandServerProtocol) -> None:
+        """
+        A TLS handshake finished, failed or timed out.
+        """
+        self.handshakes.discard(protocol)
+
     def admit(self, protocol: CommandServerProtocol) -> str | None:
         """
         Take a new connection into account, if the limits allow.
@@ -783,29 +985,35 @@ class CommandServerFactory(Factory):
         """
         if self._draining:
             return CLOSING
-        if len(self._active) >= self.max_connections:
+        if len(self.connections) >= self.max_connections:
             return too_many_connections(self.max_connections)
+        limit = self.max_connections_per_address
+        key = address_key(protocol._transport.getPeer())
+        if key is not None and limit is not None:
+            count = self._per_address.get(key, 0)
+            if count >= limit:
+                return too_many_from_address(limit)
+            self._per_address[key] = count + 1
+            protocol.address_key = key
         self.connections.add(protocol)
-        self._active.add(protocol)
         return None
-
-    def release(self, protocol: CommandServerProtocol) -> None:
-        """
-        A connection has started to close: its slot is free for a new one
-        (it stays in ``connections`` until it is gone).
-        """
-        self._active.discard(protocol)
 
     def forget(self, protocol: CommandServerProtocol) -> bool:
         """
-        A connection is gone; its slot is free at once.
+        A connection is gone: its slot, and its address's, are free.
 
         :returns: whether it had been admitted.
         """
         if protocol not in self.connections:
             return False
         self.connections.remove(protocol)
-        self._active.discard(protocol)
+        key = protocol.address_key
+        if key is not None:
+            count = self._per_address[key] - 1
+            if count:
+                self._per_address[key] = count
+            else:
+                del self._per_address[key]
         if not self.connections:
             drained, self._drained = self._drained, []
             for waiter in drained:
@@ -841,7 +1049,13 @@ class CommandServerFactory(Factory):
             seconds=timeout,
             count=len(self.connections),
         )
-        for protocol in list(self.connections):
+        self.abort_all()
+
+    def abort_all(self) -> None:
+        """
+        Abort every connection still open, TLS handshakes included.
+        """
+        for protocol in [*self.connections, *self.handshakes]:
             protocol._transport.abortConnection()
 
 
@@ -884,14 +1098,19 @@ class LoggingServerEndpoint:
         return self._endpoint.listen(factory).addCallback(listening)
 
 
-def ensure_file_limit(connections: int, spare: int = 32) -> int:
+def ensure_file_limit(connections: int, others: int = 0, spare: int = 32) -> int:
     """
     Raise this process's open-file limit so that C{connections} clients fit,
-    as far as the hard limit allows (as Redis does for ``maxclients``).
+    as far as the hard limit allows (as Redis does for ``maxclients``),
+    beside C{others} descriptors of other kinds (TLS handshakes in progress)
+    and :data:`REFUSAL_RESERVE` for refusing clients over the limit.
 
+    :param spare: descriptors for everything else: listening sockets, log
+        files, the event loop's own.
     :returns: how many connections the limit now allows for.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    spare += others + REFUSAL_RESERVE
     wanted = connections + spare
     if soft != resource.RLIM_INFINITY and soft < wanted:
         new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)

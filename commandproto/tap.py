@@ -5,12 +5,14 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
-from typing import NoReturn
+from typing import NoReturn, cast
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python import usage
 
 from ._codec import DEFAULT_MAX_LINE_LENGTH
@@ -18,8 +20,12 @@ from ._commands import with_builtins
 from ._loading import LoadError, installed_sets, load_table
 from ._server import (
     DEFAULT_COMMAND_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_LINE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+    DEFAULT_MAX_HANDSHAKES,
     DEFAULT_MAX_UNANSWERED,
     DEFAULT_SHUTDOWN_TIMEOUT,
     CommandServerFactory,
@@ -27,8 +33,15 @@ from ._server import (
     LoggingServerEndpoint,
     ensure_file_limit,
 )
+from ._signals import SignalService
 
 DEFAULT_LISTEN = "tcp:12345:interface=127.0.0.1"
+DEFAULT_BACKLOG = 511
+"""
+The listen backlog unless an endpoint string sets ``backlog=`` (Redis's
+``tcp-backlog``; Twisted's own default is 50).
+"""
+_BACKLOG_KINDS = ("tcp", "tcp6", "unix", "ssl", "mtls")
 PROGRAM = "twistd commandserver"
 
 
@@ -89,11 +102,42 @@ class Options(usage.Options):
             _at_least("max-connections", 1, int),
         ],
         [
+            "max-connections-per-ip",
+            None,
+            DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            "Clients connected at once from one IPv4 address or IPv6 /64 "
+            "(0: no limit); more are refused with an error.",
+            _at_least("max-connections-per-ip", 0, int),
+        ],
+        [
             "idle-timeout",
             None,
             DEFAULT_IDLE_TIMEOUT,
-            "Seconds of silence before a client is disconnected (0: never).",
+            "Seconds without a whole request line before a client is "
+            "disconnected (0: never).",
             _at_least("idle-timeout", 0, float),
+        ],
+        [
+            "line-timeout",
+            None,
+            DEFAULT_LINE_TIMEOUT,
+            "Seconds a request line may take to arrive whole, from its first "
+            "byte (0: no limit).",
+            _at_least("line-timeout", 0, float),
+        ],
+        [
+            "handshake-timeout",
+            None,
+            DEFAULT_HANDSHAKE_TIMEOUT,
+            "Seconds a TLS client may take to complete its handshake (0: no limit).",
+            _at_least("handshake-timeout", 0, float),
+        ],
+        [
+            "max-handshakes",
+            None,
+            DEFAULT_MAX_HANDSHAKES,
+            "TLS handshakes in progress at once, apart from --max-connections.",
+            _at_least("max-handshakes", 1, int),
         ],
         [
             "command-timeout",
@@ -176,6 +220,17 @@ class Options(usage.Options):
             _fail(f"--commands: {e}; a name can be served by one command set only")
 
 
+def with_backlog(description: str) -> str:
+    """
+    Give a listening endpoint string our default backlog, unless it sets
+    one or its kind takes none.
+    """
+    kind = description.split(":", 1)[0]
+    if kind not in _BACKLOG_KINDS or re.search(r"(^|:)backlog=", description):
+        return description
+    return f"{description}:backlog={DEFAULT_BACKLOG}"
+
+
 def makeService(options: Options) -> IService:
     """
     Build the server's service from parsed options.
@@ -188,12 +243,18 @@ def makeService(options: Options) -> IService:
 
     # Past the open-file limit, clients would be dropped without a word:
     # lower the connection limit so that they get the error line instead.
-    max_connections = ensure_file_limit(options["max-connections"])
+    max_connections = ensure_file_limit(
+        options["max-connections"], others=options["max-handshakes"]
+    )
     factory = CommandServerFactory(
         options["table"],
         max_line_length=options["max-line-length"],
         max_connections=max_connections,
+        max_connections_per_address=options["max-connections-per-ip"] or None,
         idle_timeout=options["idle-timeout"] or None,
+        line_timeout=options["line-timeout"] or None,
+        handshake_timeout=options["handshake-timeout"] or None,
+        max_handshakes=options["max-handshakes"],
         command_timeout=options["command-timeout"] or None,
         max_unanswered=options["max-unanswered"],
         clock=reactor,
@@ -202,8 +263,12 @@ def makeService(options: Options) -> IService:
     # Services stop in reverse order: the listeners stop accepting first.
     drain = DrainService(factory, options["shutdown-timeout"])
     drain.setServiceParent(service)  # type: ignore[no-untyped-call]
+    signals = SignalService(cast(IReactorFromThreads, reactor), factory.abort_all)
+    signals.setServiceParent(service)  # type: ignore[no-untyped-call]
     for description in options["listen"]:
-        endpoint = LoggingServerEndpoint(serverFromString(reactor, description))
+        endpoint = LoggingServerEndpoint(
+            serverFromString(reactor, with_backlog(description))
+        )
         listener = StreamServerEndpointService(endpoint, factory)
         # Fail at start-up, not later, if the address is taken.
         listener._raiseSynchronously = True

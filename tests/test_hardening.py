@@ -181,9 +181,17 @@ class LimitTests(HardeningTestCase):
                 )
             first.sendall(b"quit\n")
             read_until_closed(first)
-            # The freed slot is usable at once: the server closed that
-            # connection itself, so it has forgotten it before we see EOF.
-            assert_served(self, server)
+            # The slot is free once the connection is gone: the client has
+            # closed its side too.
+            first.close()
+            for _ in range(100):
+                with server.connect() as sock:
+                    sock.sendall(b"Hello\n")
+                    if read_exactly(sock, len(replies(GREETING))) == replies(GREETING):
+                        break
+                time.sleep(0.05)
+            else:
+                self.fail("the slot was not freed")
 
     def test_idle_timeout(self) -> None:
         server = self.start_server("--idle-timeout", "0.5")

@@ -219,11 +219,14 @@ class GracefulCloseTests(SynchronousTestCase):
             (transport.write_closed, transport.disconnecting), (False, True)
         )
 
-    def test_closing_connection_frees_its_slot(self) -> None:
+    def test_closing_connection_holds_its_slot_until_gone(self) -> None:
+        # It still holds a descriptor, which the limit counts.
         server = Server(max_connections=1)
         protocol, _ = server.connect(HalfCloseableTransport())
         protocol.dataReceived(b"quit\n")
-        self.assertEqual(len(server.factory.connections), 1)
+        _, refused = server.connect()
+        self.assertTrue(refused.disconnecting)
+        disconnect(protocol)
         _, transport = server.connect()
         self.assertFalse(transport.disconnecting)
 
@@ -296,13 +299,22 @@ class IdleTimeoutTests(SynchronousTestCase):
         server.clock.advance(29)
         self.assertFalse(transport.disconnecting)
 
-    def test_activity_resets_timeout(self) -> None:
+    def test_a_whole_line_resets_timeout(self) -> None:
         server = Server(idle_timeout=30)
         protocol, transport = server.connect()
         server.clock.advance(20)
         protocol.dataReceived(b"Hel")
+        protocol.dataReceived(b"lo\n")
         server.clock.advance(20)
         self.assertFalse(transport.disconnecting)
+        server.clock.advance(10)
+        self.assertTrue(transport.disconnecting)
+
+    def test_part_of_a_line_does_not_reset_timeout(self) -> None:
+        server = Server(idle_timeout=30, line_timeout=None)
+        protocol, transport = server.connect()
+        server.clock.advance(20)
+        protocol.dataReceived(b"Hel")
         server.clock.advance(10)
         self.assertTrue(transport.disconnecting)
 

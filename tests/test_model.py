@@ -152,6 +152,7 @@ class ModelTests(SynchronousTestCase):
             with_builtins(model_table()),
             max_line_length=max_line_length,
             command_timeout=None,
+            line_timeout=None,
             clock=clock,
         )
         protocol = factory.buildProtocol(None)

@@ -1,0 +1,320 @@
+"""
+Unit tests for the defences against abusive clients: the line timeout, the
+per-address limit, TLS handshakes kept apart from connections, refusals that
+close at once, log hygiene, the listen backlog and the daemon's signals.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher, textFileLogObserver
+from twisted.python.logfile import LogFile
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from commandproto import tap
+from commandproto._commands import GREETING, line_took_too_long, too_many_from_address
+from commandproto._server import (
+    CommandServerFactory,
+    CommandServerProtocol,
+    address_key,
+    describe_address,
+    escape,
+)
+from commandproto._signals import SignalService, reopen_log_files
+
+from ._helpers import LogCapture, replies
+
+
+class Server:
+    def __init__(self, **settings: Any) -> None:
+        self.clock = Clock()
+        self.factory = CommandServerFactory(clock=self.clock, **settings)
+
+    def connect(
+        self, transport: StringTransport | None = None
+    ) -> tuple[CommandServerProtocol, StringTransport]:
+        protocol = self.factory.buildProtocol(None)
+        transport = transport if transport is not None else StringTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+
+class LineTimeoutTests(SynchronousTestCase):
+    """
+    A line must arrive whole within --line-timeout of its first byte.
+    """
+
+    def setUp(self) -> None:
+        LogCapture(self)
+        self.server = Server(line_timeout=10, idle_timeout=300)
+        self.protocol, self.transport = self.server.connect()
+
+    def test_trickled_line_is_cut_off(self) -> None:
+        for byte in b"Hello":
+            self.protocol.dataReceived(bytes([byte]))
+            self.server.clock.advance(1.9)
+        self.assertFalse(self.transport.disconnecting)
+        self.server.clock.advance(0.5)
+        self.assertEqual(self.transport.value(), replies(line_took_too_long(10)))
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_whole_lines_in_pieces_are_fine(self) -> None:
+        for _ in range(10):
+            self.protocol.dataReceived(b"Hel")
+            self.server.clock.advance(5)
+            self.protocol.dataReceived(b"lo\n")
+            self.server.clock.advance(5)
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(self.transport.value(), replies(GREETING) * 10)
+
+    def test_each_line_gets_its_own_time(self) -> None:
+        self.protocol.dataReceived(b"Hel")
+        self.server.clock.advance(9)
+        # One line ends and the next begins in one read.
+        self.protocol.dataReceived(b"lo\nHel")
+        self.server.clock.advance(9)
+        self.assertFalse(self.transport.disconnecting)
+        self.server.clock.advance(1)
+        self.assertEqual(
+            self.transport.value(), replies(GREETING, line_took_too_long(10))
+        )
+
+    def test_lines_already_read_are_answered_first(self) -> None:
+        self.protocol.pauseProducing()
+        self.protocol.dataReceived(b"Hello\nHel")
+        self.server.clock.advance(10)
+        self.assertEqual(self.transport.value(), b"")
+        self.protocol.resumeProducing()
+        self.assertEqual(
+            self.transport.value(), replies(GREETING, line_took_too_long(10))
+        )
+
+    def test_timer_stops_once_the_line_ends(self) -> None:
+        self.protocol.dataReceived(b"Hel")
+        self.protocol.dataReceived(b"lo\n")
+        self.assertEqual(
+            [call.getTime() for call in self.server.clock.getDelayedCalls()], [300]
+        )
+
+
+class PerAddressTests(SynchronousTestCase):
+    """
+    One address may hold at most --max-connections-per-ip connections.
+    """
+
+    def connect_from(
+        self, server: Server, address: Any
+    ) -> tuple[CommandServerProtocol, StringTransport]:
+        return server.connect(StringTransport(peerAddress=address))
+
+    def test_over_the_limit_is_refused(self) -> None:
+        LogCapture(self)
+        server = Server(max_connections_per_address=2)
+        client = IPv4Address("TCP", "10.0.0.1", 1)
+        self.connect_from(server, client)
+        self.connect_from(server, client)
+        _, refused = self.connect_from(server, client)
+        self.assertEqual(refused.value(), replies(too_many_from_address(2)))
+        _, other = self.connect_from(server, IPv4Address("TCP", "10.0.0.2", 1))
+        self.assertFalse(other.disconnecting)
+
+    def test_slot_freed_when_gone(self) -> None:
+        LogCapture(self)
+        server = Server(max_connections_per_address=1)
+        client = IPv4Address("TCP", "10.0.0.1", 1)
+        protocol, _ = self.connect_from(server, client)
+        protocol.connectionLost()
+        _, again = self.connect_from(server, client)
+        self.assertFalse(again.disconnecting)
+
+    def test_ipv6_counts_by_64_network(self) -> None:
+        self.assertEqual(
+            address_key(IPv6Address("TCP", "2001:db8:1:2:aaaa::1", 1)),
+            address_key(IPv6Address("TCP", "2001:db8:1:2:bbbb::2", 1)),
+        )
+        self.assertNotEqual(
+            address_key(IPv6Address("TCP", "2001:db8:1:2::1", 1)),
+            address_key(IPv6Address("TCP", "2001:db8:1:3::1", 1)),
+        )
+
+    def test_ipv4_mapped_counts_as_ipv4(self) -> None:
+        self.assertEqual(
+            address_key(IPv6Address("TCP", "::ffff:10.0.0.1", 1)), "10.0.0.1"
+        )
+
+    def test_unix_sockets_are_not_counted(self) -> None:
+        self.assertIsNone(address_key(UNIXAddress(b"/tmp/x")))
+
+
+@implementer(ISSLTransport)
+class TLSTransport(StringTransport):  # type: ignore[misc]
+    """
+    A transport that says it is TLS, whose handshake the test completes.
+    """
+
+    def getPeerCertificate(self) -> None:
+        return None
+
+
+class HandshakeTests(SynchronousTestCase):
+    """
+    A TLS connection counts as a connection only once its handshake is done.
+    """
+
+    def setUp(self) -> None:
+        self.logged = LogCapture(self)
+
+    def test_not_a_connection_until_the_handshake(self) -> None:
+        server = Server(max_connections=1)
+        protocol, _ = server.connect(TLSTransport())
+        self.assertEqual(server.factory.connections, set())
+        protocol.handshakeCompleted()
+        self.assertEqual(server.factory.connections, {protocol})
+
+    def test_squatters_do_not_lock_out_plain_clients(self) -> None:
+        server = Server(max_connections=1)
+        for _ in range(5):
+            server.connect(TLSTransport())
+        _, plain = server.connect()
+        self.assertFalse(plain.disconnecting)
+
+    def test_handshake_timeout_aborts(self) -> None:
+        server = Server(handshake_timeout=5)
+        _, transport = server.connect(TLSTransport())
+        server.clock.advance(5)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(server.factory.handshakes, set())
+
+    def test_handshakes_have_their_own_bound(self) -> None:
+        server = Server(max_handshakes=2)
+        server.connect(TLSTransport())
+        server.connect(TLSTransport())
+        _, third = server.connect(TLSTransport())
+        self.assertTrue(third.disconnecting)
+        self.assertEqual(len(server.factory.handshakes), 2)
+
+    def test_lost_during_handshake_frees_its_place(self) -> None:
+        server = Server()
+        protocol, _ = server.connect(TLSTransport())
+        protocol.connectionLost()
+        self.assertEqual(server.factory.handshakes, set())
+
+
+class RefusalTests(SynchronousTestCase):
+    """
+    A refused client is told why and closed at once: no lingering close
+    holds its descriptor.
+    """
+
+    def test_refusal_closes_fully_at_once(self) -> None:
+        LogCapture(self)
+        server = Server(max_connections=1)
+        server.connect()
+        _, refused = server.connect()
+        self.assertTrue(refused.disconnecting)
+        self.assertEqual(server.clock.getDelayedCalls()[1:], [])
+
+
+class LogHygieneTests(SynchronousTestCase):
+    """
+    What a client controls never writes control characters into the log.
+    """
+
+    def test_escape(self) -> None:
+        self.assertEqual(escape("a\nb\x1b[31m\x00"), "a\\nb\\x1b[31m\\x00")
+
+    def test_printable_text_unchanged(self) -> None:
+        self.assertEqual(escape("tcp:127.0.0.1:5 é"), "tcp:127.0.0.1:5 é")
+
+    def test_unix_peer_name_escaped(self) -> None:
+        self.assertEqual(
+            describe_address(UNIXAddress(b"/tmp/\x1b]0;evil\x07\n")),
+            "unix:/tmp/\\x1b]0;evil\\x07\\n",
+        )
+
+
+class BacklogTests(SynchronousTestCase):
+    """
+    Listeners get a backlog of 511 unless the endpoint string sets one.
+    """
+
+    def test_default_added(self) -> None:
+        self.assertEqual(tap.with_backlog("tcp:0"), "tcp:0:backlog=511")
+        self.assertEqual(
+            tap.with_backlog("unix:/tmp/s.sock"), "unix:/tmp/s.sock:backlog=511"
+        )
+
+    def test_endpoint_setting_kept(self) -> None:
+        self.assertEqual(tap.with_backlog("tcp:0:backlog=7"), "tcp:0:backlog=7")
+
+    def test_other_kinds_untouched(self) -> None:
+        self.assertEqual(
+            tap.with_backlog("systemd:domain=INET:index=0"),
+            "systemd:domain=INET:index=0",
+        )
+
+
+class ImmediateReactor:
+    def callFromThread(self, f: Callable[..., object], *args: object) -> None:
+        f(*args)
+
+
+class SignalTests(SynchronousTestCase):
+    """
+    The daemon's signal handlers.
+    """
+
+    def setUp(self) -> None:
+        self.aborted: list[bool] = []
+        self.service = SignalService(
+            ImmediateReactor(),  # type: ignore[arg-type]
+            lambda: self.aborted.append(True),
+        )
+        self.addCleanup(self.service.restore)
+        self.logged = LogCapture(self)
+
+    def test_hup_usr1_usr2_do_not_end_the_server(self) -> None:
+        self.service.startService()
+        for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+            handler = signal.getsignal(signum)
+            self.assertTrue(callable(handler), signal.Signals(signum).name)
+            handler(signum, None)  # type: ignore[misc,operator]
+        self.assertEqual(self.aborted, [])
+        self.assertEqual(len(self.logged.events), 3)
+
+    def test_second_stop_signal_aborts(self) -> None:
+        self.service.startService()
+        self.service.stopService()
+        handler = signal.getsignal(signal.SIGTERM)
+        handler(signal.SIGTERM, None)  # type: ignore[misc,operator]
+        self.assertEqual(self.aborted, [True])
+        self.assertIn("SIGTERM during shutdown", self.logged.messages()[-1])
+
+    def test_restore(self) -> None:
+        before = signal.getsignal(signal.SIGHUP)
+        self.service.startService()
+        self.service.restore()
+        self.assertEqual(signal.getsignal(signal.SIGHUP), before)
+
+    def test_hup_reopens_log_file(self) -> None:
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+        log_file = LogFile.fromFullPath(os.path.join(directory, "server.log"))
+        self.addCleanup(log_file.close)
+        observer = textFileLogObserver(log_file)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        os.rename(log_file.path, log_file.path + ".1")
+        self.assertEqual(reopen_log_files(), 1)
+        self.assertTrue(os.path.exists(log_file.path))
