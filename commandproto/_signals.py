@@ -11,16 +11,25 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.application.service import Service
-from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger, globalLogPublisher
 from twisted.python.logfile import BaseLogFile
 
 log = Logger()
 
 SignalHandler = Callable[[int, FrameType | None], Any]
+
+
+class SignalReactor(Protocol):
+    """
+    What the service needs of the reactor.
+    """
+
+    def callFromThread(self, f: Callable[..., object], *args: object) -> None: ...
+
+    def callWhenRunning(self, f: Callable[..., object], *args: object) -> object: ...
 
 
 def _log_files(observer: object, depth: int = 0) -> Iterator[BaseLogFile]:
@@ -62,10 +71,11 @@ class SignalService(Service):
         resort), called on a second ``SIGTERM`` or ``SIGINT``.
     """
 
-    def __init__(self, reactor: IReactorFromThreads, abort: Callable[[], None]) -> None:
+    def __init__(self, reactor: SignalReactor, abort: Callable[[], None]) -> None:
         self._reactor = reactor
         self._abort = abort
         self._previous: dict[int, Any] = {}
+        self._stopping = False
 
     def _install(self, signum: int, handler: SignalHandler) -> None:
         self._previous.setdefault(signum, signal.getsignal(signum))
@@ -73,18 +83,35 @@ class SignalService(Service):
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
+        self._stopping = False
         self._install(signal.SIGHUP, self._on_hup)
         self._install(signal.SIGUSR2, self._on_ignored)
         if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
             # Not logging to a file (twistd rotates one on SIGUSR1).
             self._install(signal.SIGUSR1, self._on_ignored)
+        # The reactor's own handlers stop it on the first SIGTERM or SIGINT
+        # (and twistd exits with that signal's status); a second one, even
+        # before the first is handled, must not stop it again.  They are
+        # installed as the reactor starts, so ours go in after them.
+        self._reactor.callWhenRunning(self._install_stop_handlers)
+
+    def _install_stop_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._install(signum, self._on_stop)
 
     def stopService(self) -> None:
-        # The drain begins (this service stops before it): a second stop
-        # signal ends it at once.
+        # The drain begins: a stop signal from now on ends it at once.
         super().stopService()  # type: ignore[no-untyped-call]
-        self._install(signal.SIGTERM, self._on_second_stop)
-        self._install(signal.SIGINT, self._on_second_stop)
+        self._stopping = True
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        if self._stopping:
+            self._reactor.callFromThread(self._second_stop, signal.Signals(signum).name)
+            return
+        self._stopping = True
+        first = self._previous.get(signum)
+        if callable(first):
+            first(signum, frame)
 
     def restore(self) -> None:
         """

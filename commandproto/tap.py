@@ -12,7 +12,6 @@ from typing import NoReturn, cast
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python import usage
 
 from ._codec import DEFAULT_MAX_LINE_LENGTH
@@ -33,7 +32,7 @@ from ._server import (
     LoggingServerEndpoint,
     ensure_file_limit,
 )
-from ._signals import SignalService
+from ._signals import SignalReactor, SignalService
 
 DEFAULT_LISTEN = "tcp:12345:interface=127.0.0.1"
 DEFAULT_BACKLOG = 511
@@ -42,6 +41,7 @@ The listen backlog unless an endpoint string sets ``backlog=`` (Redis's
 ``tcp-backlog``; Twisted's own default is 50).
 """
 _BACKLOG_KINDS = ("tcp", "tcp6", "unix", "ssl", "mtls")
+_TLS_KINDS = ("ssl", "mtls")
 PROGRAM = "twistd commandserver"
 
 
@@ -243,8 +243,9 @@ def makeService(options: Options) -> IService:
 
     # Past the open-file limit, clients would be dropped without a word:
     # lower the connection limit so that they get the error line instead.
+    tls = any(d.split(":", 1)[0] in _TLS_KINDS for d in options["listen"])
     max_connections = ensure_file_limit(
-        options["max-connections"], others=options["max-handshakes"]
+        options["max-connections"], others=options["max-handshakes"] if tls else 0
     )
     factory = CommandServerFactory(
         options["table"],
@@ -263,7 +264,7 @@ def makeService(options: Options) -> IService:
     # Services stop in reverse order: the listeners stop accepting first.
     drain = DrainService(factory, options["shutdown-timeout"])
     drain.setServiceParent(service)  # type: ignore[no-untyped-call]
-    signals = SignalService(cast(IReactorFromThreads, reactor), factory.abort_all)
+    signals = SignalService(cast(SignalReactor, reactor), factory.abort_all)
     signals.setServiceParent(service)  # type: ignore[no-untyped-call]
     for description in options["listen"]:
         endpoint = LoggingServerEndpoint(

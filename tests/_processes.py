@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 TWISTD = (
     "import sys; from twisted.scripts.twistd import run; "
@@ -35,7 +35,12 @@ class ServerProcess:
     :ivar port: the TCP port it listens on, if it listens on loopback TCP.
     """
 
-    def __init__(self, directory: str, *options: str) -> None:
+    def __init__(
+        self,
+        directory: str,
+        *options: str,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         if not any(option.startswith("--listen") for option in options):
             options = ("--listen", "tcp:0:interface=127.0.0.1", *options)
         self.process = subprocess.Popen(
@@ -54,6 +59,7 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             text=True,
             env=subprocess_environment(),
+            preexec_fn=preexec_fn,
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
         self.output: list[str] = []

@@ -269,6 +269,9 @@ class ImmediateReactor:
     def callFromThread(self, f: Callable[..., object], *args: object) -> None:
         f(*args)
 
+    def callWhenRunning(self, f: Callable[..., object], *args: object) -> None:
+        f(*args)
+
 
 class SignalTests(SynchronousTestCase):
     """
@@ -278,8 +281,7 @@ class SignalTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.aborted: list[bool] = []
         self.service = SignalService(
-            ImmediateReactor(),  # type: ignore[arg-type]
-            lambda: self.aborted.append(True),
+            ImmediateReactor(), lambda: self.aborted.append(True)
         )
         self.addCleanup(self.service.restore)
         self.logged = LogCapture(self)
@@ -294,18 +296,29 @@ class SignalTests(SynchronousTestCase):
         self.assertEqual(len(self.logged.events), 3)
 
     def test_second_stop_signal_aborts(self) -> None:
+        first: list[int] = []
+        signal.signal(signal.SIGTERM, lambda signum, frame: first.append(signum))
         self.service.startService()
-        self.service.stopService()
         handler = signal.getsignal(signal.SIGTERM)
         handler(signal.SIGTERM, None)  # type: ignore[misc,operator]
-        self.assertEqual(self.aborted, [True])
+        self.assertEqual((first, self.aborted), ([signal.SIGTERM], []))
+        handler(signal.SIGTERM, None)  # type: ignore[misc,operator]
+        self.assertEqual((first, self.aborted), ([signal.SIGTERM], [True]))
         self.assertIn("SIGTERM during shutdown", self.logged.messages()[-1])
 
+    def test_stop_signal_once_stopping_aborts(self) -> None:
+        self.service.startService()
+        self.service.stopService()
+        handler = signal.getsignal(signal.SIGINT)
+        handler(signal.SIGINT, None)  # type: ignore[misc,operator]
+        self.assertEqual(self.aborted, [True])
+
     def test_restore(self) -> None:
-        before = signal.getsignal(signal.SIGHUP)
+        before = [signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGTERM)]
         self.service.startService()
         self.service.restore()
-        self.assertEqual(signal.getsignal(signal.SIGHUP), before)
+        after = [signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGTERM)]
+        self.assertEqual(after, before)
 
     def test_hup_reopens_log_file(self) -> None:
         directory = tempfile.mkdtemp()
