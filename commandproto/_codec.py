@@ -3,7 +3,7 @@ The line codec: how a byte stream becomes lines and lines become bytes.
 
 This is the only place that knows the framing rules, and it does no I/O:
 the server, the client's connection and the client's standard input all frame
-with L{LineFramer} and encode with L{encode_line}.
+with ``LineFramer`` and encode with ``encode_line``.
 
 Rules:
   - a line ends with LF; a CR right before the LF is part of the terminator,
@@ -27,13 +27,13 @@ CR = b"\r"
 DEFAULT_MAX_LINE_LENGTH = 16384
 """
 The default limit on a line's length in bytes, terminator excluded (the same
-as L{twisted.protocols.basic.LineReceiver.MAX_LENGTH}).
+as ``twisted.protocols.basic.LineReceiver.MAX_LENGTH``).
 """
 
 
 class Overlong(enum.Enum):
     """
-    The marker L{LineFramer.feed} yields in place of a line that is too long.
+    The marker ``LineFramer.feed`` yields in place of a line that is too long.
     """
 
     LINE = "overlong line"
@@ -47,7 +47,7 @@ _Frames = list[Frame]
 
 def is_one_line(text: str) -> bool:
     """
-    Tell whether C{text} arrives as exactly one line once encoded: it holds
+    Tell whether ``text`` arrives as exactly one line once encoded: it holds
     no LF, and does not end with the CR that would join the terminator (a CR
     elsewhere is content).
     """
@@ -68,7 +68,7 @@ def decode_line(line: bytes) -> str:
     """
     Decode one framed line.
 
-    :param line: a line as L{LineFramer} yields it (terminator removed).
+    :param line: a line as ``LineFramer`` yields it (terminator removed).
     :returns: the text.
     :raises UnicodeDecodeError: if the line is not valid UTF-8.
     """
@@ -78,7 +78,7 @@ def decode_line(line: bytes) -> str:
 class LineFramer:
     """
     Split a byte stream into lines, holding at most one partial line of at
-    most C{max_length} (plus a CR) bytes in between.
+    most ``max_length`` (plus a CR) bytes in between.
 
     :ivar max_length: the longest line accepted, in bytes, terminator
         excluded.
@@ -103,8 +103,8 @@ class LineFramer:
         Take the next bytes of the stream.
 
         :param data: any number of bytes, split anywhere.
-        :returns: the lines completed by C{data}, in order, terminators
-            removed; each line over the limit appears once as L{OVERLONG}, as
+        :returns: the lines completed by ``data``, in order, terminators
+            removed; each line over the limit appears once as ``OVERLONG``, as
             soon as it is known to be too long.
         """
         if self._partial:
@@ -154,7 +154,7 @@ class LineFramer:
         Take the end of the stream.
 
         :returns: the last line if the stream ended without a terminator
-            after it, else C{None}.
+            after it, else ``None``.
         """
         tail, self._partial = self._partial, b""
         self._discarding = False

@@ -110,7 +110,7 @@ def timed_out_reply(name: str) -> str:
 
 def no_such_command(name: str) -> str:
     """
-    The reply to ``help NAME`` when no command is called C{NAME}.
+    The reply to ``help NAME`` when no command is called ``NAME``.
     """
     return f"{ERROR_PREFIX}no such command: {name}"
 
@@ -334,8 +334,8 @@ def _parameters(handler: Callable[..., Any]) -> tuple[_Parameter, ...]:
 
 def _split_rest(arguments: str, count: int) -> tuple[list[str], str | None]:
     """
-    Take C{count} words, separated by runs of spaces, from the start of
-    C{arguments}, and the rest: everything after the one space that follows
+    Take ``count`` words, separated by runs of spaces, from the start of
+    ``arguments``, and the rest: everything after the one space that follows
     the last word (``None`` if nothing follows it).
     """
     words: list[str] = []
@@ -415,6 +415,9 @@ class Command:
     _words: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        for what in ("usage", "summary"):
+            if not is_one_line(getattr(self, what)):
+                raise ValueError(f"command {self.name!r}: its {what} must be one line")
         parameters = _parameters(self.handler)
         from_line = [p for p in parameters if p.kind != "session"]
         object.__setattr__(self, "parameters", parameters)
@@ -512,7 +515,7 @@ class Command:
 
         :param arguments: as for :meth:`bind`.
         :param session: the connection, for handlers that ask for it, and its
-            clock for C{timeout}.
+            clock for ``timeout``.
         :param timeout: seconds an asynchronous handler may take before it is
             cancelled and answered ``Error: <name> timed out``; ``None`` for
             no limit.
@@ -521,6 +524,10 @@ class Command:
             that is not a one-line reply is answered ``Error: <name> failed``
             and logged once with its traceback.
         """
+        if arguments is not None and arguments[-1:] == "\r":
+            # A CR before the line's CRLF is content, but no reply could
+            # carry it back: arguments never end with one.
+            arguments = arguments.rstrip("\r")
         try:
             positional, keywords = self.bind(arguments, session)
         except ArgumentError:
@@ -530,53 +537,58 @@ class Command:
         try:
             result = self.handler(*positional, **keywords)
         except Exception:
-            return self._failed(Failure(), session)
-        if isinstance(result, str):
+            return self.contain(Failure(), session)
+        # Whatever the handler asked while it ran (before any wait) is this
+        # command's, not a later one's.
+        close = session is not None and session._take_close()
+        if type(result) is str and "\n" not in result and result[-1:] != "\r":
             # The common case, first: a one-line text.
-            if "\n" in result or result.endswith("\r"):
-                return self._failed(Failure(ValueError(_NOT_ONE_LINE)), session)
-            if session is not None and session._close_after_reply:
-                return Reply(result, session._take_close())
-            return Reply(result)
+            return Reply(result, close)
         if inspect.iscoroutine(result):
             result = Deferred.fromCoroutine(
                 typing.cast(Coroutine[Deferred[Any], Any, Any], result)
             )
         if isinstance(result, Deferred):
-            return self._later(result, session, timeout)
-        return self._reply(result, session)
+            return self._later(result, session, timeout, close)
+        return self._reply(result, session, close)
 
-    def _reply(self, result: object, session: Session | None) -> Reply:
+    def _reply(self, result: object, session: Session | None, close: bool) -> Reply:
         """
-        Turn a handler's result into its reply, or ``Error: <name> failed``.
+        Turn a handler's result into its reply, or ``Error: <name> failed``:
+        a one-line text that UTF-8 can encode.
         """
-        if isinstance(result, Reply):
-            reply = result
-        elif isinstance(result, str):
-            reply = Reply(result)
-        elif isinstance(result, int | float) and not isinstance(result, bool):
-            reply = Reply(str(result))
-        else:
-            return self._failed(
-                Failure(
-                    TypeError(
-                        f"handler returned {type(result).__name__}, not a reply "
-                        "(return a str, an int, a float or a Reply)"
-                    )
-                ),
-                session,
-            )
-        if not is_one_line(reply.text):
-            return self._failed(Failure(ValueError(_NOT_ONE_LINE)), session)
-        if session is not None and session._take_close() and not reply.close:
-            reply = Reply(reply.text, True)
-        return reply
+        try:
+            if isinstance(result, Reply):
+                text, close = result.text, close or result.close
+            elif isinstance(result, int | float) and not isinstance(result, bool):
+                text = str(result)
+            else:
+                text = result  # type: ignore[assignment]
+            if not isinstance(text, str):
+                raise TypeError(
+                    f"handler returned {type(text).__name__}, not a reply "
+                    "(return a str, an int, a float or a Reply)"
+                )
+            if not is_one_line(text):
+                raise ValueError(_NOT_ONE_LINE)
+            text.encode("utf-8")
+        except Exception:
+            return self.contain(Failure(), session)
+        return Reply(text, close)
 
     def _later(
-        self, result: Deferred[Any], session: Session | None, timeout: float | None
+        self,
+        result: Deferred[Any],
+        session: Session | None,
+        timeout: float | None,
+        close: bool,
     ) -> Reply | Deferred[Reply]:
         """
-        Wait for an asynchronous handler's result, within C{timeout}.
+        Wait for an asynchronous handler's result, within ``timeout``.
+
+        :returns: the reply at once if the result is already there; else a
+            Deferred that fires with the reply, whose cancellation (the
+            client has gone) answers quietly.
         """
         if result.called and not result.paused:
             # Already answered (an ``async def`` that awaited nothing slow):
@@ -585,47 +597,60 @@ class Command:
             result.addBoth(outcome.append)
             if outcome:
                 if isinstance(outcome[0], Failure):
-                    return self._failed(outcome[0], session)
-                return self._reply(outcome[0], session)
+                    return self.contain(outcome[0], session)
+                return self._reply(outcome[0], session, close)
         timer = None
-        timed_out: list[bool] = []
+        why_cancelled: list[str] = []
         if timeout is not None and session is not None:
 
             def expire() -> None:
-                timed_out.append(True)
+                why_cancelled.append("timeout")
                 result.cancel()
 
             timer = session.clock.callLater(timeout, expire)
 
-        def done(outcome: object) -> Reply:
+        def cancel(_: Deferred[Reply]) -> None:
+            why_cancelled.append("caller")
+            result.cancel()
+
+        reply: Deferred[Reply] = Deferred(cancel)
+
+        def done(outcome: object) -> None:
             if timer is not None and timer.active():
                 timer.cancel()
+            late_close = session is not None and session._take_close()
             if isinstance(outcome, Failure):
-                if not timed_out and outcome.check(CancelledError):
-                    # Cancelled by the server: the client has gone, and
-                    # nobody reads this reply.
-                    return Reply(failed_reply(self.name))
-                if outcome.check(CancelledError):
-                    log.warn(
-                        "command {name!r} timed out after {timeout}s for {peer}",
-                        name=self.name,
-                        timeout=timeout,
-                        peer=session.peer if session is not None else "(no session)",
-                    )
-                    return Reply(timed_out_reply(self.name))
-                return self._failed(outcome, session)
-            return self._reply(outcome, session)
+                if why_cancelled and outcome.check(CancelledError):
+                    answer = self._cancelled(why_cancelled[0], timeout, session)
+                else:
+                    answer = self.contain(outcome, session)
+            else:
+                answer = self._reply(outcome, session, close or late_close)
+            reply.callback(answer)
 
-        return result.addBoth(done)
+        result.addBoth(done)
+        return reply
 
-    def _failed(self, failure: Failure, session: Session | None) -> Reply:
+    def _cancelled(
+        self, why: str, timeout: float | None, session: Session | None
+    ) -> Reply:
+        if why == "caller":
+            # The client has gone: nobody reads this reply.
+            return Reply(failed_reply(self.name))
+        log.warn(
+            "command {name!r} timed out after {timeout}s for {peer}",
+            name=self.name,
+            timeout=timeout,
+            peer=session.peer if session is not None else "(no session)",
+        )
+        return Reply(timed_out_reply(self.name))
+
+    def contain(self, failure: Failure, session: Session | None) -> Reply:
         """
         Contain a handler's failure: a :class:`CommandError` is the client's
         to see; anything else is a bug, logged once with its traceback and
         answered ``Error: <name> failed``.
         """
-        if session is not None:
-            session._take_close()
         error = failure.value
         if isinstance(error, CommandError) and is_one_line(error.message):
             return Reply(ERROR_PREFIX + error.message)
@@ -685,6 +710,12 @@ class CommandTable:
                 f"command {name!r} cannot be listed by help: names must be "
                 f"non-empty and not contain {HELP_SEPARATOR!r}"
             )
+        if command.constant:
+            reply = command.handler()
+            if not isinstance(reply, Reply) or not is_one_line(reply.text):
+                raise ValueError(
+                    f"constant command {name!r} must answer a one-line Reply"
+                )
         self._commands[command.name] = command
         self._name_spaces = max(self._name_spaces, name.count(" "))
         self._version += 1
@@ -736,7 +767,7 @@ class CommandTable:
 
     def update(self, other: CommandTable) -> None:
         """
-        Register every command of C{other}.
+        Register every command of ``other``.
 
         :raises ValueError: if any name is already registered here; nothing is
             added then.
@@ -758,7 +789,7 @@ class CommandTable:
 
     def get(self, name: str) -> Command | None:
         """
-        :returns: the command called C{name}, or ``None``.
+        :returns: the command called ``name``, or ``None``.
         """
         return self._commands.get(name)
 
@@ -863,15 +894,16 @@ def constant(
 
 def help_command(table: CommandTable) -> Command:
     """
-    A ``help`` command for C{table}: ``help`` lists every name, ``help NAME``
+    A ``help`` command for ``table``: ``help`` lists every name, ``help NAME``
     gives one command's usage and summary.
 
     :param table: the table whose names it lists; it reads them at each
         call, so commands added later are listed too.
-    :returns: the command; add it to C{table}.
+    :returns: the command; add it to ``table``.
     """
 
     def help(name: Rest = "") -> str:
+        name = name.strip(" ")
         if name:
             return table.describe(name)
         return format_help(table.names())
@@ -902,7 +934,7 @@ def default_commands() -> CommandTable:
 def with_builtins(*tables: CommandTable) -> CommandTable:
     """
     The table a server serves: the built-in commands (``Hello``,
-    ``Are you there?``, ``quit``, ``help``) and every command of C{tables}.
+    ``Are you there?``, ``quit``, ``help``) and every command of ``tables``.
 
     :raises ValueError: if two tables (the built-ins included) define the
         same name.

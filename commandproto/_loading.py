@@ -61,7 +61,7 @@ def _one_line(error: BaseException) -> str:
 
 def load_table(spec: str) -> CommandTable:
     """
-    Load the command table that C{spec} names.
+    Load the command table that ``spec`` names.
 
     :param spec: the name of an installed command set, or
         ``module:attribute`` (the attribute defaults to ``commands`` when only

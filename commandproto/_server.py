@@ -208,6 +208,9 @@ class Phase(enum.Enum):
     DRAINING = "draining"
     """The server is shutting down: answering what was already read, then
     ``Closing down``, then closing."""
+    FINISHING = "finishing"
+    """A reply that closes the connection (``quit``) waits behind others:
+    nothing more is started or read; once it is sent, closing."""
     CLOSING = "closing"
     """Our sending side is closed (or closing); reading and dropping input
     until the client closes too."""
@@ -303,6 +306,8 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
     _handshake_timer: IDelayedCall | None = None
     # What a wind-down sends last: ``Closing down``, or why.
     _last_words = CLOSING
+    # The client has closed its sending side: a close can be a full one.
+    _peer_ended = False
     address_key: str | None = None
 
     # -- events from the transport
@@ -419,15 +424,18 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         The client closed its sending side: answer what it sent (a last line
         without a terminator included), then close.
         """
+        self._peer_ended = True
+        if self.phase is Phase.CLOSING:
+            self._close(peer_done=True)
         if self.phase is not Phase.OPEN:
-            if self.phase is Phase.CLOSING:
-                self._close(peer_done=True)
+            # Draining or finishing: the close that ends it is a full one.
             return
         held = self._held
         if (not held.endswith(LF)) if held else self._framer.buffered:
             self._held = held + LF
         self.phase = Phase.INPUT_ENDED
-        self._process()
+        if self._turn is None:
+            self._process()
 
     def writeConnectionLost(self) -> None:
         """
@@ -519,7 +527,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
     def _wind_down(self, last_words: str) -> None:
         """
         Stop reading; answer every line already read, then send
-        C{last_words} and close.
+        ``last_words`` and close.
         """
         if self.phase is not Phase.OPEN:
             # Closing already, or the client ended its input (it gets every
@@ -575,12 +583,17 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         """
         Whether the next line may be started now.
         """
+        phase = self.phase
         return (
-            not self._write_paused
+            (
+                phase is Phase.OPEN
+                or phase is Phase.INPUT_ENDED
+                or phase is Phase.DRAINING
+            )
+            and not self._write_paused
             and not self._blocking
             and not self._answering
-            and self.phase is not Phase.CLOSING
-            and self.phase is not Phase.CLOSED
+            and len(self._queue or ()) < self.max_unanswered
         )
 
     def _has_input(self) -> bool:
@@ -642,13 +655,23 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
                             queue = self._queue = deque()
                         queue.append(reply)
                         if reply.close:
+                            # Nothing after it is run.
+                            self.phase = Phase.FINISHING
+                            self._held = b""
+                            self._frames = ()
                             break
-                        if reply.blocking and reply.reply is None:
+                        if (reply.blocking and reply.reply is None) or len(
+                            queue
+                        ) >= self.max_unanswered:
+                            # The rest wait: for this command, or for room.
                             self._frames = frames[index + 1 :]
                             break
                         continue
                 if queue:
                     queue.append(cast(bytes, reply))
+                    if len(queue) >= self.max_unanswered:
+                        self._frames = frames[index + 1 :]
+                        break
                 else:
                     out.append(cast(bytes, reply))
         finally:
@@ -688,9 +711,14 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             )
         result = command.run(arguments, session, self.command_timeout)
         if type(result) is Reply:
+            try:
+                encoded = encode_line(result.text)
+            except UnicodeEncodeError:
+                encoded = encode_line(command.contain(Failure(), session).text)
+                result = Reply("", False)
             if not result.close:
-                return encode_line(result.text)
-            pending = _Pending(False, encode_line(result.text))
+                return encoded
+            pending = _Pending(False, encoded)
             pending.close = True
             return pending
         pending = _Pending(not command.overlap)
@@ -831,6 +859,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         :param peer_done: the client has closed its sending side (or can no
             longer receive), so the connection can close for good now.
         """
+        peer_done = peer_done or self._peer_ended
         if self.phase is Phase.CLOSED:
             return
         if self.phase is Phase.CLOSING:
@@ -851,9 +880,10 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         # Cancel the idle timer and start a new one, rather than move it
         # sooner: the reactor finds a call moved sooner by a linear search of
         # all its timers, which made 10,000 closing connections cost seconds.
+        # Even a full close can stall (the client reads nothing), so it too
+        # is aborted after CLOSE_TIMEOUT.
         self.setTimeout(None)  # type: ignore[no-untyped-call]
-        if not peer_done:
-            self.setTimeout(CLOSE_TIMEOUT)  # type: ignore[no-untyped-call]
+        self.setTimeout(CLOSE_TIMEOUT)  # type: ignore[no-untyped-call]
         if (
             not peer_done
             and IHalfCloseableDescriptor.providedBy(self._transport)
@@ -1023,10 +1053,10 @@ class CommandServerFactory(Factory):
     def drain(self, timeout: float) -> Deferred[None]:
         """
         Close every connection gracefully: each gets the replies already due,
-        then ``Closing down``.  Connections still open after C{timeout}
+        then ``Closing down``.  Connections still open after ``timeout``
         seconds are aborted.  New connections are refused from now on.
 
-        :returns: a L{Deferred} that fires once every connection is gone.
+        :returns: a ``Deferred`` that fires once every connection is gone.
         """
         self._draining = True
         if not self.connections:
@@ -1068,7 +1098,7 @@ def _cancel_call(result: object, call: IDelayedCall) -> object:
 class DrainService(Service):
     """
     Drains the factory's connections when the application stops: twistd
-    waits for the L{Deferred} that C{stopService} returns.
+    waits for the ``Deferred`` that ``stopService`` returns.
     """
 
     def __init__(self, factory: CommandServerFactory, timeout: float) -> None:
@@ -1100,9 +1130,9 @@ class LoggingServerEndpoint:
 
 def ensure_file_limit(connections: int, others: int = 0, spare: int = 32) -> int:
     """
-    Raise this process's open-file limit so that C{connections} clients fit,
+    Raise this process's open-file limit so that ``connections`` clients fit,
     as far as the hard limit allows (as Redis does for ``maxclients``),
-    beside C{others} descriptors of other kinds (TLS handshakes in progress)
+    beside ``others`` descriptors of other kinds (TLS handshakes in progress)
     and :data:`REFUSAL_RESERVE` for refusing clients over the limit.
 
     :param spare: descriptors for everything else: listening sockets, log

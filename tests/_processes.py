@@ -77,7 +77,7 @@ class ServerProcess:
         self, pattern: re.Pattern[str], timeout: float = IO_TIMEOUT
     ) -> str:
         """
-        Wait for a log line matching C{pattern}, or fail.
+        Wait for a log line matching ``pattern``, or fail.
 
         :returns: the matching line.
         """
@@ -103,7 +103,7 @@ class ServerProcess:
 
     def log_text(self, settle: float = 0.0) -> str:
         """
-        Everything logged so far (after waiting C{settle} seconds).
+        Everything logged so far (after waiting ``settle`` seconds).
         """
         time.sleep(settle)
         while True:
@@ -167,7 +167,7 @@ def read_until_closed(sock: socket.socket) -> bytes:
 
 def read_exactly(sock: socket.socket, size: int) -> bytes:
     """
-    Read exactly C{size} bytes, or fail if the peer closes first.
+    Read exactly ``size`` bytes, or fail if the peer closes first.
     """
     data = b""
     while len(data) < size:

@@ -1,6 +1,6 @@
 """
 A terminal emulator for tests: what a person would see, given the bytes a
-program writes to its terminal (Twisted's own, from C{twisted.conch.insults};
+program writes to its terminal (Twisted's own, from ``twisted.conch.insults``;
 it shows ASCII only).
 """
 

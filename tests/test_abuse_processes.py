@@ -39,7 +39,7 @@ LISTENING_TCP = re.compile(r"listening on tcp:127\.0\.0\.1:(\d+)")
 
 def trickle(sock: socket.socket, seconds: float) -> bytes:
     """
-    Send one byte of a never-ending line every 50 ms for up to C{seconds},
+    Send one byte of a never-ending line every 50 ms for up to ``seconds``,
     and return what the server sent back once it closed.
     """
     sock.settimeout(0.05)

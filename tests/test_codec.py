@@ -1,6 +1,6 @@
 """
-Tests for the line codec: unit tests of L{LineFramer}, L{encode_line} and
-L{decode_line}, and property tests of the framer and the server protocol
+Tests for the line codec: unit tests of ``LineFramer``, ``encode_line`` and
+``decode_line``, and property tests of the framer and the server protocol
 against simple models.
 """
 
@@ -50,7 +50,7 @@ def feed_all(framer: LineFramer, chunks: list[bytes]) -> list[Frame]:
 
 def one_at_a_time(data: bytes) -> list[bytes]:
     """
-    :returns: C{data} as a list of one-byte chunks.
+    :returns: ``data`` as a list of one-byte chunks.
     """
     return [data[i : i + 1] for i in range(len(data))]
 
@@ -164,7 +164,7 @@ class LineFramerSplittingTests(SynchronousTestCase):
 
 class LineFramerFinishTests(SynchronousTestCase):
     """
-    L{LineFramer.finish} at the end of the stream.
+    ``LineFramer.finish`` at the end of the stream.
     """
 
     def test_unterminated_line_returned(self) -> None:
@@ -219,7 +219,7 @@ class LineFramerFinishTests(SynchronousTestCase):
 
 class LineFramerOverlongTests(SynchronousTestCase):
     """
-    Lines longer than C{max_length}.
+    Lines longer than ``max_length``.
     """
 
     def test_complete_overlong_line(self) -> None:
@@ -281,14 +281,14 @@ class LineFramerOverlongTests(SynchronousTestCase):
 
     def test_exactly_max_length_accepted(self) -> None:
         """
-        A line of exactly C{max_length} bytes is accepted.
+        A line of exactly ``max_length`` bytes is accepted.
         """
         framer = LineFramer(max_length=5)
         self.assertEqual(framer.feed(b"abcde\n"), [b"abcde"])
 
     def test_exactly_max_length_unterminated_held(self) -> None:
         """
-        An unterminated line of exactly C{max_length} bytes is held, and
+        An unterminated line of exactly ``max_length`` bytes is held, and
         accepted when its terminator arrives.
         """
         framer = LineFramer(max_length=5)
@@ -297,15 +297,15 @@ class LineFramerOverlongTests(SynchronousTestCase):
 
     def test_exactly_max_length_with_crlf_accepted(self) -> None:
         """
-        A line of exactly C{max_length} bytes ending in CRLF is accepted.
+        A line of exactly ``max_length`` bytes ending in CRLF is accepted.
         """
         framer = LineFramer(max_length=5)
         self.assertEqual(framer.feed(b"abcde\r\n"), [b"abcde"])
 
     def test_exactly_max_length_with_cr_held_before_lf(self) -> None:
         """
-        A line of exactly C{max_length} bytes whose CR arrives before its LF
-        is held (C{max_length} + 1 bytes), not reported, and accepted once
+        A line of exactly ``max_length`` bytes whose CR arrives before its LF
+        is held (``max_length`` + 1 bytes), not reported, and accepted once
         the LF arrives.
         """
         framer = LineFramer(max_length=5)
@@ -315,7 +315,7 @@ class LineFramerOverlongTests(SynchronousTestCase):
 
     def test_max_length_then_lone_cr_is_overlong(self) -> None:
         """
-        When the CR held after C{max_length} bytes turns out to be content,
+        When the CR held after ``max_length`` bytes turns out to be content,
         the line is over-long.
         """
         framer = LineFramer(max_length=5)
@@ -326,7 +326,7 @@ class LineFramerOverlongTests(SynchronousTestCase):
     def test_endless_line_buffer_bounded(self) -> None:
         """
         An endless line fed in many chunks never makes the framer hold more
-        than C{max_length} + 1 bytes.
+        than ``max_length`` + 1 bytes.
         """
         framer = LineFramer(max_length=10)
         chunks = [b"x", b"xxx", b"x\r", b"\r", b"xxxxxxx", b"x" * 25, b"\r\r\r"]
@@ -338,7 +338,7 @@ class LineFramerOverlongTests(SynchronousTestCase):
     def test_endless_cr_line_buffer_bounded(self) -> None:
         """
         An endless line of CRs, fed one at a time, never makes the framer
-        hold more than C{max_length} + 1 bytes.
+        hold more than ``max_length`` + 1 bytes.
         """
         framer = LineFramer(max_length=3)
         for _ in range(100):
@@ -367,7 +367,7 @@ class LineFramerOverlongTests(SynchronousTestCase):
 
 class EncodeLineTests(SynchronousTestCase):
     """
-    L{encode_line}.
+    ``encode_line``.
     """
 
     def test_appends_crlf(self) -> None:
@@ -391,7 +391,7 @@ class EncodeLineTests(SynchronousTestCase):
 
 class DecodeLineTests(SynchronousTestCase):
     """
-    L{decode_line}.
+    ``decode_line``.
     """
 
     def test_utf8(self) -> None:
@@ -476,7 +476,7 @@ class LineFramerPropertyTests(SynchronousTestCase):
         """
         Terminated lines, split anywhere, give each line (or OVERLONG for an
         over-long one) exactly once, leave nothing over, and never hold more
-        than C{max_length} + 1 bytes.
+        than ``max_length`` + 1 bytes.
         """
         chunks = data.draw(chunked(lines))
         framer = LineFramer(max_length)
@@ -546,7 +546,7 @@ class ServerPropertyTests(SynchronousTestCase):
     ) -> None:
         """
         Any mix of request lines, split anywhere, gets one reply per line in
-        order, up to and including C{quit}, after which the connection is
+        order, up to and including ``quit``, after which the connection is
         closed and nothing more is answered.
         """
         lines = data.draw(st.lists(request_line(max_line_length), max_size=15))

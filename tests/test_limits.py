@@ -39,7 +39,7 @@ from ._helpers import LogCapture, replies
 
 class SlowReaderTransport(StringTransport):
     """
-    A transport whose peer reads nothing: once more than C{limit} bytes are
+    A transport whose peer reads nothing: once more than ``limit`` bytes are
     written, it pauses its producer, as a real transport does when its send
     buffer passes its size.
     """

@@ -87,10 +87,6 @@ def make_commands(store: Store | None = None) -> CommandTable:
     @commands.command("set")
     def set_value(session: Session, key: str, value: Rest) -> str:
         """Store VALUE (the rest of the line) under KEY."""
-        # A request line may end in CR (sent as CR CR LF), but a reply may
-        # not: refuse now what get could never answer.
-        if value.endswith("\r"):
-            raise CommandError("value cannot end with a carriage return")
         selected(session)[key] = value
         return "OK"
 
