@@ -6,10 +6,14 @@ from __future__ import annotations
 
 from typing import cast
 
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from commandproto._codec import encode_line
+from commandproto._commands import CommandTable, with_builtins
+from commandproto._server import CommandServerFactory, CommandServerProtocol
 
 
 def replies(*texts: str) -> bytes:
@@ -35,3 +39,18 @@ class LogCapture:
         The log lines so far, formatted.
         """
         return [formatEvent(event) for event in self.events]
+
+
+def serve(
+    table: CommandTable, **settings: object
+) -> tuple[Clock, CommandServerProtocol, StringTransport, CommandServerFactory]:
+    """
+    One connection, on a StringTransport, to a server of C{table} and the
+    built-in commands, with a Clock.
+    """
+    clock = Clock()
+    factory = CommandServerFactory(with_builtins(table), clock=clock, **settings)  # type: ignore[arg-type]
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return clock, protocol, transport, factory

@@ -7,15 +7,13 @@ timeouts, failures, bounded input, drain and half-close; driven in memory by
 from __future__ import annotations
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.task import Clock, deferLater
-from twisted.internet.testing import StringTransport
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
 from commandproto._commands import CLOSING, GREETING, CommandTable, Rest, Session
-from commandproto._server import CommandServerFactory, CommandServerProtocol
 from commandproto.testing import CommandTester
 
-from ._helpers import LogCapture, replies
+from ._helpers import LogCapture, replies, serve
 
 
 class Gate:
@@ -146,19 +144,6 @@ class FailureTests(SynchronousTestCase):
         self.assertEqual(gate.cancelled, ["a"])
 
 
-def raw_connect(
-    table: CommandTable, **settings: object
-) -> tuple[CommandServerProtocol, StringTransport, Clock, CommandServerFactory]:
-    clock = Clock()
-    from commandproto._commands import with_builtins
-
-    factory = CommandServerFactory(with_builtins(table), clock=clock, **settings)  # type: ignore[arg-type]
-    protocol = factory.buildProtocol(None)
-    transport = StringTransport()
-    protocol.makeConnection(transport)
-    return protocol, transport, clock, factory
-
-
 class BoundedInputTests(SynchronousTestCase):
     """
     While a command waits, input is held in a bounded queue: past it the
@@ -167,7 +152,7 @@ class BoundedInputTests(SynchronousTestCase):
 
     def test_stops_reading_past_max_unanswered(self) -> None:
         gate = Gate()
-        protocol, transport, clock, _ = raw_connect(gate.table, max_unanswered=10)
+        clock, protocol, transport, _ = serve(gate.table, max_unanswered=10)
         protocol.dataReceived(b"wait a\n" + b"Hello\n" * 8)
         self.assertEqual(transport.producerState, "producing")
         protocol.dataReceived(b"Hello\n")
@@ -179,7 +164,7 @@ class BoundedInputTests(SynchronousTestCase):
 
     def test_stops_reading_past_held_bytes(self) -> None:
         gate = Gate()
-        protocol, transport, _clock, _ = raw_connect(
+        _clock, protocol, transport, _ = serve(
             gate.table, max_unanswered=10**9, max_line_length=10**6
         )
         protocol.dataReceived(b"wait a\n")
@@ -188,7 +173,7 @@ class BoundedInputTests(SynchronousTestCase):
 
     def test_held_input_is_raw_bytes(self) -> None:
         gate = Gate()
-        protocol, _transport, _clock, _ = raw_connect(gate.table)
+        _clock, protocol, _transport, _ = serve(gate.table)
         protocol.dataReceived(b"wait a\n")
         protocol.dataReceived(b"ab\n" * 20000)
         # One bytes object, not an object per line.
@@ -203,7 +188,7 @@ class LifecycleTests(SynchronousTestCase):
 
     def test_drain_waits_for_running_command(self) -> None:
         gate = Gate()
-        protocol, transport, _clock, factory = raw_connect(gate.table)
+        _clock, protocol, transport, factory = serve(gate.table)
         protocol.dataReceived(b"wait a\nHello\n")
         drained = factory.drain(5)
         self.assertNoResult(drained)
@@ -214,7 +199,7 @@ class LifecycleTests(SynchronousTestCase):
 
     def test_drain_timeout_aborts(self) -> None:
         gate = Gate()
-        protocol, transport, clock, factory = raw_connect(gate.table)
+        clock, protocol, transport, factory = serve(gate.table)
         LogCapture(self)
         protocol.dataReceived(b"wait a\n")
         factory.drain(5)
@@ -223,7 +208,7 @@ class LifecycleTests(SynchronousTestCase):
 
     def test_half_close_waits_for_running_command(self) -> None:
         gate = Gate()
-        protocol, transport, _clock, _ = raw_connect(gate.table)
+        _clock, protocol, transport, _ = serve(gate.table)
         protocol.dataReceived(b"wait a\nHello")
         protocol.readConnectionLost()
         self.assertFalse(transport.disconnecting)
@@ -233,7 +218,7 @@ class LifecycleTests(SynchronousTestCase):
 
     def test_idle_timer_does_not_fire_while_a_command_runs(self) -> None:
         gate = Gate()
-        protocol, transport, clock, _ = raw_connect(
+        clock, protocol, transport, _ = serve(
             gate.table, idle_timeout=10, command_timeout=None
         )
         protocol.dataReceived(b"wait a\n")

@@ -7,8 +7,7 @@ reply, nothing runs after ``quit``, and every close finishes.
 from __future__ import annotations
 
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock, deferLater
-from twisted.internet.testing import StringTransport
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
 from commandproto._commands import (
@@ -18,28 +17,14 @@ from commandproto._commands import (
     Rest,
     Session,
     constant,
-    with_builtins,
 )
 from commandproto._server import (
     CLOSE_TIMEOUT,
-    CommandServerFactory,
-    CommandServerProtocol,
     Phase,
 )
 from commandproto.testing import CommandTester
 
-from ._helpers import LogCapture, replies
-
-
-def serve(
-    table: CommandTable, **settings: object
-) -> tuple[Clock, CommandServerProtocol, StringTransport, CommandServerFactory]:
-    clock = Clock()
-    factory = CommandServerFactory(with_builtins(table), clock=clock, **settings)  # type: ignore[arg-type]
-    protocol = factory.buildProtocol(None)
-    transport = StringTransport()
-    protocol.makeConnection(transport)
-    return clock, protocol, transport, factory
+from ._helpers import LogCapture, replies, serve
 
 
 class BadResultTests(SynchronousTestCase):
