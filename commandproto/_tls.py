@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 
 from twisted.internet.interfaces import (
-    IReactorSSL,
+    IReactorTCP,
     IStreamServerEndpoint,
     IStreamServerEndpointStringParser,
 )
@@ -42,7 +42,7 @@ class MutualTLSServerParser:
 
     def parseStreamServer(  # type: ignore[override]
         self,
-        reactor: IReactorSSL,
+        reactor: IReactorTCP,
         port: str,
         privateKey: str | None = None,
         certKey: str | None = None,
@@ -51,13 +51,13 @@ class MutualTLSServerParser:
         backlog: str = "50",
     ) -> IStreamServerEndpoint:
         """
-        Build the endpoint.
+        Build the endpoint (with :mod:`commandproto._halfclose`'s TLS
+        connections, whose clients may half-close).
 
         :raises ValueError: if a file is missing or holds no certificate.
         """
         # Imported here: TLS support is an optional extra, and twistd imports
         # every endpoint plugin when it meets an unknown prefix.
-        from twisted.internet.endpoints import SSL4ServerEndpoint
         from twisted.internet.ssl import (
             Certificate,
             CertificateOptions,
@@ -87,4 +87,6 @@ class MutualTLSServerParser:
             requireCertificate=True,
             caCerts=authorities,
         )
-        return SSL4ServerEndpoint(reactor, int(port), options, int(backlog), interface)
+        from ._halfclose import TLSServerEndpoint
+
+        return TLSServerEndpoint(reactor, int(port), options, int(backlog), interface)

@@ -267,9 +267,13 @@ def makeService(options: Options) -> IService:
     signals = SignalService(cast(SignalReactor, reactor), factory.abort_all)
     signals.setServiceParent(service)  # type: ignore[no-untyped-call]
     for description in options["listen"]:
-        endpoint = LoggingServerEndpoint(
-            serverFromString(reactor, with_backlog(description))
-        )
+        endpoint = serverFromString(reactor, with_backlog(description))
+        if description.split(":", 1)[0] == "ssl":
+            # Imported only for TLS: the extra may not be installed.
+            from ._halfclose import from_ssl_endpoint
+
+            endpoint = from_ssl_endpoint(endpoint)
+        endpoint = LoggingServerEndpoint(endpoint)
         listener = StreamServerEndpointService(endpoint, factory)
         # Fail at start-up, not later, if the address is taken.
         listener._raiseSynchronously = True

@@ -335,3 +335,77 @@ class BacklogTests(HardeningTestCase):
             self.skipTest("ss (iproute2) cannot list sockets here")
         fields = result.stdout.split()
         self.assertEqual(fields[2], "511", result.stdout)
+
+
+def tls_half_close(
+    ca: trustme.CA, port: int, lines: int, *, tcp_fin: bool
+) -> tuple[int, bool]:
+    """
+    Send ``Hello`` lines over TLS, then ``close_notify`` (and a TCP FIN if
+    C{tcp_fin}), and read on.
+
+    :returns: how many ``Greetings!`` came back, and whether the server's
+        ``close_notify`` ended them.
+    """
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT) as sock:
+
+        def flush() -> None:
+            data = outgoing.read()
+            if data:
+                sock.sendall(data)
+
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                flush()
+                incoming.write(sock.recv(65536))
+        flush()
+        tls.write(b"Hello\n" * lines)
+        with contextlib.suppress(ssl.SSLWantReadError):
+            tls.unwrap()
+        flush()
+        if tcp_fin:
+            sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while True:
+            try:
+                received += tls.read(65536)
+            except ssl.SSLWantReadError:
+                data = sock.recv(65536)
+                if not data:
+                    return received.count(b"Greetings!"), False
+                incoming.write(data)
+            except ssl.SSLZeroReturnError:
+                return received.count(b"Greetings!"), True
+
+
+class TLSHalfCloseTests(HardeningTestCase):
+    """
+    A TLS client that sends ``close_notify`` after its lines gets every reply,
+    then the server's ``close_notify``.
+    """
+
+    def test_every_reply_then_close_notify(self) -> None:
+        ca = trustme.CA()
+        directory = Path(self.directory)
+        cert = ca.issue_cert("localhost", "127.0.0.1")
+        cert.private_key_pem.write_to_path(str(directory / "server.key"))
+        cert.cert_chain_pems[0].write_to_path(str(directory / "server.pem"))
+        server = self.start_server(
+            "--listen",
+            f"ssl:0:interface=127.0.0.1:privateKey={directory}/server.key"
+            f":certKey={directory}/server.pem",
+        )
+        for lines in (1, 10000):
+            for tcp_fin in (False, True):
+                self.assertEqual(
+                    tls_half_close(ca, server.port, lines, tcp_fin=tcp_fin),
+                    (lines, True),
+                    (lines, tcp_fin),
+                )
