@@ -58,6 +58,7 @@ from ._codec import LF, OVERLONG, LineFramer
 from ._commands import default_commands
 from ._connect import CONNECTION_OPTIONS, describe_failure, make_endpoint
 from ._histogram import LatencyHistogram
+from ._version import __version__
 from ._workload import (
     ClosedLoop,
     OpenLoop,
@@ -170,6 +171,11 @@ class Options(usage.Options):
             float,
         ],
     ]
+
+    def opt_version(self) -> None:
+        """Print commandproto's version and exit."""
+        print(f"commandproto {__version__}")
+        raise SystemExit(0)
 
     def postOptions(self) -> None:
         def positive(name: str, value: float) -> None:

@@ -15,6 +15,7 @@ from twisted.python import usage
 
 from ._codec import DEFAULT_MAX_LINE_LENGTH
 from ._commands import with_builtins
+from ._legacy import LegacyServerEndpoint
 from ._loading import LoadError, installed_sets, load_table
 from ._server import (
     DEFAULT_COMMAND_TIMEOUT,
@@ -27,6 +28,7 @@ from ._server import (
     LoggingServerEndpoint,
     ensure_file_limit,
 )
+from ._version import __version__
 
 DEFAULT_LISTEN = "tcp:12345:interface=127.0.0.1"
 PROGRAM = "twistd commandserver"
@@ -119,19 +121,37 @@ class Options(usage.Options):
         ],
     ]
 
+    def opt_version(self) -> None:
+        """Print commandproto's version and exit."""
+        print(f"commandproto {__version__}")
+        raise SystemExit(0)
+
     def opt_listen(self, description: str) -> None:
         """Listen on this Twisted server endpoint (repeatable)."""
+        self._check_endpoint("--listen", description)
+        self.setdefault("listen", []).append(description)
+
+    opt_l = opt_listen
+
+    def opt_legacy_listen(self, description: str) -> None:
+        """
+        Also listen on this Twisted server endpoint in the seed's wire format:
+        one read is one command, replies have no line end (repeatable).
+        """
+        self._check_endpoint("--legacy-listen", description)
+        self.setdefault("legacy-listen", []).append(description)
+
+    def _check_endpoint(self, option: str, description: str) -> None:
         from twisted.internet import reactor
 
         try:
             serverFromString(reactor, description)
         except Exception as e:
-            raise usage.UsageError(
-                f"bad --listen endpoint {description!r}: {e}"
-            ) from None
-        self.setdefault("listen", []).append(description)
-
-    opt_l = opt_listen
+            # One line, not twistd's whole usage before it.
+            _fail(
+                f"bad {option} endpoint {description!r}: {e or type(e).__name__} "
+                "(examples: tcp:12345, unix:/run/commandproto.sock; see --help)"
+            )
 
     def opt_commands(self, spec: str) -> None:
         """
@@ -206,6 +226,11 @@ def makeService(options: Options) -> IService:
         endpoint = LoggingServerEndpoint(serverFromString(reactor, description))
         listener = StreamServerEndpointService(endpoint, factory)
         # Fail at start-up, not later, if the address is taken.
+        listener._raiseSynchronously = True
+        listener.setServiceParent(service)
+    for description in options.get("legacy-listen", []):
+        legacy = LegacyServerEndpoint(serverFromString(reactor, description))
+        listener = StreamServerEndpointService(legacy, factory)
         listener._raiseSynchronously = True
         listener.setServiceParent(service)
     return service
