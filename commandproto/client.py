@@ -64,7 +64,12 @@ from ._commands import (
     parse_help,
     unsolicited_kind,
 )
-from ._connect import CONNECTION_OPTIONS, describe_failure, make_endpoint
+from ._connect import (
+    CONNECTION_OPTIONS,
+    TYPE_ENFORCEMENT,
+    describe_failure,
+    make_endpoint,
+)
 from ._history import History, history_path
 from ._lineedit import LineEditor, terminal_mode
 from ._version import __version__
@@ -175,8 +180,6 @@ class Options(usage.Options):
         self["commands"] = list(commands)
 
     def postOptions(self) -> None:
-        if not 0 < self["port"] < 65536:
-            raise usage.UsageError(f"--port must be 1-65535, not {self['port']}")
         if self["interval"] is not None and self["repeat"] is None:
             raise usage.UsageError("-i/--interval needs -r/--repeat")
         if self["repeat"] is not None and not self["commands"]:
@@ -1183,7 +1186,7 @@ def main(argv: list[str] | None = None, stderr: TextIO = sys.stderr) -> None:
             sys.argv[1:] if argv is None else argv
         )
     except usage.UsageError as e:
-        print(f"{PROGRAM}: {e}", file=stderr)
+        print(f"{PROGRAM}: {str(e).removeprefix(TYPE_ENFORCEMENT)}", file=stderr)
         print(f"Try '{PROGRAM} --help' for usage.", file=stderr)
         raise SystemExit(EXIT_USAGE) from None
 

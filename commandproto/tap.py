@@ -8,14 +8,15 @@ import math
 from collections.abc import Callable
 from typing import NoReturn
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from ._codec import DEFAULT_MAX_LINE_LENGTH
 from ._commands import with_builtins
+from ._connect import explain_endpoint_error, require_tls
 from ._legacy import LegacyServerEndpoint
+from ._listening import Listener, address_problem
 from ._loading import LoadError, installed_sets, load_table
 from ._server import (
     DEFAULT_COMMAND_TIMEOUT,
@@ -144,12 +145,18 @@ class Options(usage.Options):
     def _check_endpoint(self, option: str, description: str) -> None:
         from twisted.internet import reactor
 
+        if description.partition(":")[0] in ("ssl", "mtls"):
+            try:
+                require_tls()
+            except ValueError as e:
+                _fail(f"{option} {description!r}: {e}")
         try:
             serverFromString(reactor, description)
         except Exception as e:
             # One line, not twistd's whole usage before it.
+            why = explain_endpoint_error(description.partition(":")[0], e)
             _fail(
-                f"bad {option} endpoint {description!r}: {e or type(e).__name__} "
+                f"bad {option} endpoint {description!r}: {why} "
                 "(examples: tcp:12345, unix:/run/commandproto.sock; see --help)"
             )
 
@@ -222,15 +229,18 @@ def makeService(options: Options) -> IService:
     # Services stop in reverse order: the listeners stop accepting first.
     drain = DrainService(factory, options["shutdown-timeout"])
     drain.setServiceParent(service)  # type: ignore[no-untyped-call]
-    for description in options["listen"]:
-        endpoint = LoggingServerEndpoint(serverFromString(reactor, description))
-        listener = StreamServerEndpointService(endpoint, factory)
-        # Fail at start-up, not later, if the address is taken.
-        listener._raiseSynchronously = True
-        listener.setServiceParent(service)
-    for description in options.get("legacy-listen", []):
-        legacy = LegacyServerEndpoint(serverFromString(reactor, description))
-        listener = StreamServerEndpointService(legacy, factory)
-        listener._raiseSynchronously = True
-        listener.setServiceParent(service)
+    listeners = [
+        (description, LoggingServerEndpoint) for description in options["listen"]
+    ] + [
+        (description, LegacyServerEndpoint)
+        for description in options.get("legacy-listen", [])
+    ]
+    for description, kind in listeners:
+        endpoint = serverFromString(reactor, description)
+        # Before twistd daemonizes, so that the parent can say so in one line.
+        problem = address_problem(endpoint)
+        if problem is not None:
+            _fail(f"cannot listen on {description}: {problem}")
+        listener = Listener(description, kind(endpoint), factory, _fail)
+        listener.setServiceParent(service)  # type: ignore[no-untyped-call]
     return service
