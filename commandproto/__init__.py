@@ -28,6 +28,7 @@ from ._commands import (
     with_builtins,
 )
 from ._server import CommandServerFactory, CommandServerProtocol
+from ._version import __version__ as __version__
 
 __all__ = [
     "CLOSING",

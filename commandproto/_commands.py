@@ -16,6 +16,7 @@ their annotations (see :class:`CommandTable.command`).
 from __future__ import annotations
 
 import inspect
+import re
 import typing
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -53,12 +54,16 @@ def line_too_long(limit: int) -> str:
     return f"{ERROR_PREFIX}line too long (limit is {limit} bytes)"
 
 
+_TOO_MANY_CONNECTIONS = ERROR_PREFIX + "too many connections (limit is {})"
+_IDLE = ERROR_PREFIX + "idle for {} seconds, closing connection"
+
+
 def too_many_connections(limit: int) -> str:
     """
     The line sent to a client over the server's connection limit, before the
     server closes its connection.
     """
-    return f"{ERROR_PREFIX}too many connections (limit is {limit})"
+    return _TOO_MANY_CONNECTIONS.format(limit)
 
 
 def too_many_from_address(limit: int) -> str:
@@ -82,7 +87,49 @@ def idle_timeout_reply(seconds: float) -> str:
     The line sent to a client that said nothing for too long, before the
     server closes its connection.
     """
-    return f"{ERROR_PREFIX}idle for {seconds:g} seconds, closing connection"
+    return _IDLE.format(f"{seconds:g}")
+
+
+TOO_MANY_CONNECTIONS = "too many connections"
+IDLE = "idle"
+
+
+def _template(template: str) -> re.Pattern[str]:
+    return re.compile(r"[0-9.e+-]+".join(map(re.escape, template.split("{}"))))
+
+
+_UNSOLICITED = {
+    TOO_MANY_CONNECTIONS: _template(_TOO_MANY_CONNECTIONS),
+    IDLE: _template(_IDLE),
+}
+
+
+def unsolicited_kind(text: str) -> str | None:
+    """
+    Recognise a line the server sends on its own, not in answer to a
+    request, each followed by its closing the connection.
+
+    :param text: one line from the server, without its terminator.
+    :returns: :data:`TOO_MANY_CONNECTIONS` (the client was refused),
+        :data:`IDLE` (it was disconnected for silence), :data:`CLOSING`
+        (the server is shutting down, or answers ``quit``: only the client
+        knows whether it sent one), or ``None`` for any other line.
+    """
+    if text == CLOSING:
+        return CLOSING
+    if text.startswith(ERROR_PREFIX):
+        for kind, pattern in _UNSOLICITED.items():
+            if pattern.fullmatch(text):
+                return kind
+    return None
+
+
+def is_unsolicited(text: str) -> bool:
+    """
+    Tell whether the server may send this line on its own (see
+    :func:`unsolicited_kind`).
+    """
+    return unsolicited_kind(text) is not None
 
 
 def usage_error(usage: str) -> str:

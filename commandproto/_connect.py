@@ -16,9 +16,33 @@ from twisted.python.failure import Failure
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 12345
 
+TLS_EXTRA = "TLS needs the tls extra: pip install 'commandproto[tls]'"
+"""
+What to do when TLS is asked for and pyOpenSSL is not installed.
+"""
+
+TYPE_ENFORCEMENT = "Parameter type enforcement failed: "
+"""
+What ``usage.Options`` puts before a coerce function's message; our coerce
+functions say all there is to say.
+"""
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise ValueError(f"--port takes a number from 1 to 65535, not {text!r}")
+    return port
+
+
+_port.coerceDoc = "A number from 1 to 65535."  # type: ignore[attr-defined]
+
 CONNECTION_OPTIONS: list[list[Any]] = [
     ["host", None, DEFAULT_HOST, "The server's host name or address."],
-    ["port", None, DEFAULT_PORT, "The server's TCP port.", int],
+    ["port", None, DEFAULT_PORT, "The server's TCP port.", _port],
     [
         "connect",
         None,
@@ -46,12 +70,55 @@ def make_endpoint(
         bad certificate...).
     """
     if connect is not None:
+        kind = connect.partition(":")[0]
+        if kind in ("tls", "ssl"):
+            require_tls()
         try:
             return clientFromString(reactor, connect), connect
         except Exception as e:
-            detail = str(e) or type(e).__name__
-            raise ValueError(f"bad endpoint {connect!r}: {detail}") from None
+            raise ValueError(
+                f"bad endpoint {connect!r}: {explain_endpoint_error(kind, e)}"
+            ) from None
     return HostnameEndpoint(reactor, host, port), f"{host}:{port}"
+
+
+def require_tls() -> None:
+    """
+    Make sure TLS can be used.
+
+    :raises ValueError: saying how to install it, if it cannot.
+    """
+    try:
+        import OpenSSL  # noqa: F401
+    except ImportError:
+        raise ValueError(TLS_EXTRA) from None
+
+
+def explain_endpoint_error(kind: str, error: Exception) -> str:
+    """
+    Say in a few words what is wrong with an endpoint string, for which
+    Twisted's parsers raise whatever the constructor they call raises.
+
+    :param kind: the endpoint's type, the text before its first colon.
+    """
+    name = type(error).__name__
+    if name == "UnlistableError":
+        return (
+            "trustRoots= must name a directory holding the CA certificates "
+            "(*.pem files), not a file"
+        )
+    if isinstance(error, TypeError):
+        examples = {
+            "tcp": "tcp:HOST:PORT",
+            "tls": "tls:HOST:PORT",
+            "unix": "unix:PATH",
+        }
+        return (
+            f"missing or unknown parts (write it as {examples.get(kind, 'TYPE:...')})"
+        )
+    if isinstance(error, ValueError) and "invalid literal for int()" in str(error):
+        return "the port must be a number"
+    return str(error) or name
 
 
 def describe_failure(reason: Failure | BaseException | None) -> str:
@@ -72,4 +139,15 @@ def describe_failure(reason: Failure | BaseException | None) -> str:
         return "closed by the server"
     if isinstance(value, error.ConnectionLost):
         return "connection lost"
+    if value is not None and type(value).__module__.startswith("OpenSSL"):
+        # pyOpenSSL's errors are lists of (library, function, reason).
+        entries = value.args[0] if value.args else []
+        reasons = [
+            entry[-1]
+            for entry in entries
+            if isinstance(entry, tuple) and entry and entry[-1]
+        ]
+        return "closed: TLS handshake failed: " + (
+            "; ".join(reasons) or "no reason given"
+        )
     return str(value) or type(value).__name__

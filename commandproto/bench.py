@@ -56,8 +56,14 @@ from zope.interface import implementer
 
 from ._codec import LF, OVERLONG, LineFramer
 from ._commands import default_commands
-from ._connect import CONNECTION_OPTIONS, describe_failure, make_endpoint
+from ._connect import (
+    CONNECTION_OPTIONS,
+    TYPE_ENFORCEMENT,
+    describe_failure,
+    make_endpoint,
+)
 from ._histogram import LatencyHistogram
+from ._version import __version__
 from ._workload import (
     ClosedLoop,
     OpenLoop,
@@ -170,6 +176,11 @@ class Options(usage.Options):
             float,
         ],
     ]
+
+    def opt_version(self) -> None:
+        """Print commandproto's version and exit."""
+        print(f"commandproto {__version__}")
+        raise SystemExit(0)
 
     def postOptions(self) -> None:
         def positive(name: str, value: float) -> None:
@@ -1117,7 +1128,7 @@ def parse_arguments(argv: Sequence[str], stderr: TextIO = sys.stderr) -> Options
     try:
         options.parseOptions(list(argv))  # type: ignore[no-untyped-call]
     except usage.UsageError as e:
-        print(f"{PROGRAM}: {e}", file=stderr)
+        print(f"{PROGRAM}: {str(e).removeprefix(TYPE_ENFORCEMENT)}", file=stderr)
         print(f"Try '{PROGRAM} --help' for usage.", file=stderr)
         raise SystemExit(EXIT_USAGE) from None
     return options

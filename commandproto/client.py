@@ -1,5 +1,5 @@
 """
-The commandproto client: ``python -m commandproto.client``.
+The commandproto client: ``commandproto`` (or ``python -m commandproto.client``).
 
 Four ways to use it:
 
@@ -33,7 +33,7 @@ from enum import Enum, auto
 from typing import TextIO, cast
 
 from twisted.conch.insults.insults import ServerProtocol
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import (
     IConsumer,
     IDelayedCall,
@@ -44,7 +44,7 @@ from twisted.internet.interfaces import (
     ITCPTransport,
     ITransport,
 )
-from twisted.internet.protocol import Factory, connectionDone
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.stdio import StandardIO
 from twisted.internet.task import react
 from twisted.protocols.basic import LineReceiver
@@ -52,23 +52,32 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from . import _commands
 from ._codec import CRLF, LF, OVERLONG, LineFramer, is_one_line
 from ._commands import (
     CLOSING,
+    ERROR_PREFIX,
     HELP,
     QUIT,
     default_commands,
     is_error_reply,
     parse_help,
+    unsolicited_kind,
 )
-from ._connect import CONNECTION_OPTIONS, describe_failure, make_endpoint
+from ._connect import (
+    CONNECTION_OPTIONS,
+    TYPE_ENFORCEMENT,
+    describe_failure,
+    make_endpoint,
+)
 from ._history import History, history_path
 from ._lineedit import LineEditor, terminal_mode
+from ._version import __version__
 
 _QUIT = QUIT.encode("utf-8")
 PROMPT = "Execute command: "
 RESPONSE_PREFIX = "Server response: "
-PROGRAM = "commandproto.client"
+PROGRAM = "commandproto"
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -79,6 +88,11 @@ EXIT_TERMINATED = 143
 
 # Replies are short; this bounds what a misbehaving server can make us hold.
 MAX_REPLY_LENGTH = 1024 * 1024
+
+DEFAULT_TIMEOUT = 5.0
+"""
+Seconds to wait for the connection, and for each awaited reply.
+"""
 
 DEFAULT_WINDOW = 10_000
 """
@@ -106,7 +120,7 @@ class Options(usage.Options):
     Command-line options of ``python -m commandproto.client``.
     """
 
-    synopsis = "Usage: python -m commandproto.client [options] [COMMAND ...]"
+    synopsis = "Usage: commandproto [options] [COMMAND ...]"
     longdesc = (
         "Send commands to a commandproto server and print each reply as "
         "'Server response: <reply>'.  The commands are the arguments if any "
@@ -122,6 +136,12 @@ class Options(usage.Options):
             "e",
             "Exit with status 3 if any reply is an error ('Unknown command.' "
             "or 'Error: ...').",
+        ],
+        [
+            "legacy",
+            None,
+            "Talk to a server in the seed's wire format: each command sent "
+            "with no line end, one at a time, one read being one reply.",
         ],
     ]
     optParameters = [
@@ -141,14 +161,25 @@ class Options(usage.Options):
             "next (default 0).",
             _seconds,
         ],
+        [
+            "timeout",
+            None,
+            DEFAULT_TIMEOUT,
+            "Seconds to wait for the connection and for each reply before "
+            "giving up with exit status 1 (0: wait for ever).",
+            _seconds,
+        ],
     ]
+
+    def opt_version(self) -> None:
+        """Print commandproto's version and exit."""
+        print(f"commandproto {__version__}")
+        raise SystemExit(EXIT_OK)
 
     def parseArgs(self, *commands: str) -> None:
         self["commands"] = list(commands)
 
     def postOptions(self) -> None:
-        if not 0 < self["port"] < 65536:
-            raise usage.UsageError(f"--port must be 1-65535, not {self['port']}")
         if self["interval"] is not None and self["repeat"] is None:
             raise usage.UsageError("-i/--interval needs -r/--repeat")
         if self["repeat"] is not None and not self["commands"]:
@@ -187,12 +218,38 @@ class _State(Enum):
     DRAINING = auto()
     CLOSED = auto()
     SERVER_CLOSING = auto()
-    SERVER_SHUT_DOWN = auto()
+    SERVER_DROPPING = auto()
+    DISCONNECTED = auto()
     FINISHING = auto()
     EXITED = auto()
 
 
 _ENDED = (_State.FINISHING, _State.EXITED)
+
+
+@implementer(IPushProducer)
+class _OutputFlow:
+    """
+    The producer of standard output: the connection, paused while our
+    output is not being read.  While it is paused, replies are not read, so
+    the reply timer is stopped too: a slow reader of our output is not a
+    server that does not answer.
+    """
+
+    def __init__(self, session: ClientSession, connection: IPushProducer) -> None:
+        self._session = session
+        self._connection = connection
+
+    def pauseProducing(self) -> None:
+        self._connection.pauseProducing()
+        self._session._set_output_full(True)
+
+    def resumeProducing(self) -> None:
+        self._connection.resumeProducing()
+        self._session._set_output_full(False)
+
+    def stopProducing(self) -> None:
+        self._connection.stopProducing()
 
 
 @implementer(IPushProducer)
@@ -210,16 +267,23 @@ class ClientSession:
     standard output, so a slow reader of our output slows everything down
     instead of filling memory.
 
+    A line the server sends on its own (:func:`unsolicited_kind`: too many
+    connections, idle, ``Closing down`` that does not answer our ``quit``)
+    is never taken as a reply: it is the server's last line before it
+    closes, and says why.
+
     The session's life is one explicit :class:`_State`.  The events are its
     public methods (:meth:`connected`, :meth:`input_ended`,
     :meth:`replies_received`, :meth:`connection_lost`, :meth:`finish` and
-    the ways to it, :meth:`output_closed`) and three that replies bring:
-    the last outstanding reply, and ``Closing down`` answering our ``quit``
-    or not.  Each event decides what the state means for it in one place:
+    the ways to it, :meth:`output_closed`) and those that replies bring:
+    the last outstanding reply, ``Closing down`` answering our ``quit``, a
+    line the server sends on its own, and no reply in time.  Each event
+    decides what the state means for it in one place:
 
     ``CONNECTING``
-        No connection yet; input is paused.  Connecting leads to
-        ``RUNNING``; input ending first, to ``DRAINING``.
+        No connection yet; input is paused, lines already taken wait.
+        Connecting leads to ``RUNNING``; input ending first, to
+        ``DRAINING``.
     ``RUNNING``
         Input is read (unless the window is full), each line sent, each
         reply printed, and the prompt shown or the script's next round
@@ -233,11 +297,17 @@ class ClientSession:
     ``SERVER_CLOSING``
         The server said ``Closing down`` in answer to our ``quit``: nothing
         more is sent, and the connection's loss ends the session well.
-    ``SERVER_SHUT_DOWN``
-        The server said ``Closing down`` unasked, shutting down under us:
-        the connection's loss ends the session with exit code 1.  In this
-        and ``SERVER_CLOSING`` we close our end too once input has ended
-        with nothing outstanding (the server closes its end anyway).
+    ``SERVER_DROPPING``
+        The server sent a line on its own and is closing the connection:
+        the connection's loss ends the session with exit code 1, or, for an
+        idle or shut-down connection at the prompt (or an idle one between
+        the rounds of a script), leads to ``DISCONNECTED``.  In this and
+        ``SERVER_CLOSING`` we close our end too once input has ended with
+        nothing outstanding (the server closes its end anyway).
+    ``DISCONNECTED``
+        The server closed the connection, and the next command reconnects
+        (to ``CONNECTING``), as redis-cli does; input ending ends the
+        session well.
     ``FINISHING``
         The exit code is chosen; replies are ignored, and the session waits
         for standard output to be flushed and closed.  Every state before
@@ -248,8 +318,8 @@ class ClientSession:
         :attr:`done` has fired.
 
     What changes with every line stays plain data, outside the states: the
-    count of outstanding requests, whether input and the connection are
-    paused, and whether the prompt is on the screen.
+    count of outstanding requests, the lines not sent yet, whether input and
+    the connection are paused, and whether the prompt is on the screen.
 
     :ivar done: fires with the exit code once the session is over and all
         output is written.
@@ -269,29 +339,44 @@ class ClientSession:
         fetch_commands: bool = False,
         script: Script | None = None,
         clock: IReactorTime | None = None,
+        legacy: bool = False,
+        timeout: float | None = None,
+        reconnect: Callable[[], None] | None = None,
     ) -> None:
         """
         :param address: how to name the server in messages.
         :param warn: writes one line to standard error.
         :param interactive: show the prompt when waiting for a command.
         :param raw: print only the reply text, without ``Server response:``.
-        :param fail_on_error: end with L{EXIT_REPLY_ERROR} if any reply is
-            an error.
+        :param fail_on_error: end with :data:`EXIT_REPLY_ERROR` if any reply
+            is an error.
         :param window: the most requests awaiting replies before input is
             paused; 1 for a person at a prompt.
         :param fetch_commands: ask the server for ``help`` on connecting,
-            silently, to learn its command names.
+            silently, to learn its command names; the prompt does not wait
+            for the answer.
         :param script: commands to send instead of reading input.
-        :param clock: schedules the rounds of a repeated C{script}.
+        :param clock: schedules the rounds of a repeated ``script`` and
+            the reply timeout.
+        :param legacy: speak the seed's wire format: each command sent with
+            no line end, the next only once the last is answered.
+        :param timeout: seconds to wait for each awaited reply before
+            failing, or ``None`` to wait for ever.
+        :param reconnect: opens a new connection (whose protocol calls
+            :meth:`connected`); without it, a connection the server closes
+            ends the session.
         """
         if window < 1:
             raise ValueError("window must be at least 1")
-        if script is not None and script.count > 1 and clock is None:
-            raise ValueError("a repeated script needs a clock")
+        if clock is None and (
+            (script is not None and script.count > 1) or timeout is not None
+        ):
+            raise ValueError("a repeated script or a timeout needs a clock")
         self.address = address
         self.interactive = interactive
         self.done: Deferred[int] = Deferred()
         self.command_names = default_commands().names()
+        self.partial_reply = False
         self._warn = warn
         self._raw = raw
         self._fail_on_error = fail_on_error
@@ -299,6 +384,10 @@ class ClientSession:
         self._fetch_commands = fetch_commands
         self._script = script
         self._clock = clock
+        self._legacy = legacy
+        self._terminator = b"" if legacy else CRLF
+        self._timeout = timeout
+        self._reconnect = reconnect
         self._state = _State.CONNECTING
         self._output: ITransport | None = None
         # The connection, while we may still write to it or close it.
@@ -306,16 +395,20 @@ class ClientSession:
         self._input: IPushProducer | None = None
         self._input_paused = False
         self._server_full = False
+        self._output_full = False
         self._output_producer = False
         self._outstanding = 0
+        self._unsent: deque[bytes] = deque()
         self._hidden = 0
         self._rounds_sent = 0
         self._next_round: IDelayedCall | None = None
+        self._reply_timer: IDelayedCall | None = None
         self._sent = 0
         self._answered = 0
         self._quits: deque[int] = deque()
         self._prompt_shown = False
         self._saw_error = False
+        self._dropped = ""
         self._exit_code = EXIT_OK
         self._exit_messages: list[str] = []
 
@@ -326,16 +419,25 @@ class ClientSession:
         """
         return self._outstanding
 
+    def _awaited(self) -> int:
+        # Requests whose replies someone waits for: the silent start-up help
+        # is not one of them.
+        return self._outstanding - self._hidden
+
+    def _in_flight(self) -> int:
+        return self._outstanding - len(self._unsent)
+
     def attach_output(self, output: ITransport) -> None:
         """
-        Write to C{output} (standard output), and close it when done.
+        Write to ``output`` (standard output), and close it when done.
         """
         self._output = output
 
     def attach_input(self, source: IPushProducer) -> None:
         """
-        Take commands from C{source}, which calls L{send_lines} and
-        L{input_ended}; it is paused until the server is there to take them.
+        Take commands from ``source``, which calls :meth:`send_lines` and
+        :meth:`input_ended`; it is paused until the server is there to take
+        them.
         """
         self._input = source
         self._input_paused = True
@@ -358,18 +460,27 @@ class ClientSession:
             transport.loseConnection()
             return
         self._server = transport
+        self.partial_reply = False
         if self._state is _State.CONNECTING:
             self._state = _State.RUNNING
         IConsumer(transport).registerProducer(self, True)
         if IConsumer.providedBy(self._output) and IPushProducer.providedBy(transport):
-            IConsumer(self._output).registerProducer(transport, True)
+            IConsumer(self._output).registerProducer(
+                _OutputFlow(self, cast(IPushProducer, transport)), True
+            )
             self._output_producer = True
         if self._fetch_commands:
+            # Once: on a reconnection the names are known (or never will be).
+            self._fetch_commands = False
             self._hidden += 1
-            self.send_lines([HELP.encode("utf-8")])
-        if self._script is not None:
+            self._unsent.appendleft(HELP.encode("utf-8"))
+            self._outstanding += 1
+            self._sent += 1
+            self._quits = deque(position + 1 for position in self._quits)
+        self._pump()
+        if self._script is not None and self._rounds_sent == 0:
             self._send_round()
-        if self._outstanding <= 0:
+        if self._awaited() <= 0:
             self._all_answered()
         self._update_flow()
 
@@ -386,15 +497,19 @@ class ClientSession:
     def send_lines(self, lines: Sequence[bytes]) -> None:
         """
         Send command lines, each exactly as typed, to the server, in one
-        write.
+        write (in the seed's format, one at a time as the replies come).
         """
-        server = self._server
-        if (
-            not lines
-            or server is None
-            or self._state not in (_State.RUNNING, _State.DRAINING)
-        ):
+        if not lines:
             return
+        match self._state:
+            case _State.RUNNING | _State.DRAINING | _State.CONNECTING:
+                pass
+            case _State.DISCONNECTED:
+                assert self._reconnect is not None
+                self._state = _State.CONNECTING
+                self._reconnect()
+            case _:
+                return
         self._prompt_shown = False
         if _QUIT in lines:
             self._quits.extend(
@@ -402,8 +517,32 @@ class ClientSession:
             )
         self._sent += len(lines)
         self._outstanding += len(lines)
-        server.write(CRLF.join(lines) + CRLF)
+        server = self._server
+        if server is not None and not self._legacy and not self._unsent:
+            # The common case, kept short: a pipelined batch in one write.
+            server.write(CRLF.join(lines) + CRLF)
+            self._start_reply_timer()
+        else:
+            self._unsent.extend(lines)
+            self._pump()
         self._update_flow()
+
+    def _pump(self) -> None:
+        # Send what waits to be sent, as far as the connection and the wire
+        # format allow.
+        server = self._server
+        unsent = self._unsent
+        if not unsent or server is None:
+            return
+        if self._legacy:
+            # The seed's server reads whatever has arrived as one command.
+            if self._in_flight() > 0:
+                return
+            server.write(unsent.popleft() + self._terminator)
+        else:
+            server.write(CRLF.join(unsent) + CRLF)
+            unsent.clear()
+        self._start_reply_timer()
 
     def input_ended(self) -> None:
         """
@@ -419,39 +558,58 @@ class ClientSession:
                 self._state = _State.DRAINING
             case _State.RUNNING:
                 self._state = _State.DRAINING
-                if self._outstanding <= 0:
+                if self._awaited() <= 0:
                     self._all_answered()
-            case _State.SERVER_CLOSING | _State.SERVER_SHUT_DOWN:
+            case _State.SERVER_CLOSING | _State.SERVER_DROPPING:
                 if self._outstanding <= 0:
                     self._close_server()
+            case _State.DISCONNECTED:
+                self.finish(self._success_code())
             case _State.DRAINING | _State.CLOSED | _State.FINISHING | _State.EXITED:
                 pass
 
     def replies_received(self, texts: list[str]) -> None:
         """
-        The server answered the oldest outstanding requests, in order.
+        Lines from the server: replies to the oldest outstanding requests,
+        in order, perhaps ended by a line the server sends on its own before
+        it closes the connection.
         """
         if not texts or self._state in _ENDED:
             return
-        closing = CLOSING in texts
-        if closing:
-            answered_quit = self._answers_our_quit(
-                self._answered + texts.index(CLOSING)
-            )
-        self._answered += len(texts)
-        self._outstanding -= len(texts)
+        # A line the server sends on its own is the last it sends.
+        last = texts[-1]
+        kind = (
+            unsolicited_kind(last)
+            if last == CLOSING or last.startswith(ERROR_PREFIX)
+            else None
+        )
+        answered_quit = kind == CLOSING and self._answers_our_quit(
+            self._answered + len(texts) - 1
+        )
+        if kind is not None and not answered_quit:
+            texts = texts[:-1]
+        else:
+            kind = None
+        answered = min(len(texts), self._in_flight())
+        self._answered += answered
+        self._outstanding -= answered
         if self._hidden:
             for text in texts[: self._hidden]:
                 self._learn_commands(text)
-            hidden = min(self._hidden, len(texts))
+            hidden = min(self._hidden, answered)
             self._hidden -= hidden
             texts = texts[hidden:]
         if texts:
             self._print_replies(texts)
-        if closing:
-            self._closing_down(answered_quit)
-        elif self._outstanding <= 0:
-            self._all_answered()
+        if kind is not None:
+            self._server_dropping(kind, last)
+        elif answered_quit:
+            self._closing_down()
+        else:
+            self._pump()
+            if self._awaited() <= 0:
+                self._all_answered()
+        self._restart_reply_timer()
         self._update_flow()
 
     def _answers_our_quit(self, position: int) -> bool:
@@ -462,37 +620,73 @@ class ClientSession:
         return bool(self._quits) and self._quits[0] == position
 
     def _all_answered(self) -> None:
-        # No request awaits its reply (fewer than none when the server sent
-        # lines unasked).
+        # No request awaits its reply.
         match self._state:
-            case _State.RUNNING if self._outstanding == 0:
+            case _State.RUNNING:
                 self._schedule_round()
                 self._prompt()
             case _State.DRAINING:
                 self._state = _State.CLOSED
                 self._close_server()
             case _:
-                # RUNNING after lines the server sent unasked: no prompt; the
-                # other states close, or not, on their own events.
+                # The other states close, or not, on their own events.
                 pass
 
-    def _closing_down(self, answered_quit: bool) -> None:
-        # The server said "Closing down"; the last one it says decides.
-        closing = _State.SERVER_CLOSING if answered_quit else _State.SERVER_SHUT_DOWN
+    def _closing_down(self) -> None:
+        # The server said "Closing down" in answer to our quit.
         match self._state:
-            case _State.RUNNING | _State.SERVER_CLOSING | _State.SERVER_SHUT_DOWN:
-                self._state = closing
+            case _State.RUNNING:
+                self._state = _State.SERVER_CLOSING
             case _State.DRAINING:
-                self._state = closing
+                self._state = _State.SERVER_CLOSING
                 if self._outstanding <= 0:
                     self._close_server()
-            case _State.CLOSED if not answered_quit:
-                self._state = closing
             case _:
                 # We closed after our quit was answered, or it is all over.
                 pass
 
+    def _server_dropping(self, kind: str, text: str) -> None:
+        # The server sent its last line on its own, and closes.
+        match self._state:
+            case (
+                _State.RUNNING
+                | _State.DRAINING
+                | _State.CLOSED
+                | _State.SERVER_CLOSING
+                | _State.SERVER_DROPPING
+            ):
+                draining = self._state is _State.DRAINING
+                self._state = _State.SERVER_DROPPING
+                self._dropped = text
+                if draining and self._outstanding <= 0:
+                    self._close_server()
+            case _:
+                pass
+
+    def _drop_message(self) -> str:
+        text = self._dropped
+        match unsolicited_kind(text):
+            case _commands.TOO_MANY_CONNECTIONS:
+                return (
+                    f"{self.address} refused the connection: "
+                    f"{text.removeprefix(ERROR_PREFIX)}; try again later"
+                )
+            case _commands.IDLE:
+                detail = text.removeprefix(ERROR_PREFIX).split(",")[0]
+                return f"connection to {self.address} closed by the server: {detail}"
+            case _:
+                return f"connection to {self.address} closed: the server shut down"
+
+    def _may_reconnect(self) -> bool:
+        if self._reconnect is None:
+            return False
+        kind = unsolicited_kind(self._dropped)
+        if self.interactive and self._script is None:
+            return kind in (_commands.IDLE, CLOSING)
+        return self._script is not None and kind == _commands.IDLE
+
     def _print_replies(self, texts: list[str]) -> None:
+        self._end_prompt_line()
         if self._raw:
             self._write("\n".join(texts) + "\n")
         else:
@@ -513,18 +707,40 @@ class ClientSession:
         The connection to the server is gone.
         """
         self._server = None
+        self._server_full = False
+        self._cancel_reply_timer()
         if self._output_producer and IConsumer.providedBy(self._output):
             self._output_producer = False
             IConsumer(self._output).unregisterProducer()
         match self._state:
-            case _State.SERVER_SHUT_DOWN:
-                self.fail(f"connection to {self.address} closed: the server shut down")
+            case _State.SERVER_DROPPING if self._may_reconnect():
+                self._disconnected()
+            case _State.SERVER_DROPPING:
+                self.fail(self._drop_message())
             case _State.CLOSED | _State.SERVER_CLOSING:
                 self.finish(self._success_code())
             case _State.CONNECTING | _State.RUNNING | _State.DRAINING:
                 self.fail(f"connection to {self.address} {describe_failure(reason)}")
-            case _State.FINISHING | _State.EXITED:
+            case _State.DISCONNECTED | _State.FINISHING | _State.EXITED:
                 pass
+
+    def _disconnected(self) -> None:
+        # The server closed an idle or shut-down connection; the next command
+        # reconnects.  Replies still owed will never come.
+        lost = self._in_flight()
+        self._outstanding -= lost
+        self._answered += lost
+        self._hidden = 0
+        self._state = _State.DISCONNECTED
+        if self.interactive:
+            self._end_prompt_line()
+            self._write(
+                f"{PROGRAM}: {self._drop_message()}; the next command reconnects\n"
+            )
+            if lost:
+                self._write(f"{PROGRAM}: the last command was not answered\n")
+            self._prompt()
+        self._update_flow()
 
     def _success_code(self) -> int:
         return EXIT_REPLY_ERROR if self._saw_error else EXIT_OK
@@ -551,9 +767,12 @@ class ClientSession:
             self.warn_at_exit(message)
             self.finish(EXIT_FAILURE)
 
-    def finish(self, code: int) -> None:
+    def finish(self, code: int, *, abort: bool = False) -> None:
         """
         End the session with this exit code, once output is flushed.
+
+        :param abort: drop the connection rather than close it gracefully
+            (a server that does not answer may not read either).
         """
         if self._state in _ENDED:
             return
@@ -561,9 +780,10 @@ class ClientSession:
         self._exit_code = code
         if self._next_round is not None and self._next_round.active():
             self._next_round.cancel()
+        self._cancel_reply_timer()
         self._end_prompt_line()
         self._update_flow()
-        self._close_server()
+        self._close_server(abort=abort)
         if self._output is not None:
             self._output.loseConnection()
         else:
@@ -578,6 +798,49 @@ class ClientSession:
             for message in self._exit_messages:
                 self._warn(message)
             self.done.callback(self._exit_code)
+
+    # The reply timeout.
+
+    def _start_reply_timer(self) -> None:
+        if self._reply_timer is None:
+            self._restart_reply_timer()
+
+    def _restart_reply_timer(self) -> None:
+        self._cancel_reply_timer()
+        if (
+            self._timeout is None
+            or self._output_full
+            or self._server is None
+            or self._in_flight() - self._hidden <= 0
+            or self._state in _ENDED
+        ):
+            return
+        assert self._clock is not None
+        self._reply_timer = self._clock.callLater(self._timeout, self._timed_out)
+
+    def _cancel_reply_timer(self) -> None:
+        timer, self._reply_timer = self._reply_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _timed_out(self) -> None:
+        self._reply_timer = None
+        assert self._timeout is not None
+        within = _seconds_phrase(self._timeout)
+        message = f"no reply from {self.address} within {within}"
+        if self.partial_reply and not self._legacy:
+            message += (
+                "; it sent text without a line end: for a server in the "
+                "seed's format, use --legacy"
+            )
+        else:
+            message += " (--timeout SECONDS, 0 waits for ever)"
+        self.warn_at_exit(message)
+        self.finish(EXIT_FAILURE, abort=True)
+
+    def _set_output_full(self, full: bool) -> None:
+        self._output_full = full
+        self._restart_reply_timer()
 
     # IPushProducer, for the connection: its send buffer is full or drained.
 
@@ -597,12 +860,15 @@ class ClientSession:
         source = self._input
         if source is None:
             return
-        stopped = self._state is not _State.RUNNING or self._server_full
+        stopped = (
+            self._state is not _State.RUNNING and self._state is not _State.DISCONNECTED
+        ) or self._server_full
+        awaited = self._awaited()
         if self._input_paused:
-            if not stopped and self._outstanding <= self._window // 2:
+            if not stopped and awaited <= self._window // 2:
                 self._input_paused = False
                 source.resumeProducing()
-        elif stopped or self._outstanding >= self._window:
+        elif stopped or awaited >= self._window:
             self._input_paused = True
             source.pauseProducing()
 
@@ -617,12 +883,16 @@ class ClientSession:
 
     def _schedule_round(self) -> None:
         script = self._script
-        if script is None or self._rounds_sent >= script.count:
+        if (
+            script is None
+            or self._rounds_sent >= script.count
+            or self._next_round is not None
+        ):
             return
         assert self._clock is not None
         self._next_round = self._clock.callLater(script.interval, self._send_round)
 
-    def _close_server(self) -> None:
+    def _close_server(self, *, abort: bool = False) -> None:
         # Close the connection, once: we are done writing to it.
         server, self._server = self._server, None
         if server is None:
@@ -630,10 +900,13 @@ class ClientSession:
         # A producer still registered on the connection (we are one, for
         # backpressure) holds a TLS close open for ever: unregister first.
         IConsumer(server).unregisterProducer()
-        server.loseConnection()
+        if abort:
+            cast(ITCPTransport, server).abortConnection()
+        else:
+            server.loseConnection()
 
     def _prompt(self) -> None:
-        if self.interactive:
+        if self.interactive and not self._prompt_shown:
             self._prompt_shown = True
             self._write(PROMPT)
 
@@ -663,6 +936,7 @@ class ReplyReceiver(LineReceiver):
 
     def dataReceived(self, data: bytes) -> None:
         frames = self._framer.feed(data)
+        self.session.partial_reply = self._framer.buffered > 0
         if not frames:
             return
         overlong = OVERLONG in frames
@@ -681,6 +955,28 @@ class ReplyReceiver(LineReceiver):
     def lineReceived(self, line: bytes) -> None:
         # LineReceiver's hook; dataReceived hands whole reads over at once.
         self.session.replies_received([line.decode("utf-8", "replace")])
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.session.connection_lost(reason)
+
+
+class LegacyReplyReceiver(Protocol):
+    """
+    The connection to a server in the seed's wire format: what one read
+    returns is one reply (a line end, if the server sends one, is dropped).
+    """
+
+    def __init__(self, session: ClientSession) -> None:
+        self.session = session
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.session.connected(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        if data.endswith(LF):
+            data = data[:-2] if data.endswith(CRLF) else data[:-1]
+        self.session.replies_received([data.decode("utf-8", "replace")])
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.session.connection_lost(reason)
@@ -815,16 +1111,38 @@ async def run(reactor: IReactorCore, options: Options, *, editor: bool) -> int:
         warn(f"{PROGRAM}: {e}")
         return EXIT_USAGE
     script = make_script(options)
+    clock = cast(IReactorTime, reactor)
+    timeout: float | None = options["timeout"] or None
+    legacy = options["legacy"]
+
+    def connect() -> None:
+        protocol = LegacyReplyReceiver if legacy else ReplyReceiver
+        connecting = endpoint.connect(Factory.forProtocol(lambda: protocol(session)))
+        if timeout is not None:
+            deadline = clock.callLater(timeout, connecting.cancel)
+            connecting.addBoth(_cancel_call, deadline)
+
+        def failed(reason: Failure) -> None:
+            why = describe_failure(reason)
+            if reason.check(CancelledError):
+                why = f"timed out after {_seconds_phrase(timeout)}"
+            session.fail(f"cannot connect to {address}: {why}")
+
+        connecting.addErrback(failed)
+
     session = ClientSession(
         address,
         warn,
         interactive=script is None and os.isatty(0),
         raw=options["raw"],
         fail_on_error=options["fail-on-error"],
-        window=1 if editor else DEFAULT_WINDOW,
-        fetch_commands=editor,
+        window=1 if editor or legacy else DEFAULT_WINDOW,
+        fetch_commands=editor and not legacy,
         script=script,
-        clock=cast(IReactorTime, reactor),
+        clock=clock,
+        legacy=legacy,
+        timeout=timeout,
+        reconnect=connect,
     )
     stdio: StandardIO
     if editor:
@@ -844,13 +1162,18 @@ async def run(reactor: IReactorCore, options: Options, *, editor: bool) -> int:
         signal.SIGTERM,
         lambda *_: session.interrupt(EXIT_TERMINATED),
     )
-
-    def failed(reason: Failure) -> None:
-        session.fail(f"cannot connect to {address}: {describe_failure(reason)}")
-
-    connecting = endpoint.connect(Factory.forProtocol(lambda: ReplyReceiver(session)))
-    connecting.addErrback(failed)
+    connect()
     return await session.done
+
+
+def _seconds_phrase(seconds: float | None) -> str:
+    return "1 second" if seconds == 1 else f"{seconds:g} seconds"
+
+
+def _cancel_call(result: object, call: IDelayedCall) -> object:
+    if call.active():
+        call.cancel()
+    return result
 
 
 def main(argv: list[str] | None = None, stderr: TextIO = sys.stderr) -> None:
@@ -863,7 +1186,7 @@ def main(argv: list[str] | None = None, stderr: TextIO = sys.stderr) -> None:
             sys.argv[1:] if argv is None else argv
         )
     except usage.UsageError as e:
-        print(f"{PROGRAM}: {e}", file=stderr)
+        print(f"{PROGRAM}: {str(e).removeprefix(TYPE_ENFORCEMENT)}", file=stderr)
         print(f"Try '{PROGRAM} --help' for usage.", file=stderr)
         raise SystemExit(EXIT_USAGE) from None
 

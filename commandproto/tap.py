@@ -9,13 +9,15 @@ import re
 from collections.abc import Callable
 from typing import NoReturn, cast
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from ._codec import DEFAULT_MAX_LINE_LENGTH
 from ._commands import with_builtins
+from ._connect import explain_endpoint_error, require_tls
+from ._legacy import LegacyServerEndpoint
+from ._listening import Listener, address_problem
 from ._loading import LoadError, installed_sets, load_table
 from ._server import (
     DEFAULT_COMMAND_TIMEOUT,
@@ -33,6 +35,7 @@ from ._server import (
     ensure_file_limit,
 )
 from ._signals import SignalReactor, SignalService
+from ._version import __version__
 
 DEFAULT_LISTEN = "tcp:12345:interface=127.0.0.1"
 DEFAULT_BACKLOG = 511
@@ -163,19 +166,43 @@ class Options(usage.Options):
         ],
     ]
 
+    def opt_version(self) -> None:
+        """Print commandproto's version and exit."""
+        print(f"commandproto {__version__}")
+        raise SystemExit(0)
+
     def opt_listen(self, description: str) -> None:
         """Listen on this Twisted server endpoint (repeatable)."""
-        from twisted.internet import reactor
-
-        try:
-            serverFromString(reactor, description)
-        except Exception as e:
-            raise usage.UsageError(
-                f"bad --listen endpoint {description!r}: {e}"
-            ) from None
+        self._check_endpoint("--listen", description)
         self.setdefault("listen", []).append(description)
 
     opt_l = opt_listen
+
+    def opt_legacy_listen(self, description: str) -> None:
+        """
+        Also listen on this Twisted server endpoint in the seed's wire format:
+        one read is one command, replies have no line end (repeatable).
+        """
+        self._check_endpoint("--legacy-listen", description)
+        self.setdefault("legacy-listen", []).append(description)
+
+    def _check_endpoint(self, option: str, description: str) -> None:
+        from twisted.internet import reactor
+
+        if description.partition(":")[0] in ("ssl", "mtls"):
+            try:
+                require_tls()
+            except ValueError as e:
+                _fail(f"{option} {description!r}: {e}")
+        try:
+            serverFromString(reactor, description)
+        except Exception as e:
+            # One line, not twistd's whole usage before it.
+            why = explain_endpoint_error(description.partition(":")[0], e)
+            _fail(
+                f"bad {option} endpoint {description!r}: {why} "
+                "(examples: tcp:12345, unix:/run/commandproto.sock; see --help)"
+            )
 
     def opt_commands(self, spec: str) -> None:
         """
@@ -266,16 +293,23 @@ def makeService(options: Options) -> IService:
     drain.setServiceParent(service)  # type: ignore[no-untyped-call]
     signals = SignalService(cast(SignalReactor, reactor), factory.abort_all)
     signals.setServiceParent(service)  # type: ignore[no-untyped-call]
-    for description in options["listen"]:
+    listeners = [
+        (description, LoggingServerEndpoint) for description in options["listen"]
+    ] + [
+        (description, LegacyServerEndpoint)
+        for description in options.get("legacy-listen", [])
+    ]
+    for description, kind in listeners:
         endpoint = serverFromString(reactor, with_backlog(description))
+        # Before twistd daemonizes, so that the parent can say so in one line.
+        problem = address_problem(endpoint)
+        if problem is not None:
+            _fail(f"cannot listen on {description}: {problem}")
         if description.split(":", 1)[0] == "ssl":
             # Imported only for TLS: the extra may not be installed.
             from ._halfclose import from_ssl_endpoint
 
             endpoint = from_ssl_endpoint(endpoint)
-        endpoint = LoggingServerEndpoint(endpoint)
-        listener = StreamServerEndpointService(endpoint, factory)
-        # Fail at start-up, not later, if the address is taken.
-        listener._raiseSynchronously = True
-        listener.setServiceParent(service)
+        listener = Listener(description, kind(endpoint), factory, _fail)
+        listener.setServiceParent(service)  # type: ignore[no-untyped-call]
     return service

@@ -224,7 +224,7 @@ class FailureTests(SynchronousTestCase):
         harness.pump.flush()
         self.assertEqual(
             harness.errors,
-            ["commandproto.client: connection to test-server closed by the server"],
+            ["commandproto: connection to test-server closed by the server"],
         )
         self.assertEqual(harness.exit_codes, [EXIT_FAILURE])
 
@@ -410,7 +410,11 @@ class FlowControlTests(SynchronousTestCase):
     def test_connection_produces_for_stdout(self) -> None:
         wired = Wired()
         wired.connect()
-        self.assertIs(wired.stdout.producer, wired.server)
+        assert wired.stdout.producer is not None
+        wired.stdout.producer.pauseProducing()
+        self.assertEqual(wired.server.producerState, "paused")
+        wired.stdout.producer.resumeProducing()
+        self.assertEqual(wired.server.producerState, "producing")
         wired.session.replies_received([CLOSING])
         wired.close()
         self.assertIsNone(wired.stdout.producer)
@@ -600,13 +604,35 @@ class CommandNamesTests(SynchronousTestCase):
         harness = Harness(interactive=True, fetch_commands=True)
         self.assertEqual(harness.stdout.text(), PROMPT)
 
-    def test_prompt_waits_for_help_reply(self) -> None:
+    def test_prompt_does_not_wait_for_help_reply(self) -> None:
         wired = Wired(interactive=True, fetch_commands=True, window=1)
         wired.connect()
-        self.assertEqual((wired.stdout.text(), wired.input.paused), ("", True))
+        self.assertEqual((wired.stdout.text(), wired.input.paused), (PROMPT, False))
+        self.assertEqual(wired.session.command_names, default_commands().names())
         wired.session.replies_received(["Commands: a, b"])
         self.assertEqual((wired.stdout.text(), wired.input.paused), (PROMPT, False))
         self.assertEqual(wired.session.command_names, ["a", "b"])
+
+    def test_command_typed_before_help_answer_gets_its_own_reply(self) -> None:
+        wired = Wired(interactive=True, fetch_commands=True, window=1)
+        wired.connect()
+        wired.session.send(b"Hello")
+        self.assertEqual(wired.sent(), [b"help", b"Hello"])
+        wired.session.replies_received(["Commands: a, b", GREETING])
+        self.assertEqual(
+            wired.stdout.text(), PROMPT + f"Server response: {GREETING}\n" + PROMPT
+        )
+
+    def test_unanswered_help_falls_back_to_built_in_names(self) -> None:
+        clock = Clock()
+        wired = Wired(
+            interactive=True, fetch_commands=True, window=1, clock=clock, timeout=5
+        )
+        wired.connect()
+        clock.advance(60)
+        self.assertEqual(wired.exit_codes, [])
+        self.assertEqual(wired.session.command_names, default_commands().names())
+        self.assertFalse(wired.input.paused)
 
     def test_old_server_keeps_local_names(self) -> None:
         wired = Wired(interactive=True, fetch_commands=True)
@@ -647,9 +673,7 @@ class PromptLineTests(SynchronousTestCase):
         self.assertEqual(events, [])
         self.assertEqual(output.value(), PROMPT.encode() + b"\n")
         session.output_closed()
-        self.assertEqual(
-            events, ["commandproto.client: connection to s connection lost"]
-        )
+        self.assertEqual(events, ["commandproto: connection to s connection lost"])
 
     def test_warn_at_exit(self) -> None:
         wired = Wired()
@@ -658,7 +682,7 @@ class PromptLineTests(SynchronousTestCase):
         self.assertEqual(wired.errors, [])
         wired.session.input_ended()
         wired.close()
-        self.assertEqual(wired.errors, ["commandproto.client: history not saved"])
+        self.assertEqual(wired.errors, ["commandproto: history not saved"])
 
     def test_interrupt_at_prompt_ends_line(self) -> None:
         harness = Harness(interactive=True)
@@ -754,7 +778,7 @@ class EndingTests(SynchronousTestCase):
         harness.pump.flush()
         self.assertEqual(harness.exit_codes, [EXIT_FAILURE])
         self.assertEqual(
-            harness.errors, ["commandproto.client: cannot write to standard output"]
+            harness.errors, ["commandproto: cannot write to standard output"]
         )
 
     def test_second_interrupt_ends_a_stuck_exit(self) -> None:
@@ -774,10 +798,7 @@ class EndingTests(SynchronousTestCase):
         self.assertEqual(harness.exit_codes, [EXIT_FAILURE])
         self.assertEqual(
             harness.errors,
-            [
-                "commandproto.client: connection to test-server closed: "
-                "the server shut down"
-            ],
+            ["commandproto: connection to test-server closed: the server shut down"],
         )
 
     def test_closing_down_after_quit_is_success(self) -> None:
@@ -848,7 +869,7 @@ class LifecycleTests(SynchronousTestCase):
         self.assertEqual(wired.exit_codes, [EXIT_FAILURE])
         self.assertEqual(
             wired.errors,
-            ["commandproto.client: connection to test-server closed by the server"],
+            ["commandproto: connection to test-server closed by the server"],
         )
 
     def test_closing_down_not_answering_our_quit_exits_1(self) -> None:
@@ -860,10 +881,7 @@ class LifecycleTests(SynchronousTestCase):
         self.assertEqual(wired.exit_codes, [EXIT_FAILURE])
         self.assertEqual(
             wired.errors,
-            [
-                "commandproto.client: connection to test-server closed: "
-                "the server shut down"
-            ],
+            ["commandproto: connection to test-server closed: the server shut down"],
         )
 
     def test_closing_down_answering_our_quit_exits_0(self) -> None:
@@ -925,12 +943,10 @@ class LifecycleTests(SynchronousTestCase):
         wired.close()
         self.assertEqual(wired.exit_codes, [EXIT_OK])
 
-    def test_input_ended_before_connecting_waits_for_help(self) -> None:
+    def test_input_ended_before_connecting_does_not_wait_for_help(self) -> None:
         wired = Wired(fetch_commands=True)
         wired.session.input_ended()
         wired.connect(with_input=False)
-        self.assertFalse(wired.server.disconnecting)
-        wired.session.replies_received(["Commands: a, b"])
         self.assertTrue(wired.server.disconnecting)
 
     def test_interrupt_after_we_closed_closes_only_once(self) -> None:

@@ -189,8 +189,7 @@ class ClientProcessTests(ProcessTestCase):
         self.assertEqual(result.returncode, 1)
         self.assertEqual(
             result.stderr.decode(),
-            f"commandproto.client: cannot connect to 127.0.0.1:{port}: "
-            "connection refused\n",
+            f"commandproto: cannot connect to 127.0.0.1:{port}: connection refused\n",
         )
 
     def test_unknown_host(self) -> None:
@@ -198,7 +197,7 @@ class ClientProcessTests(ProcessTestCase):
         self.assertEqual(result.returncode, 1)
         self.assertEqual(
             result.stderr.decode(),
-            "commandproto.client: cannot connect to no-such-host.invalid:12345: "
+            "commandproto: cannot connect to no-such-host.invalid:12345: "
             "unknown host\n",
         )
 
@@ -292,7 +291,7 @@ class ClientModeTests(ProcessTestCase):
             result = run_client(arguments, b"")
             self.assertEqual(result.returncode, 2, arguments)
             self.assertNotIn(b"Traceback", result.stderr)
-            self.assertTrue(result.stderr.startswith(b"commandproto.client: "))
+            self.assertTrue(result.stderr.startswith(b"commandproto: "))
 
     def test_exit_3_error_reply_with_fail_on_error(self) -> None:
         server = self.start_server()
@@ -374,7 +373,7 @@ class ClientEdgeTests(ProcessTestCase):
         )
         self.assertEqual(
             (result.returncode, result.stderr),
-            (1, b"commandproto.client: standard output is closed\n"),
+            (1, b"commandproto: standard output is closed\n"),
         )
 
     def test_output_pipe_closed_early(self) -> None:

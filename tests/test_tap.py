@@ -34,8 +34,25 @@ class OptionsTests(SynchronousTestCase):
         options = parse("--listen", "tcp:0", "--listen", "unix:/tmp/x.sock")
         self.assertEqual(options["listen"], ["tcp:0", "unix:/tmp/x.sock"])
 
-    def test_bad_endpoint_is_usage_error(self) -> None:
-        self.assertRaises(usage.UsageError, parse, "--listen", "nonsense:1")
+    def test_bad_endpoint_is_one_line(self) -> None:
+        with self.assertRaises(SystemExit) as raised:
+            parse("--listen", "nonsense:1")
+        self.assertEqual(
+            raised.exception.code,
+            "twistd commandserver: bad --listen endpoint 'nonsense:1': Unknown "
+            "endpoint type: 'nonsense' (examples: tcp:12345, "
+            "unix:/run/commandproto.sock; see --help)",
+        )
+
+    def test_legacy_listen_repeatable(self) -> None:
+        options = parse("--legacy-listen", "tcp:0", "--legacy-listen", "tcp6:0")
+        self.assertEqual(options["legacy-listen"], ["tcp:0", "tcp6:0"])
+        self.assertEqual(options["listen"], ["tcp:12345:interface=127.0.0.1"])
+
+    def test_bad_legacy_endpoint_is_one_line(self) -> None:
+        with self.assertRaises(SystemExit) as raised:
+            parse("--legacy-listen", "tcp:abc")
+        self.assertIn("bad --legacy-listen endpoint 'tcp:abc'", str(raised.exception))
 
 
 class MakeServiceTests(SynchronousTestCase):
@@ -47,6 +64,14 @@ class MakeServiceTests(SynchronousTestCase):
         service = tap.makeService(parse("--listen", "tcp:0", "--listen", "tcp6:0"))
         listeners = [s for s in service if isinstance(s, StreamServerEndpointService)]  # type: ignore[attr-defined]
         self.assertEqual(len(listeners), 2)
+
+    def test_legacy_listeners_beside_framed_ones(self) -> None:
+        service = tap.makeService(
+            parse("--listen", "tcp:0", "--legacy-listen", "tcp:0")
+        )
+        listeners = [s for s in service if isinstance(s, StreamServerEndpointService)]  # type: ignore[attr-defined]
+        self.assertEqual(len(listeners), 2)
+        self.assertEqual(len({id(s.factory) for s in listeners}), 1)
 
     def test_listeners_share_one_factory(self) -> None:
         service = tap.makeService(parse("--listen", "tcp:0", "--listen", "tcp6:0"))

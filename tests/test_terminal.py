@@ -210,7 +210,7 @@ class TerminalTests(SynchronousTestCase):
             client.screen.rows()[:2],
             [
                 PROMPT + "Hel",
-                f"commandproto.client: connection to 127.0.0.1:{self.server.port} "
+                f"commandproto: connection to 127.0.0.1:{self.server.port} "
                 "closed by the server",
             ],
         )
