@@ -353,10 +353,24 @@ class Command:
     usage: str = ""
     overlap: bool = False
     parameters: tuple[_Parameter, ...] = field(default=(), init=False, repr=False)
+    # Read from the parameters once, for bind: those filled from the line,
+    # and the shape of the two commonest handlers, bound without a loop.
+    _from_line: tuple[_Parameter, ...] = field(
+        default=(), init=False, repr=False, compare=False
+    )
+    _shape: str = field(default="", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         parameters = _parameters(self.handler)
         object.__setattr__(self, "parameters", parameters)
+        from_line = tuple(p for p in parameters if p.kind != "session")
+        object.__setattr__(self, "_from_line", from_line)
+        shape = ""
+        if not parameters:
+            shape = "none"
+        elif len(parameters) == 1 and parameters[0].kind == "rest":
+            shape = "rest" if parameters[0].required else ""
+        object.__setattr__(self, "_shape", shape)
         if not self.usage:
             object.__setattr__(self, "usage", _usage(self.name, parameters))
 
@@ -365,7 +379,7 @@ class Command:
         """
         Whether any parameter is filled from the request line.
         """
-        return any(p.kind != "session" for p in self.parameters)
+        return bool(self._from_line)
 
     def bind(self, arguments: str | None, session: Session | None) -> list[Any]:
         """
@@ -377,8 +391,17 @@ class Command:
         :returns: the positional arguments, in order.
         :raises ArgumentError: if the arguments do not fit.
         """
+        shape = self._shape
+        if shape == "rest":
+            if arguments is None:
+                raise ArgumentError("missing text")
+            return [arguments]
+        if shape == "none":
+            if arguments is not None:
+                raise ArgumentError("takes no arguments")
+            return []
         parameters = self.parameters
-        from_line = [p for p in parameters if p.kind != "session"]
+        from_line = self._from_line
         words: list[str]
         rest: str | None = None
         if from_line and from_line[-1].kind == "rest":
@@ -449,38 +472,73 @@ class Command:
             that is not a one-line reply is answered ``Error: <name> failed``
             and logged once with its traceback.
         """
+        result = self._run(arguments, session, timeout)
+        if type(result) is str:
+            return Reply(result)
+        return typing.cast(Reply | Deferred[Reply], result)
+
+    def _run(
+        self,
+        arguments: str | None,
+        session: Session | None,
+        timeout: float | None = None,
+    ) -> str | Reply | Deferred[Reply]:
+        """
+        As :meth:`run`, but a reply that is one line of text and does not
+        close the connection comes back as that text, not wrapped in a
+        :class:`Reply`: what the server's read path calls, per line.
+        """
+        positional: list[Any] | None = None
+        if self._shape != "rest" or arguments is None:
+            try:
+                positional = self.bind(arguments, session)
+            except ArgumentError:
+                if not self._from_line:
+                    return Reply(UNKNOWN_COMMAND)
+                return Reply(usage_error(self.usage))
         try:
-            positional = self.bind(arguments, session)
-        except ArgumentError:
-            if not self.takes_arguments:
-                return Reply(UNKNOWN_COMMAND)
-            return Reply(usage_error(self.usage))
-        try:
-            result = self.handler(*positional)
+            if positional is None:
+                # A handler of the rest of the line alone (the commonest
+                # with arguments): called as bind would, without binding.
+                result = self.handler(arguments)
+            else:
+                result = self.handler(*positional)
         except Exception:
             return self._failed(Failure(), session)
-        if isinstance(result, str):
+        if type(result) is str:
             # The common case, first: a one-line text.
             if "\n" in result or result.endswith("\r"):
                 return self._failed(Failure(ValueError(_NOT_ONE_LINE)), session)
             if session is not None and session._close_after_reply:
                 return Reply(result, session._take_close())
-            return Reply(result)
+            return result
         if inspect.iscoroutine(result):
             result = Deferred.fromCoroutine(
                 typing.cast(Coroutine[Deferred[Any], Any, Any], result)
             )
         if isinstance(result, Deferred):
             return self._later(result, session, timeout)
-        return self._reply(result, session)
+        return self._text(result, session)
 
     def _reply(self, result: object, session: Session | None) -> Reply:
         """
         Turn a handler's result into its reply, or ``Error: <name> failed``.
         """
+        reply = self._text(result, session)
+        return Reply(reply) if type(reply) is str else typing.cast(Reply, reply)
+
+    def _text(self, result: object, session: Session | None) -> str | Reply:
+        """
+        As :meth:`_reply`, but a one-line text that does not close the
+        connection comes back as the text.
+        """
         if isinstance(result, Reply):
             reply = result
         elif isinstance(result, str):
+            if is_one_line(result) and not (
+                session is not None and session._close_after_reply
+            ):
+                return str(result)
             reply = Reply(result)
         elif isinstance(result, int | float) and not isinstance(result, bool):
             reply = Reply(str(result))
@@ -502,7 +560,7 @@ class Command:
 
     def _later(
         self, result: Deferred[Any], session: Session | None, timeout: float | None
-    ) -> Reply | Deferred[Reply]:
+    ) -> str | Reply | Deferred[Reply]:
         """
         Wait for an asynchronous handler's result, within C{timeout}.
         """
@@ -514,7 +572,7 @@ class Command:
             if outcome:
                 if isinstance(outcome[0], Failure):
                     return self._failed(outcome[0], session)
-                return self._reply(outcome[0], session)
+                return self._text(outcome[0], session)
         timer = None
         timed_out: list[bool] = []
         if timeout is not None and session is not None:
@@ -583,6 +641,9 @@ class CommandTable:
         self._version = 0
         # The most spaces in any name: how far into a line a name can reach.
         self._name_spaces = 0
+        # The first words of the names that hold a space: a line whose first
+        # word is none of these can only name a one-word command.
+        self._spaced_heads: set[str] = set()
         for command in commands:
             self.add(command)
 
@@ -615,6 +676,8 @@ class CommandTable:
             )
         self._commands[command.name] = command
         self._name_spaces = max(self._name_spaces, name.count(" "))
+        if " " in name:
+            self._spaced_heads.add(name.partition(" ")[0])
         self._version += 1
 
     def command(
@@ -721,8 +784,12 @@ class CommandTable:
         command = commands.get(line)
         if command is not None:
             return command, None
-        if " " not in line:
+        head, space, arguments = line.partition(" ")
+        if not space:
             return None
+        if head not in self._spaced_heads:
+            command = commands.get(head)
+            return None if command is None else (command, arguments)
         # The longest name followed by a space: a name holds at most
         # _name_spaces spaces, so only that many words need joining.
         parts = line.split(" ", self._name_spaces + 1)

@@ -102,6 +102,19 @@ Bytes of input held unanswered past which the server stops reading a
 connection (one read of the socket is at most 64 KiB).
 """
 
+UNKNOWN_LINES = 256
+"""
+How many distinct request lines that name no command the server remembers
+(each with its reply), so that a client repeating one skips decoding it and
+searching the table; the memory is emptied when full and when the table
+changes.
+"""
+
+UNKNOWN_LINE_LENGTH = 64
+"""
+The longest request line, in bytes, that is remembered as naming no command.
+"""
+
 _UNKNOWN = encode_line(UNKNOWN_COMMAND)
 _INVALID_UTF8 = encode_line(INVALID_UTF8)
 
@@ -292,7 +305,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             # command, the replies come from the cache in one write.
             cached = [get(frame) for frame in frames]  # type: ignore[arg-type]
             if None in cached:
-                self._answer(frames)
+                self._answer(frames, cached)
             elif cached:
                 self._transport.write(b"".join(cached))  # type: ignore[arg-type]
 
@@ -452,30 +465,67 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         self._held = b""
         return self._framer.feed(held)
 
-    def _answer(self, frames: list[Frame]) -> None:
+    def _answer(
+        self, frames: list[Frame], cached: list[bytes | None] | None = None
+    ) -> None:
         """
         Start each line in order, and send the replies that are ready, in one
         write.  Stops early (keeping the rest) at a command whose reply is
         pending and that the lines after it must wait for, and at a command
         that closes the connection (dropping the rest).
+
+        :param cached: for each frame, its reply from the cache of constant
+            replies, or ``None``; looked up here when not given.
         """
-        get = self._reply_cache.get
+        if cached is None:
+            get = self._reply_cache.get
+            cached = [get(frame) for frame in frames]  # type: ignore[arg-type]
+        replies = cast(list[bytes | _Pending | None], cached)
+        commands = self.commands
+        version = commands.version
+        unknown = self.factory.unknown_lines()
         queue = self._queue
         out: list[bytes] = []
+        start = 0
+        reply: bytes | _Pending | None
         self._answering = True
         try:
-            for index, frame in enumerate(frames):
-                reply: bytes | _Pending | None = get(frame)  # type: ignore[arg-type]
-                if reply is None:
-                    reply = self._start(frame)
+            if not queue:
+                # Nothing waits for a reply: fill in the replies the cache
+                # lacks, in place, visiting only those lines, until one is
+                # pending; the others then go on line by line below.
+                index = -1
+                for _ in range(replies.count(None)):
+                    index = replies.index(None, index + 1)
+                    frame = frames[index]
+                    reply = unknown.get(frame)  # type: ignore[arg-type]
+                    if reply is None:
+                        reply = self._start(frame)
+                        if commands.version != version:
+                            # A command changed the table: forget what
+                            # named no command in the old one.
+                            version = commands.version
+                            unknown = self.factory.unknown_lines()
+                    replies[index] = reply
                     if type(reply) is _Pending:
-                        queue.append(reply)
-                        if reply.close:
-                            break
-                        if reply.blocking and reply.reply is None:
-                            self._frames = frames[index + 1 :]
-                            break
-                        continue
+                        out = cast(list[bytes], replies[:index])
+                        start = index
+                        break
+                else:
+                    out = cast(list[bytes], replies)
+                    start = len(frames)
+            for index in range(start, len(frames)):
+                reply = replies[index]
+                if reply is None:
+                    reply = self._start(frames[index])
+                if type(reply) is _Pending:
+                    queue.append(reply)
+                    if reply.close:
+                        break
+                    if reply.blocking and reply.reply is None:
+                        self._frames = frames[index + 1 :]
+                        break
+                    continue
                 if queue:
                     queue.append(cast(bytes, reply))
                 else:
@@ -508,6 +558,8 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             return _INVALID_UTF8
         found = self.commands.find(text)
         if found is None:
+            if len(frame) <= UNKNOWN_LINE_LENGTH:
+                self.factory.remember_unknown(frame)
             return _UNKNOWN
         command, arguments = found
         session = self._session
@@ -515,7 +567,9 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             session = self._session = Session(
                 self.peer, self._transport.getPeer(), self.clock
             )
-        result = command.run(arguments, session, self.command_timeout)
+        result = command._run(arguments, session, self.command_timeout)
+        if type(result) is str:
+            return encode_line(result)
         if type(result) is Reply:
             if not result.close:
                 return encode_line(result.text)
@@ -734,6 +788,8 @@ class CommandServerFactory(Factory):
         self._active: set[CommandServerProtocol] = set()
         self._reply_cache: dict[bytes, bytes] = {}
         self._reply_cache_version = -1
+        self._unknown: dict[bytes, bytes] = {}
+        self._unknown_version = -1
         self._draining = False
         self._drained: list[Deferred[None]] = []
 
@@ -764,6 +820,26 @@ class CommandServerFactory(Factory):
             }
             self._reply_cache_version = self.commands.version
         return self._reply_cache
+
+    def unknown_lines(self) -> dict[bytes, bytes]:
+        """
+        The request lines lately found to name no command, each mapped to
+        its encoded reply (at most :data:`UNKNOWN_LINES`); emptied when the
+        table changes.
+        """
+        if self._unknown_version != self.commands.version:
+            self._unknown = {}
+            self._unknown_version = self.commands.version
+        return self._unknown
+
+    def remember_unknown(self, line: bytes) -> None:
+        """
+        Remember that a request line names no command in the current table.
+        """
+        unknown = self.unknown_lines()
+        if len(unknown) >= UNKNOWN_LINES:
+            unknown.clear()
+        unknown[line] = _UNKNOWN
 
     def admit(self, protocol: CommandServerProtocol) -> str | None:
         """
