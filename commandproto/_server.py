@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import enum
 import resource
-from collections import deque
 from typing import Protocol as TypingProtocol
 from typing import cast
 
@@ -244,8 +243,9 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         self._held = b""
         # Lines framed but not yet started (at most one batch).
         self._frames: list[Frame] = []
-        # Replies behind one that is not ready yet, in request order.
-        self._queue: deque[bytes | _Pending] = deque()
+        # Replies behind one that is not ready yet, in request order.  A
+        # list, not a deque: an empty deque costs an idle connection 0.7 KiB.
+        self._queue: list[bytes | _Pending] = []
         self._blocking = 0
         self._write_paused = False
         self._reading = True
@@ -611,20 +611,19 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         queue = self._queue
         out: list[bytes] = []
         close = False
-        while queue:
-            head = queue[0]
-            if type(head) is bytes:
-                out.append(head)
-            else:
-                pending = cast(_Pending, head)
+        for item in queue:
+            if type(item) is not bytes:
+                pending = cast(_Pending, item)
                 if pending.reply is None:
                     break
                 out.append(pending.reply)
                 if pending.close:
                     close = True
-                    queue.popleft()
                     break
-            queue.popleft()
+                continue
+            out.append(item)
+        # Each reply taken is one item of the queue.
+        del queue[: len(out)]
         if out:
             self._transport.write(b"".join(out))
         if close:
@@ -681,7 +680,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         """
         self._held = b""
         self._frames = []
-        queue, self._queue = self._queue, deque()
+        queue, self._queue = self._queue, []
         for item in queue:
             if type(item) is _Pending and item.deferred is not None:
                 item.deferred.cancel()
