@@ -3,10 +3,18 @@ Microbenchmark of the server's per-read hot path, in process, no sockets:
 ``CommandServerProtocol.dataReceived`` on a transport that discards writes,
 against Twisted's plain ``LineReceiver`` answering the same protocol.
 
-Usage: python benchmarks/hot_path.py [--rounds N]
+Usage: python benchmarks/hot_path.py [--rounds N] [--profile SCENARIO]
 
-Prints the median nanoseconds per command for each scenario, and the ratio
-to the plain LineReceiver, measured side by side in interleaved rounds.
+Prints the median nanoseconds per command for each scenario, the ratio to
+the plain LineReceiver, and commandproto's ratio to its own constant path
+(the first scenario), measured side by side in interleaved rounds.  The
+server serves the built-ins and :mod:`commandproto.benchcommands` (``echo``,
+``aping``), as ``twistd -n commandserver --commands
+commandproto.benchcommands`` does.
+
+``--profile SCENARIO`` (a scenario's key: ``constant``, ``mix``, ...) runs
+that scenario under cProfile instead and prints the top functions by their
+own time.
 """
 
 from __future__ import annotations
@@ -20,12 +28,21 @@ from twisted.internet.task import Clock
 from twisted.protocols.basic import LineReceiver
 
 from commandproto import CommandServerFactory
+from commandproto._commands import with_builtins
+from commandproto.benchcommands import commands as bench_commands
 
+MIX = b"Hello\r\nAre you there?\r\nnope\r\necho hi\r\n"
+
+# Key: (title, what one read holds).  The first is the constant path that
+# the others are compared with.
 SCENARIOS = {
-    "pipelined 64 x 'Hello\\r\\n'": b"Hello\r\n" * 64,
-    "pipelined 64 x 'Hello\\n'": b"Hello\n" * 64,
-    "pipelined 64 mixed": (b"Hello\r\nAre you there?\r\nnope\r\n" * 22)[: 64 * 12],
-    "one 'Hello\\r\\n'": b"Hello\r\n",
+    "constant": ("pipelined 64 x 'Hello\\r\\n'", b"Hello\r\n" * 64),
+    "constant-lf": ("pipelined 64 x 'Hello\\n'", b"Hello\n" * 64),
+    "mix": ("pipelined 64 mix (-t mix)", MIX * 16),
+    "unknown": ("pipelined 64, one 'nope' in it", b"Hello\r\n" * 63 + b"nope\r\n"),
+    "echo": ("pipelined 64 x 'echo hi'", b"echo hi\r\n" * 64),
+    "async": ("pipelined 64 x 'aping' (async)", b"aping\r\n" * 64),
+    "one": ("one 'Hello\\r\\n'", b"Hello\r\n"),
 }
 
 
@@ -73,7 +90,7 @@ class PlainLineReceiver(LineReceiver):
 
 
 def make_commandproto() -> Callable[[bytes], None]:
-    factory = CommandServerFactory(clock=Clock())
+    factory = CommandServerFactory(with_builtins(bench_commands), clock=Clock())
     protocol = factory.buildProtocol(None)
     protocol.makeConnection(NullTransport())  # type: ignore[no-untyped-call]
     return protocol.dataReceived
@@ -94,21 +111,55 @@ def time_per_command(receive: Callable[[bytes], None], data: bytes) -> float:
     return (time.perf_counter_ns() - start) / (repeats * commands)
 
 
+def profile(key: str) -> None:
+    """
+    Run one scenario against commandproto under cProfile and print the top
+    functions by their own time.
+    """
+    import cProfile
+    import pstats
+
+    receive = make_commandproto()
+    data = SCENARIOS[key][1]
+    commands = data.count(b"\n")
+    repeats = max(200_000 // commands, 2000)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(repeats):
+        receive(data)
+    profiler.disable()
+    print(f"{SCENARIOS[key][0]}: {repeats * commands:,} commands")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=7)
-    rounds = parser.parse_args().rounds
+    parser.add_argument("--profile", choices=sorted(SCENARIOS), default=None)
+    arguments = parser.parse_args()
+    if arguments.profile is not None:
+        profile(arguments.profile)
+        return
     servers = {"commandproto": make_commandproto, "plain LineReceiver": make_plain}
-    print(f"{'scenario':34} {'server':20} {'ns/cmd':>8} {'ratio':>6}")
-    for name, data in SCENARIOS.items():
+    print(f"{'scenario':34} {'server':20} {'ns/cmd':>8} {'ratio':>6} {'vs const':>8}")
+    constant = None
+    for title, data in SCENARIOS.values():
         samples: dict[str, list[float]] = {server: [] for server in servers}
-        for _ in range(rounds):
+        for _ in range(arguments.rounds):
             for server, make in servers.items():
                 samples[server].append(time_per_command(make(), data))
         floor = statistics.median(samples["plain LineReceiver"])
         for server, values in samples.items():
             median = statistics.median(values)
-            print(f"{name:34} {server:20} {median:8.0f} {median / floor:6.2f}")
+            versus = ""
+            if server == "commandproto":
+                constant = constant or median
+                versus = f"{median / constant:8.2f}"
+            print(
+                f"{title:34} {server:20} {median:8.0f} {median / floor:6.2f} {versus}"
+            )
 
 
 if __name__ == "__main__":

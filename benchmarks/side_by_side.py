@@ -15,7 +15,12 @@ Servers:
   - the seed's blocking server, which serves one client at a time.
 
 Scenarios: 1 client request/response; 50 clients request/response; 50
-clients pipelining 64 deep; 10,000 idle connections (server memory per
+clients pipelining 64 deep; for commandproto trees that have
+``commandproto/benchcommands.py`` (their server then runs with ``--commands
+commandproto.benchcommands``), 50 clients pipelining 64 deep an ``async
+def`` command (``aping``) and a mix (``-t mix``: the seed's commands, an
+unknown line and ``echo hi``), each compared with the same server's constant
+path in the same run; 10,000 idle connections (server memory per
 connection); and the client's piped mode (lines per second through
 ``python -m commandproto.client`` into /dev/null).
 
@@ -120,6 +125,8 @@ class ServerSpec:
         port.
     :ivar serves_many: whether it can hold many connections at once.
     :ivar tree: for commandproto, the checkout it runs from.
+    :ivar bench_commands: it serves :mod:`commandproto.benchcommands`, so
+        the scenarios with their own mix apply.
     """
 
     name: str
@@ -130,17 +137,23 @@ class ServerSpec:
     serves_many: bool = True
     environment: dict[str, str] = field(default_factory=dict)
     tree: Path | None = None
+    bench_commands: bool = False
 
 
 def commandproto_spec(label: str, tree: Path, origin: str) -> ServerSpec:
     """
-    commandproto as people run it, from one checkout.
+    commandproto as people run it, from one checkout; with the benchmark
+    commands where the checkout has them.
 
     :param origin: where that checkout came from, for the docs.
     """
+    bench_commands = (tree / "commandproto" / "benchcommands.py").is_file()
+    extra = ["--commands", "commandproto.benchcommands"] if bench_commands else []
+    served = ", serving ``--commands commandproto.benchcommands``" if extra else ""
     return ServerSpec(
         label,
-        f"``twistd -n commandserver`` from {origin}, every protection at its defaults",
+        f"``twistd -n commandserver`` from {origin}, every protection at its "
+        f"defaults{served}",
         lambda port: [
             sys.executable,
             "-c",
@@ -150,9 +163,11 @@ def commandproto_spec(label: str, tree: Path, origin: str) -> ServerSpec:
             "commandserver",
             "--listen",
             f"tcp:{port}:interface=127.0.0.1",
+            *extra,
         ],
         environment={"PYTHONPATH": str(tree)},
         tree=tree,
+        bench_commands=bench_commands,
     )
 
 
@@ -403,10 +418,10 @@ def request_and_reply(mix: str) -> tuple[bytes, bytes]:
     """
     sys.path.insert(0, str(ROOT))
     from commandproto._codec import encode_line
-    from commandproto._commands import default_commands
     from commandproto._workload import parse_mix
+    from commandproto.bench import expected_replies
 
-    first = parse_mix(mix, default_commands())[0]
+    first = parse_mix(mix, expected_replies())[0]
     return encode_line(first.line), encode_line(first.reply)
 
 
@@ -435,18 +450,45 @@ def running(
 class Scenario:
     """
     A load scenario: the generator's clients and pipeline depth.
+
+    :ivar mix: the generator's -t, for commandproto servers that serve the
+        benchmark commands only; ``None`` for each server's own mix.
     """
 
     key: str
     title: str
     clients: int
     pipeline: int
+    mix: str | None = None
 
+    def applies_to(self, spec: ServerSpec) -> bool:
+        return self.mix is None or spec.bench_commands
+
+
+CONSTANT = "50x64"
+"""
+The scenario that the ones with their own mix are compared with: the same
+server's constant path, in the same run.
+"""
 
 LOAD_SCENARIOS = [
     Scenario("1x1", "1 client, request/response", 1, 1),
     Scenario("50x1", "50 clients, request/response", 50, 1),
-    Scenario("50x64", "50 clients, pipelining 64 deep", 50, 64),
+    Scenario(CONSTANT, "50 clients, pipelining 64 deep", 50, 64),
+    Scenario(
+        "50x64-async",
+        "50 clients, pipelining 64 deep an async command (``-t aping``)",
+        50,
+        64,
+        mix="aping",
+    ),
+    Scenario(
+        "50x64-mix",
+        "50 clients, pipelining 64 deep a mix (``-t mix``)",
+        50,
+        64,
+        mix="mix",
+    ),
 ]
 
 
@@ -471,7 +513,7 @@ def run_load(
         "-P",
         str(scenario.pipeline),
         "-t",
-        server.spec.mix,
+        scenario.mix or server.spec.mix,
         "--duration",
         str(duration),
         "--timeout",
@@ -663,12 +705,22 @@ def ratio(value: float | None, base: float | None) -> str:
 
 
 def load_table(
-    scenario: Scenario, results: dict[str, list[Report]], names: list[str]
+    scenario: Scenario,
+    results: dict[str, list[Report]],
+    names: list[str],
+    constant: dict[str, list[Report]],
 ) -> str:
+    """
+    A scenario's table.  Where the scenario has its own mix, the ratios are
+    to the same server's constant path (C{constant}) instead of to the floor
+    and to redis-server.
+    """
     floor = median_of(results.get("LineReceiver", []), "rps")
     redis = median_of(results.get("redis-server", []), "rps")
     rows = []
     for name in names:
+        if scenario.mix is not None and name not in results:
+            continue
         reports = results.get(name, [])
         good = [r for r in reports if "error" not in r]
         if not good:
@@ -677,13 +729,23 @@ def load_table(
             continue
         rps = [float(r["rps"]) for r in good]
         value = statistics.median(rps)
+        if scenario.mix is None:
+            ratios = [ratio(value, floor), ratio(value, redis)]
+        else:
+            base = [r for r in constant.get(name, []) if "error" not in r]
+            ratios = [
+                ratio(value, median_of(base, "rps")),
+                ratio(
+                    median_of(good, "server_us_per_request"),
+                    median_of(base, "server_us_per_request"),
+                ),
+            ]
         rows.append(
             [
                 name,
                 number(value),
                 f"{number(min(rps))}-{number(max(rps))}",
-                ratio(value, floor),
-                ratio(value, redis),
+                *ratios,
                 number(latency_of(good, "p50"), 3),
                 number(latency_of(good, "p99"), 3),
                 number(median_of(good, "server_cpu_percent")),
@@ -695,8 +757,11 @@ def load_table(
         "server",
         "req/s",
         "range",
-        "vs floor",
-        "vs redis",
+        *(
+            ["vs floor", "vs redis"]
+            if scenario.mix is None
+            else ["req/s vs constant", "CPU/req vs constant"]
+        ),
         "p50 ms",
         "p99 ms",
         "server CPU %",
@@ -831,11 +896,52 @@ def targets_table(
             return "not measured"
         return "met" if (value >= goal if higher else value <= goal) else "not met"
 
+    trees = [spec.name for spec in specs if spec.tree is not None]
     rows = []
     for spec in specs:
         if spec.tree is None:
             continue
         name = spec.name
+        if name != trees[0]:
+            # Keeping the numbers of the first tree named, the one before.
+            first = trees[0]
+            for key in ("50x64", "50x1"):
+                speed = ratio(rps(key, name), rps(key, first))
+                cost = ratio(us(key, name), us(key, first))
+                kept = None
+                if speed != "n/a" and cost != "n/a":
+                    kept = min(2.0 - float(cost), float(speed))
+                rows.append(
+                    [
+                        f"{name}: {key.replace('x', ' x ')} within 5 % of {first}",
+                        f"{speed} x in req/s; {cost} x in server CPU per request",
+                        verdict(kept, 0.95),
+                    ]
+                )
+        constant = us(CONSTANT, name)
+        if spec.bench_commands:
+            mixed = us("50x64-mix", name)
+            rows.append(
+                [
+                    f"{name}: 50 x 64 -t mix <= 1.3 x constant in server CPU/request",
+                    f"{ratio(mixed, constant)} x constant "
+                    f"({number(mixed, 2)} vs {number(constant, 2)} us/request)",
+                    verdict(
+                        mixed / constant if mixed and constant else None,
+                        1.3,
+                        higher=False,
+                    ),
+                ]
+            )
+            waited = us("50x64-async", name)
+            rows.append(
+                [
+                    f"{name}: 50 x 64 -t aping (async), no target",
+                    f"{ratio(waited, constant)} x constant "
+                    f"({number(waited, 2)} vs {number(constant, 2)} us/request)",
+                    "reported",
+                ]
+            )
         pipelined, redis = rps("50x64", name), rps("50x64", "redis-server")
         rows.append(
             [
@@ -859,9 +965,9 @@ def targets_table(
         kib = median_of(good(idle.get(name, [])), "kib_per_connection")
         rows.append(
             [
-                f"{name}: idle connections < 10 KiB each",
+                f"{name}: idle connections < 3 KiB each",
                 f"{number(kib, 2)} KiB",
-                verdict(kib, 10.0, higher=False),
+                verdict(kib, 3.0, higher=False),
             ]
         )
         lines = median_of(good(client.get(name, [])), "lines_per_second")
@@ -915,7 +1021,14 @@ def render(
         "",
     ]
     for scenario in LOAD_SCENARIOS:
-        parts += [load_table(scenario, loads.get(scenario.key, {}), names), ""]
+        if scenario.mix is not None and not loads.get(scenario.key):
+            continue
+        parts += [
+            load_table(
+                scenario, loads.get(scenario.key, {}), names, loads.get(CONSTANT, {})
+            ),
+            "",
+        ]
     title = f"{idle_connections:,} idle connections"
     parts += [
         title,
@@ -1064,6 +1177,8 @@ def measure(arguments: argparse.Namespace, trees: list[tuple[str, Path, str]]) -
             for round_number in range(arguments.rounds):
                 for scenario in LOAD_SCENARIOS:
                     for server in servers:
+                        if not scenario.applies_to(server.spec):
+                            continue
                         report = run_load(
                             server, scenario, arguments.duration, generator_cpu
                         )
@@ -1074,7 +1189,7 @@ def measure(arguments: argparse.Namespace, trees: list[tuple[str, Path, str]]) -
                             report.get("error") or f"{float(report['rps']):,.0f} req/s"
                         )
                         log(
-                            f"round {round_number + 1} {scenario.key:>5} "
+                            f"round {round_number + 1} {scenario.key:>11} "
                             f"{server.spec.name}: {shown}"
                         )
         lines_file = directory / "lines.txt"

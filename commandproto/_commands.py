@@ -460,6 +460,7 @@ class Command:
     _takes_arguments: bool = field(default=False, init=False, repr=False)
     _rest: bool = field(default=False, init=False, repr=False)
     _words: int = field(default=0, init=False, repr=False)
+    _only_rest: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         for what in ("usage", "summary"):
@@ -472,6 +473,7 @@ class Command:
         rest = bool(from_line) and from_line[-1].kind == "rest"
         object.__setattr__(self, "_rest", rest)
         object.__setattr__(self, "_words", len(from_line) - 1 if rest else 0)
+        object.__setattr__(self, "_only_rest", rest and len(parameters) == 1)
         if not self.usage:
             object.__setattr__(self, "usage", _usage(self.name, parameters))
 
@@ -497,6 +499,14 @@ class Command:
         :returns: the positional and keyword arguments.
         :raises ArgumentError: if the arguments do not fit.
         """
+        parameters = self.parameters
+        if not parameters:
+            if arguments is not None:
+                raise ArgumentError("takes no arguments")
+            return [], {}
+        if self._only_rest and arguments is not None:
+            # The commonest handler with arguments: ``def echo(text: Rest)``.
+            return [arguments], {}
         words: list[str]
         rest: str | None = None
         if arguments is None:
@@ -571,6 +581,20 @@ class Command:
             that is not a one-line reply is answered ``Error: <name> failed``
             and logged once with its traceback.
         """
+        result = self.run_text(arguments, session, timeout)
+        return Reply(result) if type(result) is str else result  # type: ignore[return-value]
+
+    def run_text(
+        self,
+        arguments: str | None,
+        session: Session | None,
+        timeout: float | None = None,
+    ) -> str | Reply | Deferred[Reply]:
+        """
+        As :meth:`run`, but a reply that is one line of text and does not
+        close the connection comes back as the text alone, unwrapped: what
+        the server calls for every line it cannot answer from its cache.
+        """
         if arguments is not None and arguments[-1:] == "\r":
             # A CR before the line's CRLF is content, but no reply could
             # carry it back: arguments never end with one.
@@ -590,7 +614,7 @@ class Command:
         close = session is not None and session._take_close()
         if type(result) is str and "\n" not in result and result[-1:] != "\r":
             # The common case, first: a one-line text.
-            return Reply(result, close)
+            return Reply(result, True) if close else result
         if inspect.iscoroutine(result):
             result = Deferred.fromCoroutine(
                 typing.cast(Coroutine[Deferred[Any], Any, Any], result)
@@ -727,6 +751,9 @@ class CommandTable:
         self._version = 0
         # The most spaces in any name: how far into a line a name can reach.
         self._name_spaces = 0
+        # The first words of the names that hold a space: a line whose first
+        # word is none of these can only name a one-word command.
+        self._spaced_heads: set[str] = set()
         for command in commands:
             self.add(command)
 
@@ -765,6 +792,8 @@ class CommandTable:
                 )
         self._commands[command.name] = command
         self._name_spaces = max(self._name_spaces, name.count(" "))
+        if " " in name:
+            self._spaced_heads.add(name.partition(" ")[0])
         self._version += 1
 
     def command(
@@ -871,8 +900,13 @@ class CommandTable:
         command = commands.get(line)
         if command is not None:
             return command, None
-        if " " not in line:
+        head, space, arguments = line.partition(" ")
+        if not space:
             return None
+        if head not in self._spaced_heads:
+            # No name with a space starts with this word.
+            command = commands.get(head)
+            return None if command is None else (command, arguments)
         # The longest name followed by a space: a name holds at most
         # _name_spaces spaces, so only that many words need joining.
         parts = line.split(" ", self._name_spaces + 1)

@@ -415,7 +415,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             # command, the replies come from the cache in one write.
             cached = [get(frame) for frame in frames]  # type: ignore[arg-type]
             if None in cached:
-                self._answer(frames)
+                self._answer(frames, cached)
             elif cached:
                 self._transport.write(b"".join(cached))  # type: ignore[arg-type]
 
@@ -634,12 +634,17 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         self._held = b""
         return self._framer.feed(held)
 
-    def _answer(self, frames: Sequence[Frame]) -> None:
+    def _answer(
+        self, frames: Sequence[Frame], cached: list[bytes | None] | None = None
+    ) -> None:
         """
         Start each line in order, and send the replies that are ready, in one
         write.  Stops early (keeping the rest) at a command whose reply is
         pending and that the lines after it must wait for, and at a command
         that closes the connection (dropping the rest).
+
+        :param cached: each frame's reply from the cache of constant replies
+            (or ``None``), when the caller has looked them up already.
         """
         get = self._reply_cache.get
         queue = self._queue
@@ -647,7 +652,11 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         self._answering = True
         try:
             for index, frame in enumerate(frames):
-                reply: bytes | _Pending | None = get(frame)  # type: ignore[arg-type]
+                reply: bytes | _Pending | None = (
+                    get(frame)  # type: ignore[arg-type]
+                    if cached is None
+                    else cached[index]
+                )
                 if reply is None:
                     reply = self._start(frame)
                     if type(reply) is _Pending:
@@ -709,7 +718,12 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             session = self._session = Session(
                 self.peer, self._transport.getPeer(), self.clock
             )
-        result = command.run(arguments, session, self.command_timeout)
+        result = command.run_text(arguments, session, self.command_timeout)
+        if type(result) is str:
+            try:
+                return encode_line(result)
+            except UnicodeEncodeError:
+                return encode_line(command.contain(Failure(), session).text)
         if type(result) is Reply:
             try:
                 encoded = encode_line(result.text)

@@ -4,7 +4,8 @@ reply is the right one.
 
   - L{parse_mix} turns ``-t`` into requests, each with the reply it must get;
     the replies come from the command table, unless a request names its own
-    (``PING=+PONG``) for a server that is not commandproto.
+    (``PING=+PONG``) for a server that is not commandproto; a preset's name
+    (``mix``, see L{PRESETS}) stands for its requests.
   - L{Workload} pre-builds the bytes of each batch of pipelined requests and
     of the replies they expect, with the shared line codec.
   - L{ReplyChecker} checks one connection's reply stream against what it
@@ -44,11 +45,21 @@ class Request:
     reply: str
 
 
+PRESETS = {"mix": "Hello,Are you there?,nope,echo hi"}
+"""
+Mixes with a name, for ``-t``: ``mix`` is the seed's two commands, a line
+that names no command, and a command with an argument (``echo``, which
+:mod:`commandproto.benchcommands` serves), so that most reads of a pipelining
+client hold lines that the cache of constant replies does not answer.
+"""
+
+
 def parse_mix(spec: str, commands: CommandTable) -> tuple[Request, ...]:
     """
     Parse a command mix: request lines separated by commas, each either a
-    line the command table answers (``Hello``) or a line with its expected
-    reply after ``=`` (``PING=+PONG``).
+    line the command table answers (``Hello``), a line with its expected
+    reply after ``=`` (``PING=+PONG``), or the name of a preset (``mix``),
+    which stands for the preset's lines.
 
     :param spec: the mix, as given to ``-t``.
     :param commands: the table that gives the expected replies.
@@ -57,7 +68,10 @@ def parse_mix(spec: str, commands: CommandTable) -> tuple[Request, ...]:
         command that closes the connection (such as ``quit``).
     """
     requests = []
+    entries = []
     for entry in spec.split(","):
+        entries += PRESETS[entry].split(",") if entry in PRESETS else [entry]
+    for entry in entries:
         line, equals, reply = entry.partition("=")
         if not line:
             raise ValueError(f"empty request in command mix {spec!r}")

@@ -55,7 +55,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._codec import LF, OVERLONG, LineFramer
-from ._commands import default_commands
+from ._commands import CommandTable, with_builtins
 from ._connect import (
     CONNECTION_OPTIONS,
     TYPE_ENFORCEMENT,
@@ -65,6 +65,7 @@ from ._connect import (
 from ._histogram import LatencyHistogram
 from ._version import __version__
 from ._workload import (
+    PRESETS,
     ClosedLoop,
     OpenLoop,
     ReplyChecker,
@@ -149,8 +150,11 @@ class Options(usage.Options):
             "t",
             "Hello",
             "The command mix: request lines separated by commas, sent round "
-            "robin.  Each is answered as the command table says, or give the "
-            "reply after '=': 'PING=+PONG'.",
+            "robin.  Each must get the reply commandproto gives it (the "
+            "built-ins, and echo and aping from commandproto.benchcommands), "
+            "or give the reply after '=': 'PING=+PONG'.  '-t mix' is "
+            f"'{PRESETS['mix']}' (serve it with twistd -n commandserver "
+            "--commands commandproto.benchcommands).",
         ],
         [
             "rate",
@@ -209,9 +213,20 @@ class Options(usage.Options):
         if self["csv"] and self["json"]:
             raise usage.UsageError("give --csv or --json, not both")
         try:
-            self["mix"] = parse_mix(self["tests"], default_commands())
+            self["mix"] = parse_mix(self["tests"], expected_replies())
         except ValueError as e:
             raise usage.UsageError(f"-t: {e}") from None
+
+
+def expected_replies() -> CommandTable:
+    """
+    The table that says what reply each request must get: the built-ins and
+    :mod:`commandproto.benchcommands`, as served by ``twistd -n
+    commandserver --commands commandproto.benchcommands``.
+    """
+    from .benchcommands import commands
+
+    return with_builtins(commands)
 
 
 @dataclass(frozen=True)
@@ -1049,12 +1064,14 @@ def worker_arguments(settings: RunSettings) -> list[str]:
 def mix_spec(mix: tuple[Request, ...]) -> str:
     """
     Write a mix back as C{-t} takes it: a request the command table answers
-    as expected is named alone (its reply may hold a comma), any other with
-    its reply.
+    as expected is named alone (its reply may hold a comma), any other (and
+    a line that is a preset's name) with its reply.
     """
-    table = default_commands()
+    table = expected_replies()
     return ",".join(
-        r.line if table.dispatch(r.line).text == r.reply else f"{r.line}={r.reply}"
+        r.line
+        if r.line not in PRESETS and table.dispatch(r.line).text == r.reply
+        else f"{r.line}={r.reply}"
         for r in mix
     )
 

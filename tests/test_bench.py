@@ -24,6 +24,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, IOPump, connect
 from twisted.trial.unittest import SynchronousTestCase
@@ -38,6 +39,7 @@ from commandproto._commands import (
     CommandTable,
     Reply,
     default_commands,
+    with_builtins,
 )
 from commandproto._histogram import LatencyHistogram, bucket_bounds, bucket_index
 from commandproto._server import CommandServerFactory
@@ -61,13 +63,17 @@ from commandproto.bench import (
     RunResult,
     RunSettings,
     _WorkerPool,
+    expected_replies,
     format_csv,
     format_json,
     format_text,
     merge_results,
+    mix_spec,
     parse_arguments,
     worker_arguments,
 )
+from commandproto.benchcommands import ASYNC_PONG
+from commandproto.benchcommands import commands as bench_commands
 
 from ._processes import subprocess_environment, unused_port
 from .test_integration import ProcessTestCase
@@ -184,6 +190,35 @@ class MixTests(SynchronousTestCase):
 
     def test_empty_entry_is_refused(self) -> None:
         self.assertRaises(ValueError, parse_mix, "Hello,,Hello", default_commands())
+
+    def test_mix_preset_is_the_seed_an_unknown_line_and_echo(self) -> None:
+        self.assertEqual(
+            parse_mix("mix", expected_replies()),
+            (
+                Request("Hello", GREETING),
+                Request("Are you there?", PRESENT),
+                Request("nope", UNKNOWN_COMMAND),
+                Request("echo hi", "hi"),
+            ),
+        )
+
+    def test_a_preset_is_one_entry_among_others(self) -> None:
+        self.assertEqual(
+            [r.line for r in parse_mix("aping,mix", expected_replies())],
+            ["aping", "Hello", "Are you there?", "nope", "echo hi"],
+        )
+
+    def test_a_preset_name_with_a_reply_is_a_line(self) -> None:
+        self.assertEqual(
+            parse_mix("mix=Unknown command.", expected_replies()),
+            (Request("mix", UNKNOWN_COMMAND),),
+        )
+
+    def test_expected_replies_know_the_benchmark_commands(self) -> None:
+        self.assertEqual(
+            parse_mix("echo a  b,aping", expected_replies()),
+            (Request("echo a  b", "a  b"), Request("aping", ASYNC_PONG)),
+        )
 
     def test_batches_use_the_codec(self) -> None:
         workload = Workload(parse_mix("Hello,nope", default_commands()))
@@ -339,6 +374,17 @@ class SchedulingTests(SynchronousTestCase):
         options = parse_arguments(worker_arguments(settings))
         self.assertEqual(RunSettings.from_options(options), settings)
 
+    def test_worker_arguments_give_back_a_preset(self) -> None:
+        mix = parse_mix("mix,aping", expected_replies())
+        options = parse_arguments(["-t", mix_spec(mix)])
+        self.assertEqual(options["mix"], mix)
+
+    def test_worker_arguments_keep_a_line_named_like_a_preset(self) -> None:
+        mix = (Request("mix", UNKNOWN_COMMAND), Request("Hello", GREETING))
+        self.assertEqual(mix_spec(mix), "mix=Unknown command.,Hello")
+        options = parse_arguments(["-t", mix_spec(mix)])
+        self.assertEqual(options["mix"], mix)
+
 
 def result_of(*latencies_ns: int, elapsed: float = 2.0) -> RunResult:
     histogram = LatencyHistogram()
@@ -469,6 +515,13 @@ class OptionsTests(SynchronousTestCase):
 
     def test_not_a_number(self) -> None:
         self.assert_usage_error(["-n", "many"], "commandproto.bench:")
+
+    def test_mix_preset(self) -> None:
+        options = parse_arguments(["-t", "mix"])
+        self.assertEqual(options["mix"], parse_mix("mix", expected_replies()))
+
+    def test_help_names_the_mix_preset(self) -> None:
+        self.assertIn("-t mix", str(Options()))
 
     def test_parsed_mix(self) -> None:
         options = parse_arguments(["-t", "PING=+PONG"])
@@ -846,6 +899,27 @@ class BenchProcessTests(ProcessTestCase):
         )
         self.assertEqual(result.stdout, "")
 
+    def test_mix_against_the_server_with_the_benchmark_commands(self) -> None:
+        server = self.start_server("--commands", "commandproto.benchcommands")
+        result = run_bench(
+            [
+                "--port",
+                str(server.port),
+                "-n",
+                "640",
+                "-c",
+                "2",
+                "-P",
+                "64",
+                "-t",
+                "mix,aping",
+                "--json",
+            ]
+        )
+        self.assertEqual((result.returncode, result.stderr), (0, ""))
+        report = json.loads(result.stdout)
+        self.assertEqual(report["requests"], 640)
+
     def test_connection_refused_exits_1(self) -> None:
         port = unused_port()
         result = run_bench(["--port", str(port), "-n", "10"])
@@ -860,3 +934,33 @@ class BenchProcessTests(ProcessTestCase):
         result = run_bench(["-c", "nope"])
         self.assertEqual(result.returncode, EXIT_USAGE)
         self.assertNotIn("Traceback", result.stderr)
+
+
+class BenchCommandsTests(SynchronousTestCase):
+    """
+    ``commandproto.benchcommands``: what the load tester expects is what the
+    server answers.
+    """
+
+    def replies_to(self, data: bytes) -> bytes:
+        factory = CommandServerFactory(with_builtins(bench_commands), clock=Clock())
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(data)
+        value: bytes = transport.value()
+        return value
+
+    def test_echo_answers_the_rest_of_the_line(self) -> None:
+        self.assertEqual(self.replies_to(b"echo  a b \r\n"), b" a b \r\n")
+
+    def test_echo_without_text_is_a_usage_error(self) -> None:
+        self.assertEqual(self.replies_to(b"echo\r\n"), b"Error: usage: echo TEXT\r\n")
+
+    def test_aping_answers_pong_from_a_coroutine(self) -> None:
+        self.assertEqual(self.replies_to(b"aping\r\n" * 3), b"PONG\r\n" * 3)
+
+    def test_server_answers_the_mix_as_expected(self) -> None:
+        mix = parse_mix("mix,aping", expected_replies())
+        batch = Workload(mix).batch(0, 2 * len(mix))
+        self.assertEqual(self.replies_to(batch.data), batch.replies)
