@@ -55,7 +55,11 @@ def line_too_long(limit: int) -> str:
 
 
 _TOO_MANY_CONNECTIONS = ERROR_PREFIX + "too many connections (limit is {})"
+_TOO_MANY_FROM_ADDRESS = (
+    ERROR_PREFIX + "too many connections from your address (limit is {})"
+)
 _IDLE = ERROR_PREFIX + "idle for {} seconds, closing connection"
+_LINE_TIMEOUT = ERROR_PREFIX + "line took too long (limit is {} seconds)"
 
 
 def too_many_connections(limit: int) -> str:
@@ -71,7 +75,7 @@ def too_many_from_address(limit: int) -> str:
     The line sent to a client whose address has too many connections, before
     the server closes its connection.
     """
-    return f"{ERROR_PREFIX}too many connections from your address (limit is {limit})"
+    return _TOO_MANY_FROM_ADDRESS.format(limit)
 
 
 def line_took_too_long(seconds: float) -> str:
@@ -79,7 +83,7 @@ def line_took_too_long(seconds: float) -> str:
     The line sent to a client whose request line did not arrive whole within
     the server's ``--line-timeout``, before the server closes its connection.
     """
-    return f"{ERROR_PREFIX}line took too long (limit is {seconds:g} seconds)"
+    return _LINE_TIMEOUT.format(f"{seconds:g}")
 
 
 def idle_timeout_reply(seconds: float) -> str:
@@ -92,6 +96,7 @@ def idle_timeout_reply(seconds: float) -> str:
 
 TOO_MANY_CONNECTIONS = "too many connections"
 IDLE = "idle"
+LINE_TIMEOUT = "line timeout"
 
 
 def _template(template: str) -> re.Pattern[str]:
@@ -99,8 +104,12 @@ def _template(template: str) -> re.Pattern[str]:
 
 
 _UNSOLICITED = {
-    TOO_MANY_CONNECTIONS: _template(_TOO_MANY_CONNECTIONS),
+    TOO_MANY_CONNECTIONS: re.compile(
+        f"{_template(_TOO_MANY_CONNECTIONS).pattern}"
+        f"|{_template(_TOO_MANY_FROM_ADDRESS).pattern}"
+    ),
     IDLE: _template(_IDLE),
+    LINE_TIMEOUT: _template(_LINE_TIMEOUT),
 }
 
 

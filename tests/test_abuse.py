@@ -331,3 +331,23 @@ class SignalTests(SynchronousTestCase):
         os.rename(log_file.path, log_file.path + ".1")
         self.assertEqual(reopen_log_files(), 1)
         self.assertTrue(os.path.exists(log_file.path))
+
+
+class UnsolicitedLinesTests(SynchronousTestCase):
+    """
+    The lines this server sends on its own before closing are recognised by
+    the client from the command table.
+    """
+
+    def test_per_address_refusal(self) -> None:
+        from commandproto._commands import TOO_MANY_CONNECTIONS, unsolicited_kind
+
+        self.assertEqual(
+            unsolicited_kind(too_many_from_address(1000)), TOO_MANY_CONNECTIONS
+        )
+
+    def test_line_timeout(self) -> None:
+        from commandproto._commands import LINE_TIMEOUT, unsolicited_kind
+
+        self.assertEqual(unsolicited_kind(line_took_too_long(30)), LINE_TIMEOUT)
+        self.assertEqual(unsolicited_kind(line_took_too_long(0.5)), LINE_TIMEOUT)
