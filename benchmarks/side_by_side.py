@@ -150,6 +150,10 @@ def commandproto_spec(label: str, tree: Path, origin: str) -> ServerSpec:
     bench_commands = (tree / "commandproto" / "benchcommands.py").is_file()
     extra = ["--commands", "commandproto.benchcommands"] if bench_commands else []
     served = ", serving ``--commands commandproto.benchcommands``" if extra else ""
+    if "max-connections-per-ip" in (tree / "commandproto" / "tap.py").read_text():
+        # Every benchmark client comes from 127.0.0.1.
+        extra += ["--max-connections-per-ip", "0"]
+        served += " and ``--max-connections-per-ip 0``"
     return ServerSpec(
         label,
         f"``twistd -n commandserver`` from {origin}, every protection at its "
