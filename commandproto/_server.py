@@ -91,6 +91,12 @@ DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 1000
 DEFAULT_HANDSHAKE_TIMEOUT = 5.0
 DEFAULT_MAX_HANDSHAKES = 1000
 
+REFUSAL_LINGER = 1.0
+"""
+Seconds a refused connection may take to close gracefully before it is
+aborted.
+"""
+
 REFUSAL_RESERVE = 64
 """
 Descriptors kept free beyond the connection limit, so that a client over it
@@ -319,15 +325,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         if ISSLTransport.providedBy(self._transport):
             # Not a connection until its TLS handshake completes: a client
             # that never finishes one must not take a connection's slot.
-            if not self.factory.begin_handshake(self):
-                log.info(
-                    "refused TLS connection from {peer}: too many handshakes "
-                    "in progress",
-                    peer=self.peer,
-                )
-                self.phase = Phase.CLOSING
-                self._transport.abortConnection()
-                return
+            self.factory.begin_handshake(self)
             if self.handshake_timeout is not None:
                 self._handshake_timer = self.clock.callLater(
                     self.handshake_timeout, self._handshake_too_slow
@@ -348,12 +346,17 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
 
     def _handshake_too_slow(self) -> None:
         self._handshake_timer = None
+        self.drop_handshake(f"handshake took longer than {self.handshake_timeout}s")
+
+    def drop_handshake(self, why: str) -> None:
+        """
+        Give up on this connection's TLS handshake: log why, and abort.
+        """
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
         self.factory.end_handshake(self)
-        log.info(
-            "TLS handshake from {peer} took longer than {seconds}s: closing",
-            peer=self.peer,
-            seconds=self.handshake_timeout,
-        )
+        log.info("closing TLS connection from {peer}: {why}", peer=self.peer, why=why)
         self.phase = Phase.CLOSING
         self._transport.abortConnection()
 
@@ -366,11 +369,17 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             log.info(
                 "refused connection from {peer}: {why}", peer=self.peer, why=refusal
             )
-            # Closed at once, not lingering as a served client's close does:
-            # refusals come in floods, and each holds a descriptor.
-            self.phase = Phase.CLOSING
             self._transport.write(encode_line(refusal))
-            self._transport.loseConnection()
+            if len(self.factory.refusing) < REFUSAL_RESERVE // 2:
+                # Close gracefully (a request the client already sent, left
+                # unread, would make the close a reset that destroys the
+                # line), but briefly: refusals come in floods, and each
+                # holds a descriptor from the reserve.
+                self.factory.refusing.add(self)
+                self._close(linger=REFUSAL_LINGER)
+            else:
+                self.phase = Phase.CLOSING
+                self._transport.loseConnection()
             return
         log.info("connection from {peer}", peer=self.peer)
         self._transport.registerProducer(self, True)
@@ -449,6 +458,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.setTimeout(None)  # type: ignore[no-untyped-call]
         self.phase = Phase.CLOSED
+        self.factory.refusing.discard(self)
         self._stop_turn()
         self._stop_line_timer()
         if self._handshake_timer is not None:
@@ -861,7 +871,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         if not count:
             log.info(message, peer=self.peer, **fields)
 
-    def _close(self, *, peer_done: bool = False) -> None:
+    def _close(self, *, peer_done: bool = False, linger: float = CLOSE_TIMEOUT) -> None:
         """
         Close gracefully: the replies already written go out, then our end of
         the connection.  Closing a socket with requests still unread makes the
@@ -897,7 +907,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         # Even a full close can stall (the client reads nothing), so it too
         # is aborted after CLOSE_TIMEOUT.
         self.setTimeout(None)  # type: ignore[no-untyped-call]
-        self.setTimeout(CLOSE_TIMEOUT)  # type: ignore[no-untyped-call]
+        self.setTimeout(linger)  # type: ignore[no-untyped-call]
         if (
             not peer_done
             and IHalfCloseableDescriptor.providedBy(self._transport)
@@ -965,7 +975,10 @@ class CommandServerFactory(Factory):
         self.max_handshakes = max_handshakes
         self.clock = clock
         self.connections: set[CommandServerProtocol] = set()
-        self.handshakes: set[CommandServerProtocol] = set()
+        # In the order they started: a dict, so the oldest is first.
+        self.handshakes: dict[CommandServerProtocol, None] = {}
+        # Refused connections still closing (see REFUSAL_RESERVE).
+        self.refusing: set[CommandServerProtocol] = set()
         self._per_address: dict[str, int] = {}
         self._reply_cache: dict[bytes, bytes] = {}
         self._reply_cache_version = -1
@@ -1002,24 +1015,27 @@ class CommandServerFactory(Factory):
             self._reply_cache_version = self.commands.version
         return self._reply_cache
 
-    def begin_handshake(self, protocol: CommandServerProtocol) -> bool:
+    def begin_handshake(self, protocol: CommandServerProtocol) -> None:
         """
         A TLS connection starts its handshake.
 
-        :returns: whether it may go on: handshakes in progress have a bound
-            of their own, apart from the connection limit, so that clients
-            that never finish one cannot lock out those that do.
+        Handshakes in progress have a bound of their own, apart from the
+        connection limit, so that clients that never finish one cannot lock
+        out those that do; past it, the oldest handshake is dropped.
         """
         if len(self.handshakes) >= self.max_handshakes:
-            return False
-        self.handshakes.add(protocol)
-        return True
+            # Full: make room by dropping the oldest.  An honest client's
+            # handshake takes milliseconds; the one that has waited longest
+            # is most likely one that never will finish.
+            oldest = next(iter(self.handshakes))
+            oldest.drop_handshake("too many handshakes in progress")
+        self.handshakes[protocol] = None
 
     def end_handshake(self, protocol: CommandServerProtocol) -> None:
         """
         A TLS handshake finished, failed or timed out.
         """
-        self.handshakes.discard(protocol)
+        self.handshakes.pop(protocol, None)
 
     def admit(self, protocol: CommandServerProtocol) -> str | None:
         """

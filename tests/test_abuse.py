@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.interfaces import IHalfCloseableDescriptor, ISSLTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher, textFileLogObserver
@@ -23,8 +23,15 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from commandproto import tap
-from commandproto._commands import GREETING, line_took_too_long, too_many_from_address
+from commandproto._commands import (
+    GREETING,
+    line_took_too_long,
+    too_many_connections,
+    too_many_from_address,
+)
 from commandproto._server import (
+    REFUSAL_LINGER,
+    REFUSAL_RESERVE,
     CommandServerFactory,
     CommandServerProtocol,
     address_key,
@@ -194,21 +201,39 @@ class HandshakeTests(SynchronousTestCase):
         _, transport = server.connect(TLSTransport())
         server.clock.advance(5)
         self.assertTrue(transport.disconnecting)
-        self.assertEqual(server.factory.handshakes, set())
+        self.assertEqual(server.factory.handshakes, {})
 
     def test_handshakes_have_their_own_bound(self) -> None:
         server = Server(max_handshakes=2)
-        server.connect(TLSTransport())
-        server.connect(TLSTransport())
-        _, third = server.connect(TLSTransport())
-        self.assertTrue(third.disconnecting)
-        self.assertEqual(len(server.factory.handshakes), 2)
+        _, oldest = server.connect(TLSTransport())
+        second, _ = server.connect(TLSTransport())
+        third, transport = server.connect(TLSTransport())
+        # The oldest, most likely a squatter, makes room.
+        self.assertTrue(oldest.disconnecting)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(list(server.factory.handshakes), [second, third])
 
     def test_lost_during_handshake_frees_its_place(self) -> None:
         server = Server()
         protocol, _ = server.connect(TLSTransport())
         protocol.connectionLost()
-        self.assertEqual(server.factory.handshakes, set())
+        self.assertEqual(server.factory.handshakes, {})
+
+
+@implementer(IHalfCloseableDescriptor)
+class HalfCloseableTransport(StringTransport):  # type: ignore[misc]
+    """
+    A transport that can close its sending side alone, as TCP can.
+    """
+
+    write_closed = False
+    aborted = False
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
+
+    def abortConnection(self) -> None:
+        self.aborted = True
 
 
 class RefusalTests(SynchronousTestCase):
@@ -217,13 +242,29 @@ class RefusalTests(SynchronousTestCase):
     holds its descriptor.
     """
 
-    def test_refusal_closes_fully_at_once(self) -> None:
+    def test_refusal_closes_within_a_second(self) -> None:
         LogCapture(self)
         server = Server(max_connections=1)
         server.connect()
-        _, refused = server.connect()
+        refused = HalfCloseableTransport()
+        protocol, _ = server.connect(refused)
+        self.assertEqual(refused.value(), replies(too_many_connections(1)))
+        self.assertTrue(refused.write_closed)
+        self.assertEqual(server.factory.refusing, {protocol})
+        server.clock.advance(REFUSAL_LINGER)
+        self.assertTrue(refused.aborted)
+
+    def test_refusals_past_the_reserve_close_at_once(self) -> None:
+        LogCapture(self)
+        server = Server(max_connections=1)
+        server.connect()
+        for _ in range(REFUSAL_RESERVE):
+            server.connect(HalfCloseableTransport())
+        refused = HalfCloseableTransport()
+        server.connect(refused)
+        self.assertEqual(len(server.factory.refusing), REFUSAL_RESERVE // 2)
         self.assertTrue(refused.disconnecting)
-        self.assertEqual(server.clock.getDelayedCalls()[1:], [])
+        self.assertFalse(refused.write_closed)
 
 
 class LogHygieneTests(SynchronousTestCase):
