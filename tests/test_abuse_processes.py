@@ -178,7 +178,21 @@ class TLSSquatterTests(HardeningTestCase):
             with contextlib.suppress(ConnectionResetError):
                 self.assertEqual(sock.recv(100), b"")
             self.assertLess(time.monotonic() - started, 5)
-        self.assertIn("TLS handshake from", server.log_text(0.2))
+        self.assertIn("handshake took longer than 0.5s", server.log_text(0.2))
+
+    def test_squatters_make_room_for_a_real_handshake(self) -> None:
+        server, tls_port, _ = self.start_pair("--max-handshakes", "5")
+        squatters = [
+            socket.create_connection(("127.0.0.1", tls_port), timeout=IO_TIMEOUT)
+            for _ in range(5)
+        ]
+        try:
+            time.sleep(0.3)
+            self.assertEqual(self.tls_hello(tls_port), replies(GREETING))
+        finally:
+            for sock in squatters:
+                sock.close()
+        self.assertIn("too many handshakes in progress", server.log_text(0.2))
 
 
 class StalledPipelinerTests(HardeningTestCase):
