@@ -7,28 +7,60 @@ The public API: the command table and what handlers use (``Rest``,
 factory.  Test helpers live in :mod:`commandproto.testing`.
 """
 
-from ._codec import DEFAULT_MAX_LINE_LENGTH, LineFramer, decode_line, encode_line
-from ._commands import (
-    CLOSING,
-    GREETING,
-    PRESENT,
-    UNKNOWN_COMMAND,
-    Command,
-    CommandError,
-    CommandTable,
-    Reply,
-    Rest,
-    Session,
-    constant,
-    default_commands,
-    format_help,
-    help_command,
-    is_error_reply,
-    parse_help,
-    with_builtins,
-)
-from ._server import CommandServerFactory, CommandServerProtocol
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__ as __version__
+
+if TYPE_CHECKING:
+    from ._codec import DEFAULT_MAX_LINE_LENGTH, LineFramer, decode_line, encode_line
+    from ._commands import (
+        CLOSING,
+        GREETING,
+        PRESENT,
+        UNKNOWN_COMMAND,
+        Command,
+        CommandError,
+        CommandTable,
+        Reply,
+        Rest,
+        Session,
+        constant,
+        default_commands,
+        format_help,
+        help_command,
+        is_error_reply,
+        parse_help,
+        with_builtins,
+    )
+    from ._server import CommandServerFactory, CommandServerProtocol
+
+# Where each public name lives.  Imported on first use: ``commandproto`` is
+# imported by every one of its modules, the client's too, which must start
+# fast and has no use for the server.
+_EXPORTS = {
+    "DEFAULT_MAX_LINE_LENGTH": "_codec",
+    "LineFramer": "_codec",
+    "decode_line": "_codec",
+    "encode_line": "_codec",
+    "CommandServerFactory": "_server",
+    "CommandServerProtocol": "_server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module 'commandproto' has no attribute {name!r}")
+    from importlib import import_module
+
+    module = import_module(f"commandproto.{_EXPORTS.get(name, '_commands')}")
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
 
 __all__ = [
     "CLOSING",

@@ -6,12 +6,24 @@ few words for why a connection failed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import error
-from twisted.internet.endpoints import HostnameEndpoint, clientFromString
-from twisted.internet.interfaces import IReactorCore, IStreamClientEndpoint
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IAddress,
+    IConnector,
+    IProtocol,
+    IProtocolFactory,
+    IReactorCore,
+    IReactorTCP,
+    IStreamClientEndpoint,
+    ITransport,
+)
+from twisted.internet.protocol import ClientFactory
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 12345
@@ -69,6 +81,14 @@ def make_endpoint(
         parser raised (a missing keyword, a missing trustRoots directory, a
         bad certificate...).
     """
+    # twisted.internet.endpoints imports TLS (pyOpenSSL, cryptography) as it
+    # loads, a fifth of a second: only endpoint strings and host names need it.
+    if connect is None and (isIPAddress(host) or isIPv6Address(host)):
+        return AddressEndpoint(cast(IReactorTCP, reactor), host, port), (
+            f"{host}:{port}"
+        )
+    from twisted.internet.endpoints import HostnameEndpoint, clientFromString
+
     if connect is not None:
         kind = connect.partition(":")[0]
         if kind in ("tls", "ssl"):
@@ -151,3 +171,72 @@ def describe_failure(reason: Failure | BaseException | None) -> str:
             "; ".join(reasons) or "no reason given"
         )
     return str(value) or type(value).__name__
+
+
+@implementer(IStreamClientEndpoint)
+class AddressEndpoint:
+    """
+    A TCP client endpoint for a literal IPv4 or IPv6 address: what
+    ``HostnameEndpoint`` does for one, without importing
+    ``twisted.internet.endpoints``.
+    """
+
+    def __init__(self, reactor: IReactorTCP, host: str, port: int) -> None:
+        self._reactor = reactor
+        self._host = host
+        self._port = port
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        """
+        Connect; cancelling the result stops connecting.
+        """
+        connectors: list[IConnector] = []
+        connected: Deferred[IProtocol] = Deferred(
+            lambda _: connectors[0].stopConnecting()
+        )
+        connectors.append(
+            self._reactor.connectTCP(
+                self._host, self._port, _Connecting(factory, connected)
+            )
+        )
+        return connected
+
+
+class _Connecting(ClientFactory):
+    """
+    Fires a Deferred when the connection is made (with the protocol) or
+    fails.
+    """
+
+    noisy = False
+
+    def __init__(self, factory: IProtocolFactory, connected: Deferred[IProtocol]):
+        self._factory = factory
+        self._connected = connected
+
+    def buildProtocol(  # type: ignore[override]
+        self, addr: IAddress | None
+    ) -> IProtocol | None:
+        try:
+            protocol = self._factory.buildProtocol(cast(IAddress, addr))
+        except BaseException:
+            self._connected.errback()
+            return None
+        if protocol is None:
+            return None
+        connected = self._connected
+        make_connection = protocol.makeConnection
+
+        def made(transport: ITransport) -> None:
+            # As HostnameEndpoint does: the result fires once the protocol
+            # has its transport.
+            make_connection(transport)
+            if not connected.called:
+                connected.callback(protocol)
+
+        protocol.makeConnection = made  # type: ignore[method-assign]
+        return protocol
+
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+        if not self._connected.called:
+            self._connected.errback(reason)

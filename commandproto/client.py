@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from enum import Enum, auto
 from typing import TextIO, cast
 
-from twisted.conch.insults.insults import ServerProtocol
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import (
     IConsumer,
@@ -70,8 +69,6 @@ from ._connect import (
     describe_failure,
     make_endpoint,
 )
-from ._history import History, history_path
-from ._lineedit import LineEditor, terminal_mode
 from ._version import __version__
 
 _QUIT = QUIT.encode("utf-8")
@@ -1056,6 +1053,13 @@ def attach_line_editor(
         session, so as not to break into the line being edited.
     :returns: standard I/O, for output.
     """
+    # Only the prompt needs the line editor (and conch): one-shot and piped
+    # runs start faster without them.
+    from twisted.conch.insults.insults import ServerProtocol
+
+    from ._history import History, history_path
+    from ._lineedit import LineEditor
+
     messages: list[str] = []
     history = History(
         history_path(os.environ, os.path.expanduser("~")), messages.append
@@ -1226,6 +1230,8 @@ def _terminal_mode(editor: bool) -> Iterator[None]:
     if not editor:
         yield
         return
+    from ._lineedit import terminal_mode
+
     with terminal_mode(0):
         yield
 
