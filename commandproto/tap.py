@@ -17,6 +17,7 @@ from twisted.python import usage
 from ._codec import DEFAULT_MAX_LINE_LENGTH
 from ._commands import with_builtins
 from ._loading import LoadError, installed_sets, load_table
+from ._proxy import PROXY, ProxyServerEndpoint
 from ._server import (
     DEFAULT_COMMAND_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -81,7 +82,8 @@ class Options(usage.Options):
         "default; examples: tcp:12345 (every interface), "
         "tcp6:12345:interface=\\:\\:1, unix:/run/commandproto.sock, "
         "ssl:12345:privateKey=key.pem:certKey=cert.pem, "
-        "mtls:12345:privateKey=key.pem:certKey=cert.pem:caCerts=ca.pem. "
+        "mtls:12345:privateKey=key.pem:certKey=cert.pem:caCerts=ca.pem, "
+        "proxy:tcp:12345 (behind HAProxy: PROXY protocol v1 or v2). "
         "--commands adds command sets beside the built-in Hello, "
         "Are you there?, quit and help; --list-commands shows the installed "
         "ones."
@@ -129,7 +131,8 @@ class Options(usage.Options):
             "handshake-timeout",
             None,
             DEFAULT_HANDSHAKE_TIMEOUT,
-            "Seconds a TLS client may take to complete its handshake (0: no limit).",
+            "Seconds a TLS client may take to complete its handshake, and a "
+            "proxy: listener's client to send its PROXY header (0: no limit).",
             _at_least("handshake-timeout", 0, float),
         ],
         [
@@ -220,11 +223,21 @@ class Options(usage.Options):
             _fail(f"--commands: {e}; a name can be served by one command set only")
 
 
+def _kind(description: str) -> str:
+    """
+    An endpoint string's kind (``tcp``, ``ssl``, ...), under any ``proxy:``.
+    """
+    kind, _, rest = description.partition(":")
+    return _kind(rest) if kind == PROXY else kind
+
+
 def with_backlog(description: str) -> str:
     """
     Give a listening endpoint string our default backlog, unless it sets
     one or its kind takes none.
     """
+    if description.startswith(f"{PROXY}:"):
+        return f"{PROXY}:{with_backlog(description[len(PROXY) + 1 :])}"
     kind = description.split(":", 1)[0]
     if kind not in _BACKLOG_KINDS or re.search(r"(^|:)backlog=", description):
         return description
@@ -243,7 +256,7 @@ def makeService(options: Options) -> IService:
 
     # Past the open-file limit, clients would be dropped without a word:
     # lower the connection limit so that they get the error line instead.
-    tls = any(d.split(":", 1)[0] in _TLS_KINDS for d in options["listen"])
+    tls = any(_kind(d) in _TLS_KINDS for d in options["listen"])
     max_connections = ensure_file_limit(
         options["max-connections"], others=options["max-handshakes"] if tls else 0
     )
@@ -273,6 +286,8 @@ def makeService(options: Options) -> IService:
             from ._halfclose import from_ssl_endpoint
 
             endpoint = from_ssl_endpoint(endpoint)
+        if isinstance(endpoint, ProxyServerEndpoint):
+            endpoint.header_timeout = options["handshake-timeout"] or None
         endpoint = LoggingServerEndpoint(endpoint)
         listener = StreamServerEndpointService(endpoint, factory)
         # Fail at start-up, not later, if the address is taken.
