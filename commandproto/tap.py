@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Callable
 from typing import NoReturn, cast
 
@@ -34,6 +35,14 @@ from ._server import (
     ensure_file_limit,
 )
 from ._signals import SignalReactor, SignalService
+from ._workers import (
+    become_worker,
+    parse_workers,
+    share,
+    supervisor_service,
+    worker_endpoint,
+    worker_identity,
+)
 
 DEFAULT_LISTEN = "tcp:12345:interface=127.0.0.1"
 DEFAULT_BACKLOG = 511
@@ -164,7 +173,23 @@ class Options(usage.Options):
             "Seconds to drain connections on SIGTERM/SIGINT before aborting.",
             _at_least("shutdown-timeout", 0, float),
         ],
+        [
+            "workers",
+            None,
+            1,
+            "Worker processes sharing the listeners (auto: one per CPU); "
+            "--max-connections and --max-connections-per-ip are divided among "
+            "them.",
+            parse_workers,
+        ],
     ]
+
+    arguments: list[str] = []
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        # Kept for the workers, which run the same command line.
+        self.arguments = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)  # type: ignore[no-untyped-call]
 
     def opt_listen(self, description: str) -> None:
         """Listen on this Twisted server endpoint (repeatable)."""
@@ -254,6 +279,31 @@ def makeService(options: Options) -> IService:
     """
     from twisted.internet import reactor
 
+    workers = options["workers"]
+    worker = worker_identity()
+    if worker is None and workers > 1:
+        try:
+            return supervisor_service(
+                reactor,
+                [
+                    (d, serverFromString(reactor, with_backlog(d)))
+                    for d in options["listen"]
+                ],
+                workers,
+                options.arguments,
+                options["shutdown-timeout"],
+            )
+        except ValueError as e:
+            _fail(str(e))
+    if worker is not None:
+        # Server-wide limits: each worker enforces its share.
+        options["max-connections"] = share(options["max-connections"], worker.count)
+        if options["max-connections-per-ip"]:
+            options["max-connections-per-ip"] = share(
+                options["max-connections-per-ip"], worker.count
+            )
+        become_worker(reactor, worker)
+
     # Past the open-file limit, clients would be dropped without a word:
     # lower the connection limit so that they get the error line instead.
     tls = any(_kind(d) in _TLS_KINDS for d in options["listen"])
@@ -279,7 +329,7 @@ def makeService(options: Options) -> IService:
     drain.setServiceParent(service)  # type: ignore[no-untyped-call]
     signals = SignalService(cast(SignalReactor, reactor), factory.abort_all)
     signals.setServiceParent(service)  # type: ignore[no-untyped-call]
-    for description in options["listen"]:
+    for index, description in enumerate(options["listen"]):
         endpoint = serverFromString(reactor, with_backlog(description))
         if description.split(":", 1)[0] == "ssl":
             # Imported only for TLS: the extra may not be installed.
@@ -288,6 +338,8 @@ def makeService(options: Options) -> IService:
             endpoint = from_ssl_endpoint(endpoint)
         if isinstance(endpoint, ProxyServerEndpoint):
             endpoint.header_timeout = options["handshake-timeout"] or None
+        if worker is not None:
+            endpoint = worker_endpoint(reactor, endpoint, worker.fds[index])
         endpoint = LoggingServerEndpoint(endpoint)
         listener = StreamServerEndpointService(endpoint, factory)
         # Fail at start-up, not later, if the address is taken.
