@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Callable
 from typing import NoReturn, cast
 
@@ -19,6 +20,7 @@ from ._connect import explain_endpoint_error, require_tls
 from ._legacy import LegacyServerEndpoint
 from ._listening import Listener, address_problem
 from ._loading import LoadError, installed_sets, load_table
+from ._proxy import PROXY, ProxyServerEndpoint
 from ._server import (
     DEFAULT_COMMAND_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -36,6 +38,14 @@ from ._server import (
 )
 from ._signals import SignalReactor, SignalService
 from ._version import __version__
+from ._workers import (
+    become_worker,
+    parse_workers,
+    share,
+    supervisor_service,
+    worker_endpoint,
+    worker_identity,
+)
 
 DEFAULT_LISTEN = "tcp:12345:interface=127.0.0.1"
 DEFAULT_BACKLOG = 511
@@ -84,7 +94,8 @@ class Options(usage.Options):
         "default; examples: tcp:12345 (every interface), "
         "tcp6:12345:interface=\\:\\:1, unix:/run/commandproto.sock, "
         "ssl:12345:privateKey=key.pem:certKey=cert.pem, "
-        "mtls:12345:privateKey=key.pem:certKey=cert.pem:caCerts=ca.pem. "
+        "mtls:12345:privateKey=key.pem:certKey=cert.pem:caCerts=ca.pem, "
+        "proxy:tcp:12345 (behind HAProxy: PROXY protocol v1 or v2). "
         "--commands adds command sets beside the built-in Hello, "
         "Are you there?, quit and help; --list-commands shows the installed "
         "ones."
@@ -132,7 +143,8 @@ class Options(usage.Options):
             "handshake-timeout",
             None,
             DEFAULT_HANDSHAKE_TIMEOUT,
-            "Seconds a TLS client may take to complete its handshake (0: no limit).",
+            "Seconds a TLS client may take to complete its handshake, and a "
+            "proxy: listener's client to send its PROXY header (0: no limit).",
             _at_least("handshake-timeout", 0, float),
         ],
         [
@@ -164,7 +176,23 @@ class Options(usage.Options):
             "Seconds to drain connections on SIGTERM/SIGINT before aborting.",
             _at_least("shutdown-timeout", 0, float),
         ],
+        [
+            "workers",
+            None,
+            1,
+            "Worker processes sharing the listeners (auto: one per CPU); "
+            "--max-connections and --max-connections-per-ip are divided among "
+            "them.",
+            parse_workers,
+        ],
     ]
+
+    arguments: list[str] = []
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        # Kept for the workers, which run the same command line.
+        self.arguments = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)  # type: ignore[no-untyped-call]
 
     def opt_version(self) -> None:
         """Print commandproto's version and exit."""
@@ -247,11 +275,21 @@ class Options(usage.Options):
             _fail(f"--commands: {e}; a name can be served by one command set only")
 
 
+def _kind(description: str) -> str:
+    """
+    An endpoint string's kind (``tcp``, ``ssl``, ...), under any ``proxy:``.
+    """
+    kind, _, rest = description.partition(":")
+    return _kind(rest) if kind == PROXY else kind
+
+
 def with_backlog(description: str) -> str:
     """
     Give a listening endpoint string our default backlog, unless it sets
     one or its kind takes none.
     """
+    if description.startswith(f"{PROXY}:"):
+        return f"{PROXY}:{with_backlog(description[len(PROXY) + 1 :])}"
     kind = description.split(":", 1)[0]
     if kind not in _BACKLOG_KINDS or re.search(r"(^|:)backlog=", description):
         return description
@@ -268,9 +306,37 @@ def makeService(options: Options) -> IService:
     """
     from twisted.internet import reactor
 
+    listeners = [
+        (description, LoggingServerEndpoint) for description in options["listen"]
+    ] + [
+        (description, LegacyServerEndpoint)
+        for description in options.get("legacy-listen", [])
+    ]
+    workers = options["workers"]
+    worker = worker_identity()
+    if worker is None and workers > 1:
+        try:
+            return supervisor_service(
+                reactor,
+                [(d, serverFromString(reactor, with_backlog(d))) for d, _ in listeners],
+                workers,
+                options.arguments,
+                options["shutdown-timeout"],
+            )
+        except ValueError as e:
+            _fail(str(e))
+    if worker is not None:
+        # Server-wide limits: each worker enforces its share.
+        options["max-connections"] = share(options["max-connections"], worker.count)
+        if options["max-connections-per-ip"]:
+            options["max-connections-per-ip"] = share(
+                options["max-connections-per-ip"], worker.count
+            )
+        become_worker(reactor, worker)
+
     # Past the open-file limit, clients would be dropped without a word:
     # lower the connection limit so that they get the error line instead.
-    tls = any(d.split(":", 1)[0] in _TLS_KINDS for d in options["listen"])
+    tls = any(_kind(d) in _TLS_KINDS for d in options["listen"])
     max_connections = ensure_file_limit(
         options["max-connections"], others=options["max-handshakes"] if tls else 0
     )
@@ -293,16 +359,11 @@ def makeService(options: Options) -> IService:
     drain.setServiceParent(service)  # type: ignore[no-untyped-call]
     signals = SignalService(cast(SignalReactor, reactor), factory.abort_all)
     signals.setServiceParent(service)  # type: ignore[no-untyped-call]
-    listeners = [
-        (description, LoggingServerEndpoint) for description in options["listen"]
-    ] + [
-        (description, LegacyServerEndpoint)
-        for description in options.get("legacy-listen", [])
-    ]
-    for description, kind in listeners:
+    for index, (description, kind) in enumerate(listeners):
         endpoint = serverFromString(reactor, with_backlog(description))
-        # Before twistd daemonizes, so that the parent can say so in one line.
-        problem = address_problem(endpoint)
+        # Before twistd daemonizes, so that the parent can say so in one
+        # line (a worker's addresses are its supervisor's, already bound).
+        problem = address_problem(endpoint) if worker is None else None
         if problem is not None:
             _fail(f"cannot listen on {description}: {problem}")
         if description.split(":", 1)[0] == "ssl":
@@ -310,6 +371,10 @@ def makeService(options: Options) -> IService:
             from ._halfclose import from_ssl_endpoint
 
             endpoint = from_ssl_endpoint(endpoint)
+        if isinstance(endpoint, ProxyServerEndpoint):
+            endpoint.header_timeout = options["handshake-timeout"] or None
+        if worker is not None:
+            endpoint = worker_endpoint(reactor, endpoint, worker.fds[index])
         listener = Listener(description, kind(endpoint), factory, _fail)
         listener.setServiceParent(service)  # type: ignore[no-untyped-call]
     return service

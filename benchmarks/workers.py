@@ -1,0 +1,186 @@
+"""
+What ``--workers`` costs and gives: the server's CPU-seconds per million
+commands, and the requests per second, at each number of workers, for 50
+clients request/response and 50 clients pipelining 64, with
+``python -m commandproto.bench`` as the load on the same machine.
+
+Usage: python benchmarks/workers.py [--workers 1,2] [--rounds 3]
+           [--requests 200000] [--pipelined-requests 2000000]
+
+Loopback only; every run is bounded by its request count and a timeout, and
+every process it starts is stopped before it exits.  Server CPU is read from
+/proc (user + system time of the supervisor and every worker), so Linux
+only.  The load generator runs on the same cores as the server: on a machine
+with few cores the requests per second say how the two share them, not what
+the server could do alone; CPU per command is the figure that does not
+depend on that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+TWISTD = (
+    "import sys; from twisted.scripts.twistd import run; "
+    "sys.argv[0] = 'twistd'; sys.exit(run())"
+)
+LISTENING = re.compile(rb"listening on tcp:127\.0\.0\.1:(\d+)")
+TICKS = os.sysconf("SC_CLK_TCK")
+RUN_TIMEOUT = 300.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """
+    A process's user + system CPU time so far.
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
+
+
+class Server:
+    """
+    ``twistd -n commandserver --workers N`` on an OS-chosen loopback port.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                TWISTD,
+                "-n",
+                "--pidfile=",
+                "commandserver",
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+                "--workers",
+                str(workers),
+                "--idle-timeout",
+                "0",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        assert self.process.stdout is not None
+        seen = 0
+        deadline = time.monotonic() + 30
+        self.port = 0
+        while seen < workers and time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError("the server exited at start-up")
+            match = LISTENING.search(line)
+            if match:
+                self.port = int(match.group(1))
+                seen += 1
+        if seen < workers:
+            raise RuntimeError("the server's workers did not all start")
+        # The log of 50 connections is small; drop it from now on.
+        subprocess.Popen(["cat"], stdin=self.process.stdout, stdout=subprocess.DEVNULL)
+        self.pids = [self.process.pid]
+        if workers > 1:
+            self.pids += children(self.process.pid)
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.pids)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                for pid in self.pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def run_bench(port: int, requests: int, pipeline: int) -> dict[str, object]:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "commandproto.bench",
+            "--port",
+            str(port),
+            "-c",
+            "50",
+            "-n",
+            str(requests),
+            "-P",
+            str(pipeline),
+            "--json",
+        ],
+        capture_output=True,
+        timeout=RUN_TIMEOUT,
+        check=True,
+    )
+    report: dict[str, object] = json.loads(done.stdout)
+    return report
+
+
+def measure(workers: int, requests: int, pipeline: int) -> tuple[float, float]:
+    """
+    One run against a fresh server.
+
+    :returns: server CPU-seconds per million commands, and requests per
+        second.
+    """
+    server = Server(workers)
+    try:
+        # Warm up (connections, caches) before measuring.
+        run_bench(server.port, max(requests // 20, 1000), pipeline)
+        before = server.cpu()
+        report = run_bench(server.port, requests, pipeline)
+        used = server.cpu() - before
+    finally:
+        server.stop()
+    answered = float(report["requests"])  # type: ignore[arg-type]
+    return used / answered * 1e6, float(report["rps"])  # type: ignore[arg-type]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument("--pipelined-requests", type=int, default=2_000_000)
+    arguments = parser.parse_args()
+    counts = [int(n) for n in arguments.workers.split(",")]
+    scenarios = [
+        ("50 clients request/response", 1, arguments.requests),
+        ("50 clients pipelining 64", 64, arguments.pipelined_requests),
+    ]
+    print(f"{os.cpu_count()} CPUs; load generator on the same machine")
+    print(f"{'scenario':<30} {'workers':>7} {'CPU-s per 1M':>13} {'req/s':>10}")
+    for name, pipeline, requests in scenarios:
+        for workers in counts:
+            # Interleaved rounds would be fairer; rounds in a row are simpler
+            # and the medians are stable enough here.
+            results = [
+                measure(workers, requests, pipeline) for _ in range(arguments.rounds)
+            ]
+            cpu = statistics.median(r[0] for r in results)
+            rps = statistics.median(r[1] for r in results)
+            print(f"{name:<30} {workers:>7} {cpu:>13.2f} {rps:>10,.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

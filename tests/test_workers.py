@@ -1,0 +1,165 @@
+"""
+``--workers``, against the real ``twistd -n commandserver``: a supervisor
+and its workers sharing TCP (``SO_REUSEPORT``) and unix listeners, restarts,
+the drain on SIGTERM, and workers that outlive no supervisor.  Loopback and
+temporary unix sockets only; every wait bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import time
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from commandproto._commands import CLOSING, GREETING
+from commandproto._workers import parse_workers, share
+
+from ._helpers import replies
+from ._processes import IO_TIMEOUT, ServerProcess, read_exactly, read_until_closed
+from .test_hardening import HardeningTestCase
+
+WORKER_LISTENING = re.compile(r"listening on tcp:127\.0\.0\.1:\d+")
+
+
+def children(pid: int) -> list[int]:
+    """
+    A process's child processes, from /proc.
+    """
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def kill_if_alive(pids: list[int]) -> None:
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def wait_until(condition: object, timeout: float = IO_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
+
+
+def hello(server: ServerProcess) -> bytes:
+    with server.connect() as sock:
+        sock.sendall(b"Hello\n")
+        return read_exactly(sock, len(replies(GREETING)))
+
+
+class WorkerOptionTests(SynchronousTestCase):
+    """
+    ``--workers N|auto`` and the limits' shares.
+    """
+
+    def test_auto_is_the_cpus(self) -> None:
+        self.assertEqual(parse_workers("auto"), len(os.sched_getaffinity(0)))
+
+    def test_number(self) -> None:
+        self.assertEqual(parse_workers("3"), 3)
+
+    def test_bad_values(self) -> None:
+        for value in ("0", "-1", "two"):
+            with self.assertRaises(ValueError):
+                parse_workers(value)
+
+    def test_shares_never_exceed_the_total(self) -> None:
+        self.assertEqual(share(10000, 3), 3333)
+        self.assertEqual(share(1, 4), 1)
+
+
+class WorkerProcessTests(HardeningTestCase):
+    """
+    A supervisor and two workers.
+    """
+
+    def start_workers(self, *options: str) -> tuple[ServerProcess, list[int]]:
+        server = self.start_server("--workers", "2", *options)
+        # The first worker's "listening on" started the helper; wait for the
+        # second's.
+        server.wait_for_log(WORKER_LISTENING)
+        workers = children(server.process.pid)
+        self.assertEqual(len(workers), 2)
+        self.addCleanup(kill_if_alive, workers)
+        return server, workers
+
+    def test_two_workers_serve_one_port(self) -> None:
+        server, workers = self.start_workers()
+        for _ in range(20):
+            self.assertEqual(hello(server), replies(GREETING))
+        # Each worker has its own listening socket on the port.
+        for pid in workers:
+            self.assertIn(f"(pid {pid})", server.log_text())
+
+    def test_unix_socket_is_shared(self) -> None:
+        path = os.path.join(self.directory, "s.sock")
+        server = self.start_server("--workers", "2", "--listen", f"unix:{path}")
+        server.wait_for_log(re.compile("listening on unix:"))
+        for _ in range(10):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(IO_TIMEOUT)
+                sock.connect(path)
+                sock.sendall(b"Hello\n")
+                self.assertEqual(
+                    read_exactly(sock, len(replies(GREETING))), replies(GREETING)
+                )
+
+    def test_dead_worker_is_restarted(self) -> None:
+        server, workers = self.start_workers()
+        os.kill(workers[0], signal.SIGKILL)
+        server.wait_for_log(re.compile(rf"\(pid {workers[0]}\) died: .*restarting"))
+        line = server.wait_for_log(re.compile(r"started worker \d of 2 \(pid \d+\)"))
+        server.wait_for_log(WORKER_LISTENING)
+        new = int(re.findall(r"pid (\d+)", line)[0])
+        self.assertEqual(
+            sorted(children(server.process.pid)), sorted([workers[1], new])
+        )
+        for _ in range(10):
+            self.assertEqual(hello(server), replies(GREETING))
+
+    def test_sigterm_drains_every_worker(self) -> None:
+        server, workers = self.start_workers()
+        clients = [server.connect() for _ in range(8)]
+        try:
+            for sock in clients:
+                sock.sendall(b"Hello\n" * 2000)
+                read_exactly(sock, len(replies(GREETING)))
+            server.signal(signal.SIGTERM)
+            for sock in clients:
+                received = replies(GREETING) + read_until_closed(sock)
+                self.assertEqual(received, replies(GREETING) * 2000 + replies(CLOSING))
+        finally:
+            for sock in clients:
+                sock.close()
+        self.assertEqual(server.process.wait(timeout=IO_TIMEOUT), -signal.SIGTERM)
+        for pid in workers:
+            self.assertFalse(alive(pid))
+
+    def test_workers_drain_when_the_supervisor_dies(self) -> None:
+        server, workers = self.start_workers()
+        with server.connect() as sock:
+            sock.sendall(b"Hello\n")
+            read_exactly(sock, len(replies(GREETING)))
+            server.signal(signal.SIGKILL)
+            self.assertEqual(read_until_closed(sock), replies(CLOSING))
+        for pid in workers:
+            wait_until(lambda pid=pid: not alive(pid))
