@@ -54,6 +54,17 @@ def is_one_line(text: str) -> bool:
     return "\n" not in text and not text.endswith("\r")
 
 
+def escape_controls(text: str) -> str:
+    """
+    Make a text safe to show on a terminal or in one log line: control and
+    other unprintable characters (newlines, ESC, NUL) become Python escapes
+    (``\\x1b``), never interpreted.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def encode_line(text: str) -> bytes:
     """
     Encode one line for the wire.

@@ -63,6 +63,7 @@ from ._codec import (
     Frame,
     LineFramer,
     encode_line,
+    escape_controls,
 )
 from ._commands import (
     CLOSING,
@@ -165,18 +166,8 @@ def describe_address(address: IAddress | None) -> str:
             name = name.decode("utf-8", "replace")
         # A client chooses its own unix socket name: never let it write
         # control characters into our log.
-        return f"unix:{escape(name) if name else '(unnamed)'}"
-    return escape(repr(address))
-
-
-def escape(text: str) -> str:
-    """
-    Make a client-controlled text safe for one log line: control and other
-    unprintable characters (newlines, ESC, NUL) become Python escapes.
-    """
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+        return f"unix:{escape_controls(name) if name else '(unnamed)'}"
+    return escape_controls(repr(address))
 
 
 def address_key(address: IAddress | None) -> str | None:

@@ -52,7 +52,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import _commands
-from ._codec import CRLF, LF, OVERLONG, LineFramer, is_one_line
+from ._codec import CRLF, LF, OVERLONG, LineFramer, escape_controls, is_one_line
 from ._commands import (
     CLOSING,
     ERROR_PREFIX,
@@ -339,6 +339,7 @@ class ClientSession:
         legacy: bool = False,
         timeout: float | None = None,
         reconnect: Callable[[], None] | None = None,
+        escape_controls: bool = False,
     ) -> None:
         """
         :param address: how to name the server in messages.
@@ -362,6 +363,8 @@ class ClientSession:
         :param reconnect: opens a new connection (whose protocol calls
             :meth:`connected`); without it, a connection the server closes
             ends the session.
+        :param escape_controls: show control characters in replies escaped
+            (``\x1b``), for a terminal, which would interpret them.
         """
         if window < 1:
             raise ValueError("window must be at least 1")
@@ -376,6 +379,7 @@ class ClientSession:
         self.partial_reply = False
         self._warn = warn
         self._raw = raw
+        self._escape_controls = escape_controls
         self._fail_on_error = fail_on_error
         self._window = window
         self._fetch_commands = fetch_commands
@@ -587,7 +591,12 @@ class ClientSession:
             texts = texts[:-1]
         else:
             kind = None
-        answered = min(len(texts), self._in_flight())
+        in_flight = self._in_flight()
+        extra = len(texts) > in_flight
+        if extra:
+            # More replies than requests: not a server we can believe.
+            texts = texts[:in_flight]
+        answered = len(texts)
         self._answered += answered
         self._outstanding -= answered
         if self._hidden:
@@ -598,6 +607,12 @@ class ClientSession:
             texts = texts[hidden:]
         if texts:
             self._print_replies(texts)
+        if extra:
+            self.fail(
+                f"{self.address} sent more replies than requests: protocol "
+                "error (is it a commandproto server?)"
+            )
+            return
         if kind is not None:
             self._server_dropping(kind, last)
         elif answered_quit:
@@ -684,6 +699,8 @@ class ClientSession:
 
     def _print_replies(self, texts: list[str]) -> None:
         self._end_prompt_line()
+        if self._escape_controls:
+            texts = [escape_controls(text) for text in texts]
         if self._raw:
             self._write("\n".join(texts) + "\n")
         else:
@@ -1139,6 +1156,7 @@ async def run(reactor: IReactorCore, options: Options, *, editor: bool) -> int:
         warn,
         interactive=script is None and os.isatty(0),
         raw=options["raw"],
+        escape_controls=os.isatty(1),
         fail_on_error=options["fail-on-error"],
         window=1 if editor or legacy else DEFAULT_WINDOW,
         fetch_commands=editor and not legacy,

@@ -23,6 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from commandproto import tap
+from commandproto._codec import escape_controls as escape
 from commandproto._commands import (
     GREETING,
     line_took_too_long,
@@ -36,7 +37,6 @@ from commandproto._server import (
     CommandServerProtocol,
     address_key,
     describe_address,
-    escape,
 )
 from commandproto._signals import SignalService, reopen_log_files
 
@@ -392,3 +392,45 @@ class UnsolicitedLinesTests(SynchronousTestCase):
 
         self.assertEqual(unsolicited_kind(line_took_too_long(30)), LINE_TIMEOUT)
         self.assertEqual(unsolicited_kind(line_took_too_long(0.5)), LINE_TIMEOUT)
+
+
+class DefensiveClientTests(SynchronousTestCase):
+    """
+    The client believes no server that answers more than it asked, and never
+    lets a reply drive the terminal.
+    """
+
+    def test_more_replies_than_requests_is_a_protocol_error(self) -> None:
+        from .test_client import Harness
+
+        harness = Harness()
+        harness.type(b"Hello\n")
+        harness.client.dataReceived(b"Greetings!\r\n" * 5000)
+        harness.pump.flush()
+        self.assertEqual(harness.exit_codes, [1])
+        self.assertIn("more replies than requests", harness.errors[-1])
+        self.assertEqual(harness.stdout.text().count("Greetings!"), 1)
+
+    def control_reply(self, escape: bool) -> str:
+        from commandproto._commands import CommandTable, with_builtins
+
+        from .test_client import Harness
+
+        table = CommandTable()
+        table.command("paint")(lambda: "\x1b[31mred\x07")
+        harness = Harness(
+            factory=CommandServerFactory(with_builtins(table), clock=Clock()),
+            escape_controls=escape,
+        )
+        harness.type(b"paint\n")
+        return harness.stdout.text()
+
+    def test_control_characters_escaped_for_a_terminal(self) -> None:
+        self.assertEqual(
+            self.control_reply(True), "Server response: \\x1b[31mred\\x07\n"
+        )
+
+    def test_control_characters_kept_for_a_pipe(self) -> None:
+        self.assertEqual(
+            self.control_reply(False), "Server response: \x1b[31mred\x07\n"
+        )

@@ -112,15 +112,14 @@ class UnsolicitedLineTests(SynchronousTestCase):
             ],
         )
 
-    def test_stray_line_is_not_counted(self) -> None:
+    def test_stray_line_is_a_protocol_error(self) -> None:
+        # A reply to no request: the server cannot be believed (issue 12).
         wired = Wired()
         wired.connect()
         wired.session.replies_received(["surprise"])
         self.assertEqual(wired.session.outstanding, 0)
-        wired.session.send_lines([b"Hello", b"quit"])
-        wired.session.replies_received([GREETING, CLOSING])
         wired.close()
-        self.assertEqual(wired.exit_codes, [EXIT_OK])
+        self.assertEqual(wired.exit_codes, [EXIT_FAILURE])
 
     def test_shutdown_closing_down_is_not_printed(self) -> None:
         factory = CommandServerFactory()
