@@ -125,6 +125,7 @@ Bytes of input held unanswered past which the server stops reading a
 connection (one read of the socket is at most 64 KiB).
 """
 
+_LF_BYTE = LF[0]
 _UNKNOWN = encode_line(UNKNOWN_COMMAND)
 _INVALID_UTF8 = encode_line(INVALID_UTF8)
 
@@ -215,6 +216,11 @@ class Phase(enum.Enum):
     """The connection is gone."""
 
 
+# The phases as module constants: an enum member's lookup through its class
+# costs about 100 ns in Python 3.11, and every read checks the phase.
+_OPEN, _INPUT_ENDED, _DRAINING, _FINISHING, _CLOSING, _CLOSED = Phase
+
+
 class _Pending:
     """
     A reply's place in the queue of replies, for a command that answers
@@ -276,29 +282,31 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         self.clock = clock
         self.callLater = clock.callLater  # type: ignore[method-assign,assignment]
         self._framer = LineFramer(max_line_length)
+        # What every read looks at, as instance attributes (found faster
+        # than class attributes); the rest start as class attributes.
+        self.phase = _OPEN
+        # Input read but not yet framed: raw bytes, so that a flood of short
+        # lines held back costs its size, not an object per line.
+        self._held = b""
+        # Lines framed but not yet started (at most one batch).
+        self._frames: Sequence[Frame] = ()
+        # Replies behind one that is not ready yet, in request order; made
+        # when first needed.
+        self._queue: deque[bytes | _Pending] | None = None
+        self._write_paused = False
+        # When a line has started to arrive and not finished: its timer.
+        self._line_timer: IDelayedCall | None = None
 
     # The rest of the state starts as these class attributes, so that an
     # idle connection does not pay for an attribute of its own for each.
-    phase = Phase.OPEN
     peer = "(not connected)"
-    # Input read but not yet framed: raw bytes, so that a flood of short
-    # lines held back costs its size, not an object per line.
-    _held = b""
-    # Lines framed but not yet started (at most one batch).
-    _frames: Sequence[Frame] = ()
-    # Replies behind one that is not ready yet, in request order; made when
-    # first needed.
-    _queue: deque[bytes | _Pending] | None = None
     _blocking = 0
-    _write_paused = False
     _reading = True
     _registered = False
     _turn: IDelayedCall | None = None
     _answering = False
     _session: Session | None = None
     _complaints: dict[str, int] | None = None
-    # When a line has started to arrive and not finished: the line timer.
-    _line_timer: IDelayedCall | None = None
     # A TLS connection is admitted once its handshake completes.
     _handshake_timer: IDelayedCall | None = None
     # What a wind-down sends last: ``Closing down``, or why.
@@ -328,7 +336,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         """
         The TLS handshake is done: now the client is a connection.
         """
-        if self._handshake_timer is None or self.phase is not Phase.OPEN:
+        if self._handshake_timer is None or self.phase is not _OPEN:
             return
         self._handshake_timer.cancel()
         self._handshake_timer = None
@@ -348,7 +356,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             self._handshake_timer = None
         self.factory.end_handshake(self)
         log.info("closing TLS connection from {peer}: {why}", peer=self.peer, why=why)
-        self.phase = Phase.CLOSING
+        self.phase = _CLOSING
         self._transport.abortConnection()
 
     def _admit(self) -> None:
@@ -369,7 +377,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
                 self.factory.refusing.add(self)
                 self._close(linger=REFUSAL_LINGER)
             else:
-                self.phase = Phase.CLOSING
+                self.phase = _CLOSING
                 self._transport.loseConnection()
             return
         log.info("connection from {peer}", peer=self.peer)
@@ -378,15 +386,17 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         self.setTimeout(self.idle_timeout)  # type: ignore[no-untyped-call]
 
     def dataReceived(self, data: bytes) -> None:
-        if self.phase is not Phase.OPEN:
+        if self.phase is not _OPEN:
             # Closing: input is read only to be dropped.  Draining: only
             # what was read before the shutdown is answered.
             return
-        if LF in data:
+        # (The byte as an int: ``b"\n" in data`` first tries the bytes as an
+        # int and formats an error, ten times slower.)
+        if _LF_BYTE in data:
             # Only whole lines are activity: a line that trickles in for
             # ever does not keep a connection alive.
             self.resetTimeout()  # type: ignore[no-untyped-call]
-            if self._line_timer is not None or data[-1:] != LF:
+            if self._line_timer is not None or data[-1] != _LF_BYTE:
                 self._watch_line(data)
         else:
             self._watch_line(data)
@@ -425,15 +435,15 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         without a terminator included), then close.
         """
         self._peer_ended = True
-        if self.phase is Phase.CLOSING:
+        if self.phase is _CLOSING:
             self._close(peer_done=True)
-        if self.phase is not Phase.OPEN:
+        if self.phase is not _OPEN:
             # Draining or finishing: the close that ends it is a full one.
             return
         held = self._held
         if (not held.endswith(LF)) if held else self._framer.buffered:
             self._held = held + LF
-        self.phase = Phase.INPUT_ENDED
+        self.phase = _INPUT_ENDED
         if self._turn is None:
             self._process()
 
@@ -443,12 +453,12 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         client to close its side), or the client can no longer receive
         replies, and there is no point in reading more requests.
         """
-        if self.phase is not Phase.CLOSING:
+        if self.phase is not _CLOSING:
             self._close(peer_done=True)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.setTimeout(None)  # type: ignore[no-untyped-call]
-        self.phase = Phase.CLOSED
+        self.phase = _CLOSED
         self.factory.refusing.discard(self)
         self._stop_turn()
         self._stop_line_timer()
@@ -479,7 +489,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         Nothing arrived for ``idle_timeout`` seconds (or a close did not finish
         in that time): say why and close, or abort if a close is stuck.
         """
-        if self.phase is Phase.CLOSING or self._write_paused:
+        if self.phase is _CLOSING or self._write_paused:
             log.info("aborting stalled connection from {peer}", peer=self.peer)
             self._transport.abortConnection()
             return
@@ -505,7 +515,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
 
     def resumeProducing(self) -> None:
         self._write_paused = False
-        if self.phase is Phase.CLOSING or self.phase is Phase.CLOSED:
+        if self.phase is _CLOSING or self.phase is _CLOSED:
             return
         if self._turn is None and self._has_input():
             self._process()
@@ -530,12 +540,12 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         Stop reading; answer every line already read, then send
         ``last_words`` and close.
         """
-        if self.phase is not Phase.OPEN:
+        if self.phase is not _OPEN:
             # Closing already, or the client ended its input (it gets every
             # reply, then the close).
             return
         self._last_words = last_words
-        self.phase = Phase.DRAINING
+        self.phase = _DRAINING
         self._stop_line_timer()
         self._update_reading()
         if self._turn is None:
@@ -587,9 +597,9 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         phase = self.phase
         return (
             (
-                phase is Phase.OPEN
-                or phase is Phase.INPUT_ENDED
-                or phase is Phase.DRAINING
+                phase is _OPEN
+                or phase is _INPUT_ENDED
+                or phase is _DRAINING
             )
             and not self._write_paused
             and not self._blocking
@@ -616,7 +626,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             self._answer(frames)
             if self._can_start() and self._has_input():
                 self._turn = self.clock.callLater(0, self._process)
-        if self.phase is Phase.OPEN:
+        if self.phase is _OPEN:
             self._update_reading()
         else:
             self._finish_if_done()
@@ -666,7 +676,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
                         queue.append(reply)
                         if reply.close:
                             # Nothing after it is run.
-                            self.phase = Phase.FINISHING
+                            self.phase = _FINISHING
                             self._held = b""
                             self._frames = ()
                             break
@@ -751,7 +761,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         pending.deferred = None
         if pending.blocking:
             self._blocking -= 1
-        if self.phase is Phase.CLOSING or self.phase is Phase.CLOSED:
+        if self.phase is _CLOSING or self.phase is _CLOSED:
             return
         pending.reply = encode_line(reply.text)
         pending.close = reply.close
@@ -799,10 +809,10 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         """
         if self._has_input() or self._queue:
             return
-        if self.phase is Phase.DRAINING:
+        if self.phase is _DRAINING:
             self._transport.write(encode_line(self._last_words))
             self._close()
-        elif self.phase is Phase.INPUT_ENDED:
+        elif self.phase is _INPUT_ENDED:
             self._close(peer_done=True)
 
     def _update_reading(self) -> None:
@@ -812,9 +822,9 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         drops) whatever arrives.
         """
         phase = self.phase
-        if phase is Phase.CLOSING:
+        if phase is _CLOSING:
             wanted = True
-        elif phase is not Phase.OPEN or self._write_paused:
+        elif phase is not _OPEN or self._write_paused:
             wanted = False
         elif self._held or self._frames or self._queue:
             held = self._held
@@ -875,13 +885,13 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             longer receive), so the connection can close for good now.
         """
         peer_done = peer_done or self._peer_ended
-        if self.phase is Phase.CLOSED:
+        if self.phase is _CLOSED:
             return
-        if self.phase is Phase.CLOSING:
+        if self.phase is _CLOSING:
             if peer_done:
                 self._transport.loseConnection()
             return
-        self.phase = Phase.CLOSING
+        self.phase = _CLOSING
         self._stop_turn()
         self._stop_line_timer()
         self._drop_work()
