@@ -753,7 +753,7 @@ class Params:
     greedy_clients: int = 50
     greedy_seconds: float = 10.0
     nonreading_clients: int = 500
-    nonreading_max_bytes: int = 1 << 20
+    nonreading_max_bytes: int = 512 << 10
     busy_limit: float = 30.0
     fd_limit: int = 4096
     fd_clients: int = 4200
@@ -845,7 +845,10 @@ def held_text(report: Report) -> str:
         return text
     if report.get("tracked_s") is None:
         return "n/a"
-    return f"> {report['tracked_s']:.0f} s (all {still_open:,.0f} still open)"
+    return (
+        f"> {report['tracked_s']:.0f} s ({still_open:,.0f} of "
+        f"{admitted:,.0f} still open)"
+    )
 
 
 def number(value: object, digits: int = 0) -> str:
