@@ -423,20 +423,41 @@ def sources(prefix: str, count: int, per_address: int) -> list[str]:
 def open_attackers(
     port: int, addresses: Sequence[str], first: bytes, deadline: float
 ) -> list[Attacker]:
+    """
+    Connect from each address, 500 at a time (a server with a short listen
+    backlog makes the kernel retry some for seconds), and send ``first``.
+    """
     attackers = []
-    for source in addresses:
-        if time.monotonic() > deadline:
+    for start in range(0, len(addresses), 500):
+        left = deadline - time.monotonic()
+        if left <= 0:
             break
-        try:
-            sock = connect(port, source, timeout=2.0)
-        except OSError:
-            continue
-        if first:
-            with contextlib.suppress(OSError):
-                sock.send(first)
-        sock.setblocking(False)
-        attackers.append(Attacker(sock, source, time.monotonic()))
+        socks, _, _ = connect_batch(port, addresses[start : start + 500], min(left, 10))
+        for sock in socks:
+            if first:
+                with contextlib.suppress(OSError):
+                    sock.send(first)
+            attackers.append(Attacker(sock, sock.getsockname()[0], time.monotonic()))
     return attackers
+
+
+def settle(pid: int, at_least: int, timeout: float = 20.0) -> None:
+    """
+    Wait until the server holds ``at_least`` descriptors, or their number
+    has not grown for a second: until it has accepted the connections the
+    kernel completed for it (a short listen backlog leaves some waiting).
+    """
+    deadline = time.monotonic() + timeout
+    count, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now_count = len(os.listdir(f"/proc/{pid}/fd"))
+        if now_count >= at_least:
+            return
+        if now_count != count:
+            count, since = now_count, time.monotonic()
+        elif time.monotonic() - since > 1.0:
+            return
+        time.sleep(0.1)
 
 
 def hold(
@@ -446,6 +467,7 @@ def hold(
     trickle: bool,
     reconnect: bool = False,
     before_probes: Callable[[], None] | None = None,
+    server_pid: int | None = None,
 ) -> tuple[list[Attacker], int, float]:
     """
     Open a connection from each address and keep it for ``seconds``: either
@@ -463,8 +485,9 @@ def hold(
     started = time.monotonic()
     attackers = open_attackers(port, addresses, byte, started + 60)
     failed = len(addresses) - len(attackers)
+    if server_pid is not None:
+        settle(server_pid, len(attackers))
     opening = time.monotonic() - started
-    time.sleep(0.5)  # let the server accept them all
     if before_probes is not None:
         before_probes()
     live = {a.sock.fileno(): a for a in attackers}
@@ -556,6 +579,7 @@ def attack_and_probe(
     tries: dict[str, Callable[[], bool]],
     trickle: bool,
     reconnect: bool = False,
+    server_pid: int | None = None,
 ) -> Report:
     """
     Hold abusive connections from ``addresses`` while well-behaved clients
@@ -570,6 +594,7 @@ def attack_and_probe(
         trickle,
         reconnect,
         lambda: threads.append(probes.run(tries, probe_seconds)),
+        server_pid,
     )
     for thread in threads:
         thread.join(timeout=30)
@@ -796,6 +821,7 @@ class Variant:
     reconnect: bool = False
     line: bytes = HELLO
     reference: bool = False
+    close_refused: bool = False
 
 
 @dataclass
@@ -905,6 +931,7 @@ def slowloris_run(tree: Tree, variant: Variant, c: Context) -> Report:
             {"probe": lambda: hello(port)},
             trickle=True,
             reconnect=variant.reconnect,
+            server_pid=server.pid,
         )
 
 
@@ -973,6 +1000,7 @@ def per_ip_run(tree: Tree, variant: Variant, c: Context) -> Report:
             p.per_ip_seconds - 1.0,
             {"probe": lambda: hello(port, "127.0.0.2")},
             trickle=True,
+            server_pid=server.pid,
         )
 
 
@@ -1071,6 +1099,7 @@ def tls_run(tree: Tree, variant: Variant, c: Context) -> Report:
             },
             trickle=False,
             reconnect=variant.reconnect,
+            server_pid=server.pid,
         )
 
 
@@ -1412,7 +1441,16 @@ def descriptor_variants(tree: Tree, p: Params) -> list[Variant]:
         )
     else:
         bound = "--max-connections (10,000) does not fit the 4,096 descriptors"
-    return [Variant("defaults", [], bound)]
+    return [
+        Variant("defaults", [], bound),
+        Variant(
+            "defaults, refused clients close at once",
+            [],
+            bound,
+            reference=True,
+            close_refused=True,
+        ),
+    ]
 
 
 def connect_batch(
@@ -1510,11 +1548,15 @@ def descriptors_run(tree: Tree, variant: Variant, c: Context) -> Report:
                     with contextlib.suppress(OSError):
                         sock.send(HELLO)
                 kept += socks
-                for line, how in replies_of(socks, 5.0):
+                for sock, (line, how) in zip(
+                    socks, replies_of(socks, 5.0), strict=True
+                ):
                     if line.startswith(GREETING):
                         counts["served"] += 1
                     elif line.startswith(TOO_MANY):
                         counts["refused"] += 1
+                        if variant.close_refused:
+                            sock.close()
                     elif how == "reset" and not line:
                         counts["reset"] += 1
                     elif not line:
@@ -1542,7 +1584,8 @@ DESCRIPTORS = Scenario(
         f"({p.fd_limit}, {p.fd_limit}))`` (in ``preexec_fn``), then "
         f"{p.fd_clients:,} clients (100 from each of 127.0.2.x, so that no "
         "per-address limit applies) connect in batches of 100, each sending "
-        "``Hello``, and stay connected.  *refused*: got the error line; "
+        "``Hello``, and stay connected (in the second run, a client that "
+        "gets the error line closes at once).  *refused*: got the error line; "
         "*reset*: connection refused or reset with no line; *silent*: "
         "closed with nothing, or nothing within 5 s."
     ),
@@ -1664,6 +1707,7 @@ def render(
     pinning: str,
     started: datetime.datetime,
     took: float,
+    load: str = "",
 ) -> str:
     mode = " (``--quick``: a smoke run, not numbers to quote)" if p.quick else ""
     parts = [
@@ -1684,6 +1728,7 @@ def render(
         "",
         describe_machine(pinning),
         "",
+        *([load, ""] if load else []),
     ]
     for scenario in scenarios:
         parts += [scenario_table(scenario, trees, results, p), ""]
@@ -1720,6 +1765,37 @@ def summary(report: Report) -> str:
         elif value not in ("", None):
             shown.append(f"{key}={value}")
     return " ".join(shown)
+
+
+class LoadWatch:
+    """
+    The machine's 1-minute load average, every 5 s in a thread: on a shared
+    machine, other work skews timings, and the docs should say how much.
+    """
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(os.getloadavg()[0])
+            self._stop.wait(5.0)
+
+    def stop(self) -> str:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        if not self.samples:
+            return ""
+        return (
+            f"The machine's 1-minute load average during the run was "
+            f"{min(self.samples):.1f}-{max(self.samples):.1f} (median "
+            f"{statistics.median(self.samples):.1f}) on {os.cpu_count()} CPUs: "
+            "above 2, other work shared the CPUs, and latencies and CPU "
+            "shares are that much noisier."
+        )
 
 
 def raise_file_limit() -> None:
@@ -1827,12 +1903,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             trees.append(tree)
         started = datetime.datetime.now(datetime.timezone.utc)
         clock = time.monotonic()
-        results = measure(trees, scenarios, p, rounds, server_cpu, client_cpu)
+        watch = LoadWatch()
+        try:
+            results = measure(trees, scenarios, p, rounds, server_cpu, client_cpu)
+        finally:
+            load = watch.stop()
         took = time.monotonic() - clock
     finally:
         shutil.rmtree(archives, ignore_errors=True)
     block = render(
-        command, trees, scenarios, results, p, rounds, pinning, started, took
+        command, trees, scenarios, results, p, rounds, pinning, started, took, load
     )
     print(block)
     if arguments.save_json:
