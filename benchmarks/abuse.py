@@ -424,15 +424,19 @@ def open_attackers(
     port: int, addresses: Sequence[str], first: bytes, deadline: float
 ) -> list[Attacker]:
     """
-    Connect from each address, 500 at a time (a server with a short listen
-    backlog makes the kernel retry some for seconds), and send ``first``.
+    Connect from each address and send ``first``: 50 at a time, each batch
+    once the server has accepted the one before.  More at once would
+    overflow a listen backlog of 50 (Twisted's default), and the kernel
+    would then leave some connections that the client counts as open
+    unknown to the server (SYN cookies), so that they hold no slot.
     """
     attackers = []
-    for start in range(0, len(addresses), 500):
+    for start in range(0, len(addresses), 50):
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        socks, _, _ = connect_batch(port, addresses[start : start + 500], min(left, 10))
+        socks, _, _ = connect_batch(port, addresses[start : start + 50], min(left, 10))
+        settle(port, min(left, 10))
         for sock in socks:
             if first:
                 with contextlib.suppress(OSError):
@@ -441,23 +445,36 @@ def open_attackers(
     return attackers
 
 
-def settle(pid: int, at_least: int, timeout: float = 20.0) -> None:
+def unaccepted(port: int) -> int:
     """
-    Wait until the server holds ``at_least`` descriptors, or their number
-    has not grown for a second: until it has accepted the connections the
-    kernel completed for it (a short listen backlog leaves some waiting).
+    Connections to a loopback port that the kernel holds for the server and
+    the server has not accepted yet: half-open (``SYN_RECV``, which a short
+    listen backlog leaves waiting for a retried handshake, though the client
+    already counts itself connected) plus the listener's accept queue.
+    """
+    local = f"0100007F:{port:04X}"
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] != local:
+            continue
+        if fields[3] == "03":
+            count += 1
+        elif fields[3] == "0A":
+            count += int(fields[4].split(":")[1], 16)
+    return count
+
+
+def settle(port: int, timeout: float = 30.0) -> None:
+    """
+    Wait until the server has accepted every connection the kernel holds
+    for it (twice in a row, 20 ms apart), or ``timeout`` seconds.
     """
     deadline = time.monotonic() + timeout
-    count, since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        now_count = len(os.listdir(f"/proc/{pid}/fd"))
-        if now_count >= at_least:
-            return
-        if now_count != count:
-            count, since = now_count, time.monotonic()
-        elif time.monotonic() - since > 1.0:
-            return
-        time.sleep(0.1)
+    quiet = 0
+    while time.monotonic() < deadline and quiet < 2:
+        quiet = quiet + 1 if unaccepted(port) == 0 else 0
+        time.sleep(0.02)
 
 
 def hold(
@@ -467,7 +484,6 @@ def hold(
     trickle: bool,
     reconnect: bool = False,
     before_probes: Callable[[], None] | None = None,
-    server_pid: int | None = None,
 ) -> tuple[list[Attacker], int, float]:
     """
     Open a connection from each address and keep it for ``seconds``: either
@@ -485,8 +501,7 @@ def hold(
     started = time.monotonic()
     attackers = open_attackers(port, addresses, byte, started + 60)
     failed = len(addresses) - len(attackers)
-    if server_pid is not None:
-        settle(server_pid, len(attackers))
+    settle(port)
     opening = time.monotonic() - started
     if before_probes is not None:
         before_probes()
@@ -579,7 +594,6 @@ def attack_and_probe(
     tries: dict[str, Callable[[], bool]],
     trickle: bool,
     reconnect: bool = False,
-    server_pid: int | None = None,
 ) -> Report:
     """
     Hold abusive connections from ``addresses`` while well-behaved clients
@@ -594,7 +608,6 @@ def attack_and_probe(
         trickle,
         reconnect,
         lambda: threads.append(probes.run(tries, probe_seconds)),
-        server_pid,
     )
     for thread in threads:
         thread.join(timeout=30)
@@ -931,7 +944,6 @@ def slowloris_run(tree: Tree, variant: Variant, c: Context) -> Report:
             {"probe": lambda: hello(port)},
             trickle=True,
             reconnect=variant.reconnect,
-            server_pid=server.pid,
         )
 
 
@@ -1000,7 +1012,6 @@ def per_ip_run(tree: Tree, variant: Variant, c: Context) -> Report:
             p.per_ip_seconds - 1.0,
             {"probe": lambda: hello(port, "127.0.0.2")},
             trickle=True,
-            server_pid=server.pid,
         )
 
 
@@ -1099,7 +1110,6 @@ def tls_run(tree: Tree, variant: Variant, c: Context) -> Report:
             },
             trickle=False,
             reconnect=variant.reconnect,
-            server_pid=server.pid,
         )
 
 
