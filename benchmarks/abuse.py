@@ -30,7 +30,8 @@ Run from a clone, comparing a revision with the checkout::
     .venv/bin/python benchmarks/abuse.py \\
         --commandproto before=ec38c82 --commandproto after=.
 
-``--quick`` is a smoke run (one round, smaller loads, about two minutes);
+``--quick`` is a smoke run (one round, smaller loads, no reference rows,
+about two minutes);
 ``--no-write`` prints the results without touching the docs.
 """
 
