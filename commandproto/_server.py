@@ -596,11 +596,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         """
         phase = self.phase
         return (
-            (
-                phase is _OPEN
-                or phase is _INPUT_ENDED
-                or phase is _DRAINING
-            )
+            (phase is _OPEN or phase is _INPUT_ENDED or phase is _DRAINING)
             and not self._write_paused
             and not self._blocking
             and not self._answering
