@@ -26,9 +26,11 @@ How one connection's input flows (see :class:`CommandServerProtocol`):
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import ipaddress
 import resource
+import socket
 from collections import deque
 from collections.abc import Sequence
 from typing import Protocol as TypingProtocol
@@ -91,6 +93,14 @@ DEFAULT_LINE_TIMEOUT = 30.0
 DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 1000
 DEFAULT_HANDSHAKE_TIMEOUT = 5.0
 DEFAULT_MAX_HANDSHAKES = 1000
+DEFAULT_SEND_BUFFER = 65536
+"""
+The kernel's send buffer for each connection, in bytes (``SO_SNDBUF``).
+Linux grows an unbounded one to 4 MiB, which a client that does not read
+fills with replies the server computed for nobody; bounded, backpressure
+starts within about 200 KiB of unread replies (this, doubled by the kernel
+for its bookkeeping, plus the transport's 64 KiB).
+"""
 
 REFUSAL_LINGER = 1.0
 """
@@ -169,6 +179,17 @@ def describe_address(address: IAddress | None) -> str:
         # control characters into our log.
         return f"unix:{escape_controls(name) if name else '(unnamed)'}"
     return escape_controls(repr(address))
+
+
+def _bound_send_buffer(transport: object, size: int) -> None:
+    """
+    Set a connection's ``SO_SNDBUF``, where it has a socket.
+    """
+    get_handle = getattr(transport, "getHandle", None)
+    handle = get_handle() if get_handle is not None else None
+    if isinstance(handle, socket.socket):
+        with contextlib.suppress(OSError):
+            handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 def address_key(address: IAddress | None) -> str | None:
@@ -270,8 +291,10 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         max_unanswered: int = DEFAULT_MAX_UNANSWERED,
         line_timeout: float | None = DEFAULT_LINE_TIMEOUT,
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        send_buffer: int | None = DEFAULT_SEND_BUFFER,
     ) -> None:
         self.commands = commands
+        self.send_buffer = send_buffer
         self.line_timeout = line_timeout
         self.handshake_timeout = handshake_timeout
         self._reply_cache = {} if reply_cache is None else reply_cache
@@ -381,6 +404,8 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
                 self._transport.loseConnection()
             return
         log.info("connection from {peer}", peer=self.peer)
+        if self.send_buffer:
+            _bound_send_buffer(self._transport, self.send_buffer)
         self._transport.registerProducer(self, True)
         self._registered = True
         self.setTimeout(self.idle_timeout)  # type: ignore[no-untyped-call]
@@ -937,6 +962,8 @@ class CommandServerFactory(Factory):
     :ivar handshake_timeout: seconds a TLS client may take to complete its
         handshake, or ``None`` for no limit.
     :ivar max_handshakes: how many TLS handshakes may be in progress at once.
+    :ivar send_buffer: each connection's ``SO_SNDBUF`` in bytes, or ``None``
+        for the kernel's own.
     """
 
     noisy = False
@@ -954,6 +981,7 @@ class CommandServerFactory(Factory):
         max_unanswered: int = DEFAULT_MAX_UNANSWERED,
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
         max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
+        send_buffer: int | None = DEFAULT_SEND_BUFFER,
         clock: IReactorTime | None = None,
     ) -> None:
         if clock is None:
@@ -970,6 +998,7 @@ class CommandServerFactory(Factory):
         self.max_unanswered = max_unanswered
         self.handshake_timeout = handshake_timeout
         self.max_handshakes = max_handshakes
+        self.send_buffer = send_buffer
         self.clock = clock
         self.connections: set[CommandServerProtocol] = set()
         # In the order they started: a dict, so the oldest is first.
@@ -995,6 +1024,7 @@ class CommandServerFactory(Factory):
             max_unanswered=self.max_unanswered,
             line_timeout=self.line_timeout,
             handshake_timeout=self.handshake_timeout,
+            send_buffer=self.send_buffer,
         )
         protocol.factory = self
         return protocol

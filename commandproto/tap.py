@@ -30,6 +30,7 @@ from ._server import (
     DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
     DEFAULT_MAX_HANDSHAKES,
     DEFAULT_MAX_UNANSWERED,
+    DEFAULT_SEND_BUFFER,
     DEFAULT_SHUTDOWN_TIMEOUT,
     CommandServerFactory,
     DrainService,
@@ -166,8 +167,18 @@ class Options(usage.Options):
             "max-unanswered",
             None,
             DEFAULT_MAX_UNANSWERED,
+            DEFAULT_SEND_BUFFER,
             "Lines of one client awaiting replies before the server stops reading it.",
             _at_least("max-unanswered", 1, int),
+        ],
+        [
+            "send-buffer",
+            None,
+            DEFAULT_SEND_BUFFER,
+            "Each connection's kernel send buffer in bytes (SO_SNDBUF; 0: the "
+            "kernel's own, which grows to 4 MiB), so that backpressure starts "
+            "soon after a client stops reading.",
+            _at_least("send-buffer", 0, int),
         ],
         [
             "shutdown-timeout",
@@ -349,6 +360,7 @@ def makeService(options: Options) -> IService:
         line_timeout=options["line-timeout"] or None,
         handshake_timeout=options["handshake-timeout"] or None,
         max_handshakes=options["max-handshakes"],
+        send_buffer=options["send-buffer"] or None,
         command_timeout=options["command-timeout"] or None,
         max_unanswered=options["max-unanswered"],
         clock=reactor,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,7 @@ from commandproto._commands import (
     too_many_from_address,
 )
 from commandproto._server import (
+    DEFAULT_SEND_BUFFER,
     REFUSAL_LINGER,
     REFUSAL_RESERVE,
     CommandServerFactory,
@@ -434,3 +436,42 @@ class DefensiveClientTests(SynchronousTestCase):
         self.assertEqual(
             self.control_reply(False), "Server response: \x1b[31mred\x07\n"
         )
+
+
+class SendBufferTests(SynchronousTestCase):
+    """
+    Each connection's kernel send buffer is bounded, so that backpressure
+    starts soon after a client stops reading.
+    """
+
+    def connected_socket(self, **settings: Any) -> socket.socket:
+        import socket as socket_module
+
+        left, right = socket_module.socketpair()
+        self.addCleanup(left.close)
+        self.addCleanup(right.close)
+
+        class SocketTransport(StringTransport):
+            def getHandle(self) -> socket_module.socket:
+                return left
+
+        Server(**settings).connect(SocketTransport())
+        return left
+
+    def test_bounded_by_default(self) -> None:
+        sock = self.connected_socket()
+        # Linux doubles what is asked, for its bookkeeping.
+        self.assertIn(
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+            (DEFAULT_SEND_BUFFER, 2 * DEFAULT_SEND_BUFFER),
+        )
+
+    def test_kernel_default_kept_when_off(self) -> None:
+        import socket as socket_module
+
+        fresh, other = socket_module.socketpair()
+        expected = fresh.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        fresh.close()
+        other.close()
+        sock = self.connected_socket(send_buffer=None)
+        self.assertEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF), expected)
