@@ -167,7 +167,6 @@ class Options(usage.Options):
             "max-unanswered",
             None,
             DEFAULT_MAX_UNANSWERED,
-            DEFAULT_SEND_BUFFER,
             "Lines of one client awaiting replies before the server stops reading it.",
             _at_least("max-unanswered", 1, int),
         ],

@@ -118,3 +118,15 @@ class NumberOptionTests(SynchronousTestCase):
         self.assertEqual(
             (options["idle-timeout"], options["max-line-length"]), (2.5, 100)
         )
+
+
+class EveryOptionTests(SynchronousTestCase):
+    """
+    Every option is well formed: twistd reads each as five fields.
+    """
+
+    def test_five_fields_each(self) -> None:
+        self.assertEqual(
+            [len(option) for option in tap.Options.optParameters],  # type: ignore[arg-type]
+            [5] * len(tap.Options.optParameters),
+        )
