@@ -31,6 +31,7 @@ import ipaddress
 import resource
 from collections import deque
 from collections.abc import Sequence
+from time import perf_counter
 from typing import Protocol as TypingProtocol
 from typing import cast
 
@@ -78,6 +79,14 @@ from ._commands import (
     too_many_connections,
     too_many_from_address,
 )
+from ._stats import (
+    CANCELLED,
+    UNKNOWN,
+    UNKNOWN_LABEL,
+    ServerStats,
+    count_elements,
+    outcome_of,
+)
 
 log = Logger()
 
@@ -90,6 +99,12 @@ DEFAULT_LINE_TIMEOUT = 30.0
 DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 1000
 DEFAULT_HANDSHAKE_TIMEOUT = 5.0
 DEFAULT_MAX_HANDSHAKES = 1000
+DEFAULT_SLOW_THRESHOLD = 0.1
+"""
+Seconds past which a command's reply is logged as slow: Redis's slowlog
+logs commands that run over 10 ms; ours counts the wait for an asynchronous
+reply too, so ten times that.
+"""
 
 REFUSAL_RESERVE = 64
 """
@@ -120,6 +135,11 @@ connection (one read of the socket is at most 64 KiB).
 
 _UNKNOWN = encode_line(UNKNOWN_COMMAND)
 _INVALID_UTF8 = encode_line(INVALID_UTF8)
+# The metrics' names for what a client does wrong.
+_COMPLAINT_EVENTS = {
+    "over-long lines": "over_long_line",
+    "invalid UTF-8 lines": "invalid_utf8",
+}
 
 
 class ServerTransport(TypingProtocol):
@@ -227,15 +247,19 @@ class _Pending:
     :ivar close: close the connection once this reply is sent.
     :ivar blocking: the lines after this one wait until it has answered.
     :ivar deferred: the handler's result, cancelled if the client goes away.
+    :ivar name: the command's name, for its statistics.
+    :ivar started: when it started (:func:`time.perf_counter`).
     """
 
-    __slots__ = ("blocking", "close", "deferred", "reply")
+    __slots__ = ("blocking", "close", "deferred", "name", "reply", "started")
 
     def __init__(self, blocking: bool, reply: bytes | None = None) -> None:
         self.blocking = blocking
         self.reply = reply
         self.close = False
         self.deferred: Deferred[Reply] | None = None
+        self.name = ""
+        self.started = 0.0
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer, IHandshakeListener)
@@ -250,6 +274,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
     when the replies drain we are resumed.
 
     :ivar peer: the client's address, for log lines.
+    :ivar conn: the connection's short id, in every log line about it.
     :ivar phase: where the connection is in its life.
     """
 
@@ -284,6 +309,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
     # idle connection does not pay for an attribute of its own for each.
     phase = Phase.OPEN
     peer = "(not connected)"
+    conn = "-"
     # Input read but not yet framed: raw bytes, so that a flood of short
     # lines held back costs its size, not an object per line.
     _held = b""
@@ -316,14 +342,17 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         assert self.transport is not None
         self._transport = cast(ServerTransport, self.transport)
         self.peer = describe_address(self._transport.getPeer())
+        self.conn = self.factory.new_connection_id()
         if ISSLTransport.providedBy(self._transport):
             # Not a connection until its TLS handshake completes: a client
             # that never finishes one must not take a connection's slot.
             if not self.factory.begin_handshake(self):
-                log.info(
-                    "refused TLS connection from {peer}: too many handshakes "
-                    "in progress",
+                log.warn(
+                    "[{conn}] refused TLS connection from {peer}: too many "
+                    "handshakes in progress",
                     peer=self.peer,
+                    conn=self.conn,
+                    reason="max_handshakes",
                 )
                 self.phase = Phase.CLOSING
                 self._transport.abortConnection()
@@ -349,10 +378,12 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
     def _handshake_too_slow(self) -> None:
         self._handshake_timer = None
         self.factory.end_handshake(self)
-        log.info(
-            "TLS handshake from {peer} took longer than {seconds}s: closing",
+        self.factory.stats.event("handshake_timeout")
+        log.warn(
+            "[{conn}] TLS handshake from {peer} took longer than {seconds}s: closing",
             peer=self.peer,
             seconds=self.handshake_timeout,
+            conn=self.conn,
         )
         self.phase = Phase.CLOSING
         self._transport.abortConnection()
@@ -363,21 +394,28 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         """
         refusal = self.factory.admit(self)
         if refusal is not None:
-            log.info(
-                "refused connection from {peer}: {why}", peer=self.peer, why=refusal
+            log.warn(
+                "[{conn}] refused connection from {peer}: {reason}",
+                peer=self.peer,
+                reason=refusal,
+                conn=self.conn,
             )
             # Closed at once, not lingering as a served client's close does:
             # refusals come in floods, and each holds a descriptor.
             self.phase = Phase.CLOSING
-            self._transport.write(encode_line(refusal))
+            line = encode_line(refusal)
+            self.factory.stats.bytes_out += len(line)
+            self._transport.write(line)
             self._transport.loseConnection()
             return
-        log.info("connection from {peer}", peer=self.peer)
+        log.info("[{conn}] connection from {peer}", peer=self.peer, conn=self.conn)
         self._transport.registerProducer(self, True)
         self._registered = True
         self.setTimeout(self.idle_timeout)  # type: ignore[no-untyped-call]
 
     def dataReceived(self, data: bytes) -> None:
+        stats = self.factory.stats
+        stats.bytes_in += len(data)
         if self.phase is not Phase.OPEN:
             # Closing: input is read only to be dropped.  Draining: only
             # what was read before the shutdown is answered.
@@ -402,22 +440,32 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             self._held = data
             self._process()
             return
+        timing = stats.timing
+        if timing:
+            started = perf_counter()
         frames = self._framer.feed(data)
         get = self._reply_cache.get
         if len(frames) == 1:
             reply = get(frames[0])  # type: ignore[arg-type]
             if reply is None:
                 self._answer(frames)
-            else:
-                self._transport.write(reply)
+                return
         else:
             # The fast path: when every line of this read is a constant
             # command, the replies come from the cache in one write.
             cached = [get(frame) for frame in frames]  # type: ignore[arg-type]
             if None in cached:
                 self._answer(frames)
-            elif cached:
-                self._transport.write(b"".join(cached))  # type: ignore[arg-type]
+                return
+            if not cached:
+                return
+            reply = b"".join(cached)  # type: ignore[arg-type]
+        self._transport.write(reply)
+        # Counted per read, not per line: one C call counts the lines.
+        stats.bytes_out += len(reply)
+        count_elements(stats.cached, frames)
+        if timing:
+            stats.cached_read(frames, perf_counter() - started)
 
     def readConnectionLost(self) -> None:
         """
@@ -467,10 +515,11 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
                     + ")"
                 )
             log.info(
-                "connection from {peer} closed: {why}{counts}",
+                "[{conn}] connection from {peer} closed: {reason}{counts}",
                 peer=self.peer,
-                why=reason.getErrorMessage(),
+                reason=reason.getErrorMessage(),
                 counts=counts,
+                conn=self.conn,
             )
 
     def timeoutConnection(self) -> None:
@@ -479,7 +528,12 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         in that time): say why and close, or abort if a close is stuck.
         """
         if self.phase is Phase.CLOSING or self._write_paused:
-            log.info("aborting stalled connection from {peer}", peer=self.peer)
+            self.factory.stats.event("stalled")
+            log.warn(
+                "[{conn}] aborting stalled connection from {peer}",
+                peer=self.peer,
+                conn=self.conn,
+            )
             self._transport.abortConnection()
             return
         if self._queue:
@@ -487,18 +541,23 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             # timeout).
             self.resetTimeout()  # type: ignore[no-untyped-call]
             return
+        self.factory.stats.event("idle_timeout")
         log.info(
-            "idle timeout ({seconds}s) for {peer}",
+            "[{conn}] idle timeout ({seconds}s) for {peer}",
             seconds=self.idle_timeout,
             peer=self.peer,
+            conn=self.conn,
         )
         assert self.idle_timeout is not None
-        self._transport.write(encode_line(idle_timeout_reply(self.idle_timeout)))
+        line = encode_line(idle_timeout_reply(self.idle_timeout))
+        self.factory.stats.bytes_out += len(line)
+        self._transport.write(line)
         self._close()
 
     # -- IPushProducer: the transport tells us whether the client reads
 
     def pauseProducing(self) -> None:
+        self.factory.stats.event("backpressure")
         self._write_paused = True
         self._update_reading()
 
@@ -570,10 +629,12 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
     def _line_too_slow(self) -> None:
         self._line_timer = None
         assert self.line_timeout is not None
-        log.info(
-            "line from {peer} took longer than {seconds}s: closing",
+        self.factory.stats.event("line_timeout")
+        log.warn(
+            "[{conn}] line from {peer} took longer than {seconds}s: closing",
             peer=self.peer,
             seconds=self.line_timeout,
+            conn=self.conn,
         )
         self._wind_down(line_took_too_long(self.line_timeout))
 
@@ -642,6 +703,11 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         that closes the connection (dropping the rest).
         """
         get = self._reply_cache.get
+        stats = self.factory.stats
+        cached = stats.cached
+        # With timing, the cached replies of this batch, timed together.
+        hits: list[Frame] | None = [] if stats.timing else None
+        started = perf_counter()
         queue = self._queue
         out: list[bytes] = []
         self._answering = True
@@ -667,6 +733,10 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
                             self._frames = frames[index + 1 :]
                             break
                         continue
+                else:
+                    cached[frame] = cached.get(frame, 0) + 1  # type: ignore[index,arg-type]
+                    if hits is not None:
+                        hits.append(frame)
                 if queue:
                     queue.append(cast(bytes, reply))
                     if len(queue) >= self.max_unanswered:
@@ -677,7 +747,11 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         finally:
             self._answering = False
             if out:
-                self._transport.write(b"".join(out))
+                data = b"".join(out)
+                stats.bytes_out += len(data)
+                self._transport.write(data)
+            if hits:
+                stats.cached_read(hits, perf_counter() - started)
         if queue:
             self._flush_queue()
 
@@ -702,26 +776,37 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             return _INVALID_UTF8
         found = self.commands.find(text)
         if found is None:
+            self.factory.stats.command_done(UNKNOWN_LABEL, UNKNOWN, None)
             return _UNKNOWN
         command, arguments = found
         session = self._session
         if session is None:
             session = self._session = Session(
-                self.peer, self._transport.getPeer(), self.clock
+                self.peer,
+                self._transport.getPeer(),
+                self.clock,
+                connection_id=self.conn,
+                stats=self.factory.stats,
             )
+        started = perf_counter()
         result = command.run(arguments, session, self.command_timeout)
         if type(result) is Reply:
+            text = result.text
             try:
-                encoded = encode_line(result.text)
+                encoded = encode_line(text)
             except UnicodeEncodeError:
-                encoded = encode_line(command.contain(Failure(), session).text)
+                text = command.contain(Failure(), session).text
+                encoded = encode_line(text)
                 result = Reply("", False)
+            self._done(command.name, outcome_of(command.name, text), started)
             if not result.close:
                 return encoded
             pending = _Pending(False, encoded)
             pending.close = True
             return pending
         pending = _Pending(not command.overlap)
+        pending.name = command.name
+        pending.started = started
         pending.deferred = cast(Deferred[Reply], result)
         if pending.blocking:
             self._blocking += 1
@@ -737,7 +822,9 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         if pending.blocking:
             self._blocking -= 1
         if self.phase is Phase.CLOSING or self.phase is Phase.CLOSED:
+            self._done(pending.name, CANCELLED, pending.started)
             return
+        self._done(pending.name, outcome_of(pending.name, reply.text), pending.started)
         pending.reply = encode_line(reply.text)
         pending.close = reply.close
         if self._answering:
@@ -747,6 +834,26 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         self._flush_queue()
         if self._turn is None:
             self._process()
+
+    def _done(self, name: str, outcome: str, started: float) -> None:
+        """
+        A command has its reply: count it, and log it if it was slow.
+        """
+        seconds = perf_counter() - started
+        factory = self.factory
+        factory.stats.command_done(
+            name, outcome, seconds if factory.stats.timing else None
+        )
+        threshold = factory.slow_threshold
+        if threshold is not None and seconds >= threshold:
+            log.warn(
+                "[{conn}] slow command {command!r} from {peer}: {ms:.1f} ms",
+                command=name,
+                ms=seconds * 1000,
+                peer=self.peer,
+                conn=self.conn,
+                outcome=outcome,
+            )
 
     def _flush_queue(self) -> None:
         """
@@ -774,7 +881,9 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             # An idle connection keeps no queue.
             self._queue = None
         if out:
-            self._transport.write(b"".join(out))
+            data = b"".join(out)
+            self.factory.stats.bytes_out += len(data)
+            self._transport.write(data)
         if close:
             self._close()
 
@@ -785,7 +894,9 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         if self._has_input() or self._queue:
             return
         if self.phase is Phase.DRAINING:
-            self._transport.write(encode_line(self._last_words))
+            line = encode_line(self._last_words)
+            self.factory.stats.bytes_out += len(line)
+            self._transport.write(line)
             self._close()
         elif self.phase is Phase.INPUT_ENDED:
             self._close(peer_done=True)
@@ -844,8 +955,9 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             self._complaints = {}
         count = self._complaints.get(kind, 0)
         self._complaints[kind] = count + 1
+        self.factory.stats.event(_COMPLAINT_EVENTS.get(kind, kind))
         if not count:
-            log.info(message, peer=self.peer, **fields)
+            log.warn("[{conn}] " + message, peer=self.peer, conn=self.conn, **fields)
 
     def _close(self, *, peer_done: bool = False) -> None:
         """
@@ -916,6 +1028,9 @@ class CommandServerFactory(Factory):
     :ivar handshake_timeout: seconds a TLS client may take to complete its
         handshake, or ``None`` for no limit.
     :ivar max_handshakes: how many TLS handshakes may be in progress at once.
+    :ivar stats: the server's counters (``stats``, ``--metrics``).
+    :ivar slow_threshold: seconds past which a command's reply is logged as
+        slow, or ``None`` for never.
     """
 
     noisy = False
@@ -934,6 +1049,8 @@ class CommandServerFactory(Factory):
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
         max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
         clock: IReactorTime | None = None,
+        stats: ServerStats | None = None,
+        slow_threshold: float | None = DEFAULT_SLOW_THRESHOLD,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
@@ -950,6 +1067,9 @@ class CommandServerFactory(Factory):
         self.handshake_timeout = handshake_timeout
         self.max_handshakes = max_handshakes
         self.clock = clock
+        self.stats = ServerStats(wall=clock.seconds) if stats is None else stats
+        self.slow_threshold = slow_threshold
+        self._connection_ids = 0
         self.connections: set[CommandServerProtocol] = set()
         self.handshakes: set[CommandServerProtocol] = set()
         self._per_address: dict[str, int] = {}
@@ -988,6 +1108,13 @@ class CommandServerFactory(Factory):
             self._reply_cache_version = self.commands.version
         return self._reply_cache
 
+    def new_connection_id(self) -> str:
+        """
+        A short id for a new connection: a counter, in hexadecimal.
+        """
+        self._connection_ids += 1
+        return format(self._connection_ids, "x")
+
     def begin_handshake(self, protocol: CommandServerProtocol) -> bool:
         """
         A TLS connection starts its handshake.
@@ -997,6 +1124,7 @@ class CommandServerFactory(Factory):
             that never finish one cannot lock out those that do.
         """
         if len(self.handshakes) >= self.max_handshakes:
+            self.stats.refuse("max_handshakes")
             return False
         self.handshakes.add(protocol)
         return True
@@ -1013,19 +1141,25 @@ class CommandServerFactory(Factory):
 
         :returns: ``None`` if admitted, else the line to send before closing.
         """
+        stats = self.stats
         if self._draining:
+            stats.refuse("shutting_down")
             return CLOSING
         if len(self.connections) >= self.max_connections:
+            stats.refuse("max_connections")
             return too_many_connections(self.max_connections)
         limit = self.max_connections_per_address
         key = address_key(protocol._transport.getPeer())
         if key is not None and limit is not None:
             count = self._per_address.get(key, 0)
             if count >= limit:
+                stats.refuse("max_connections_per_ip")
                 return too_many_from_address(limit)
             self._per_address[key] = count + 1
             protocol.address_key = key
         self.connections.add(protocol)
+        stats.accepted += 1
+        stats.open += 1
         return None
 
     def forget(self, protocol: CommandServerProtocol) -> bool:
@@ -1037,6 +1171,7 @@ class CommandServerFactory(Factory):
         if protocol not in self.connections:
             return False
         self.connections.remove(protocol)
+        self.stats.open -= 1
         key = protocol.address_key
         if key is not None:
             count = self._per_address[key] - 1

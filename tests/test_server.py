@@ -261,7 +261,8 @@ class FactoryTests(SynchronousTestCase):
     def test_default_table_is_the_seeds(self) -> None:
         factory = CommandServerFactory()
         self.assertEqual(
-            factory.commands.names(), ["Hello", "Are you there?", "quit", "help"]
+            factory.commands.names(),
+            ["Hello", "Are you there?", "quit", "help", "stats"],
         )
 
     def test_custom_table_is_used(self) -> None:
@@ -277,7 +278,8 @@ class FactoryTests(SynchronousTestCase):
 
 class LoggingTests(SynchronousTestCase):
     """
-    Connects and disconnects are logged with the peer's address.
+    Connects and disconnects are logged with the peer's address and the
+    connection's id.
     """
 
     def setUp(self) -> None:
@@ -288,14 +290,14 @@ class LoggingTests(SynchronousTestCase):
 
     def test_connect_logged_with_peer(self) -> None:
         connect()
-        self.assertIn("connection from tcp:127.0.0.1:40000", self.messages())
+        self.assertIn("[1] connection from tcp:127.0.0.1:40000", self.messages())
 
     def test_disconnect_logged_with_peer(self) -> None:
         protocol, _ = connect()
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertTrue(
             any(
-                m.startswith("connection from tcp:127.0.0.1:40000 closed")
+                m.startswith("[1] connection from tcp:127.0.0.1:40000 closed")
                 for m in self.messages()
             )
         )
