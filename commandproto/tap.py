@@ -6,17 +6,26 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NoReturn, cast
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from ._codec import DEFAULT_MAX_LINE_LENGTH
 from ._commands import with_builtins
 from ._loading import LoadError, installed_sets, load_table
+from ._logs import (
+    DEFAULT_FORMAT,
+    DEFAULT_LEVEL,
+    FORMATS,
+    LEVELS,
+    LoggingService,
+    log_file,
+    log_observer,
+)
 from ._server import (
     DEFAULT_COMMAND_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -27,12 +36,15 @@ from ._server import (
     DEFAULT_MAX_HANDSHAKES,
     DEFAULT_MAX_UNANSWERED,
     DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_SLOW_THRESHOLD,
     CommandServerFactory,
     DrainService,
     LoggingServerEndpoint,
     ensure_file_limit,
 )
 from ._signals import SignalReactor, SignalService
+from ._stats import ServerStats
+from ._systemd import NotifyService
 
 DEFAULT_LISTEN = "tcp:12345:interface=127.0.0.1"
 DEFAULT_BACKLOG = 511
@@ -66,6 +78,16 @@ def _at_least(
         return number
 
     coerce.coerceDoc = f"At least {minimum:g}."  # type: ignore[attr-defined]
+    return coerce
+
+
+def _one_of(name: str, choices: tuple[str, ...]) -> Callable[[str], str]:
+    def coerce(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"--{name} takes one of {', '.join(choices)}")
+        return value
+
+    coerce.coerceDoc = f"One of {', '.join(choices)}."  # type: ignore[attr-defined]
     return coerce
 
 
@@ -161,6 +183,35 @@ class Options(usage.Options):
             "Seconds to drain connections on SIGTERM/SIGINT before aborting.",
             _at_least("shutdown-timeout", 0, float),
         ],
+        [
+            "log-format",
+            None,
+            DEFAULT_FORMAT,
+            "How to write the log: text (twistd's), or json (one object per line).",
+            _one_of("log-format", FORMATS),
+        ],
+        [
+            "log-level",
+            None,
+            DEFAULT_LEVEL,
+            "The least level logged: debug, info, warn, error or critical.",
+            _one_of("log-level", tuple(LEVELS)),
+        ],
+        [
+            "slow-log-threshold",
+            None,
+            DEFAULT_SLOW_THRESHOLD * 1000,
+            "Milliseconds past which a command's reply is logged as slow (0: never).",
+            _at_least("slow-log-threshold", 0, float),
+        ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics at /metrics on this Twisted server endpoint "
+            "(e.g. tcp:9100:interface=127.0.0.1); needs the metrics extra.",
+            None,
+        ],
     ]
 
     def opt_listen(self, description: str) -> None:
@@ -214,10 +265,38 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self.get("listen"):
             self["listen"] = [DEFAULT_LISTEN]
+        if self["metrics"] is not None:
+            self._check_metrics(self["metrics"])
+        twistd: Mapping[str, object] = self.parent or {}
+        if twistd.get("syslog") and self._own_observer():
+            _fail("--log-format and --log-level do not work with twistd --syslog")
         try:
             self["table"] = with_builtins(*self.get("commands", []))
         except ValueError as e:
             _fail(f"--commands: {e}; a name can be served by one command set only")
+
+    def _check_metrics(self, description: str) -> None:
+        from twisted.internet import reactor
+
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            _fail(
+                "--metrics needs prometheus_client: pip install 'commandproto[metrics]'"
+            )
+        try:
+            serverFromString(reactor, description)
+        except Exception as e:
+            _fail(f"bad --metrics endpoint {description!r}: {e}")
+
+    def _own_observer(self) -> bool:
+        """
+        Whether the server logs through its own observer rather than
+        twistd's: for JSON, or a level other than the default.
+        """
+        return bool(
+            self["log-format"] != DEFAULT_FORMAT or self["log-level"] != DEFAULT_LEVEL
+        )
 
 
 def with_backlog(description: str) -> str:
@@ -247,6 +326,7 @@ def makeService(options: Options) -> IService:
     max_connections = ensure_file_limit(
         options["max-connections"], others=options["max-handshakes"] if tls else 0
     )
+    stats = ServerStats(timing=options["metrics"] is not None)
     factory = CommandServerFactory(
         options["table"],
         max_line_length=options["max-line-length"],
@@ -259,8 +339,18 @@ def makeService(options: Options) -> IService:
         command_timeout=options["command-timeout"] or None,
         max_unanswered=options["max-unanswered"],
         clock=reactor,
+        stats=stats,
+        slow_threshold=options["slow-log-threshold"] / 1000 or None,
     )
-    service = MultiService()
+    observer = None
+    if options._own_observer():
+        twistd: Mapping[str, object] = options.parent or {}
+        observer = log_observer(
+            log_file(str(twistd.get("logfile") or "")),
+            options["log-format"],
+            options["log-level"],
+        )
+    service = LoggingService(observer)
     # Services stop in reverse order: the listeners stop accepting first.
     drain = DrainService(factory, options["shutdown-timeout"])
     drain.setServiceParent(service)  # type: ignore[no-untyped-call]
@@ -274,4 +364,10 @@ def makeService(options: Options) -> IService:
         # Fail at start-up, not later, if the address is taken.
         listener._raiseSynchronously = True
         listener.setServiceParent(service)
+    if options["metrics"] is not None:
+        from ._metrics import metrics_service
+
+        metrics_service(reactor, options["metrics"], stats).setServiceParent(service)
+    # Last: it says READY=1 once the listeners listen, and STOPPING=1 first.
+    NotifyService(reactor).setServiceParent(service)  # type: ignore[no-untyped-call]
     return service
