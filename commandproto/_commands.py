@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IAddress, IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from ._codec import is_one_line
@@ -688,6 +688,7 @@ class Command:
         log.failure(
             "[{conn}] command {command!r} failed for {peer}",
             failure,
+            LogLevel.error,
             command=self.name,
             peer=session.peer if session is not None else "(no session)",
             conn=session.connection_id if session is not None else "-",

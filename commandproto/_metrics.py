@@ -92,7 +92,7 @@ class StatsCollector(Collector):
             "Seconds from a command's start to its reply, by name.",
             labels=["command"],
         )
-        for name, histogram in sorted(stats.latency.items()):
+        for name, histogram in sorted(stats.latency_by_name().items()):
             latency.add_metric(
                 [name], histogram.cumulative(), sum_value=histogram.total
             )

@@ -167,6 +167,8 @@ class ServerStats:
         bytes (always ``ok``).
     :ivar commands: other commands, by name and outcome.
     :ivar latency: latency histograms by command name.
+    :ivar cached_latency: latency histograms of cached commands, by request
+        bytes.
     :ivar refused: refused connections by reason.
     :ivar events: client misbehaviour and server reactions, by kind.
     """
@@ -189,6 +191,7 @@ class ServerStats:
         self.cached: dict[bytes, int] = {}
         self.commands: dict[tuple[str, str], int] = {}
         self.latency: dict[str, Latency] = {}
+        self.cached_latency: dict[bytes, Latency] = {}
         self.refused: dict[str, int] = {}
         self.events: dict[str, int] = {}
 
@@ -211,20 +214,49 @@ class ServerStats:
     def cached_read(self, frames: Sequence[object], seconds: float) -> None:
         """
         Time one read's replies from the cache (when :attr:`timing`): each
-        line's reply took at most the read's time.
+        line's reply took at most the read's time.  Kept by request bytes,
+        named at scrape time: the read path decodes nothing.
         """
+        latency = self.cached_latency
         if len(frames) == 1:
-            self._observe_cached(frames[0], seconds, 1)
+            frame = frames[0]
+            histogram = latency.get(frame)  # type: ignore[call-overload]
+            if histogram is None:
+                histogram = latency[frame] = Latency()  # type: ignore[index]
+            histogram.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            histogram.total += seconds
             return
-        for frame, times in collections.Counter(frames).items():
-            self._observe_cached(frame, seconds, times)
+        first = frames[0]
+        if frames.count(first) == len(frames):
+            # A pipeline of one command: no per-line Python work.
+            groups: Iterable[tuple[object, int]] = ((first, len(frames)),)
+        else:
+            groups = collections.Counter(frames).items()
+        for frame, times in groups:
+            histogram = latency.get(frame)  # type: ignore[call-overload]
+            if histogram is None:
+                histogram = latency[frame] = Latency()  # type: ignore[index]
+            histogram.observe(seconds, times)
 
-    def _observe_cached(self, frame: object, seconds: float, times: int) -> None:
-        name = bytes(frame).decode("utf-8")  # type: ignore[call-overload]
-        latency = self.latency.get(name)
-        if latency is None:
-            latency = self.latency[name] = Latency()
-        latency.observe(seconds, times)
+    def latency_by_name(self) -> dict[str, Latency]:
+        """
+        Every latency histogram by command name, the cached commands' merged
+        in.
+        """
+        merged = dict(self.latency)
+        for frame, cached in self.cached_latency.items():
+            name = frame.decode("utf-8")
+            histogram = merged.get(name)
+            if histogram is None:
+                merged[name] = cached
+                continue
+            combined = Latency()
+            combined.counts = [
+                a + b for a, b in zip(histogram.counts, cached.counts, strict=True)
+            ]
+            combined.total = histogram.total + cached.total
+            merged[name] = combined
+        return merged
 
     def refuse(self, reason: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1

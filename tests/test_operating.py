@@ -401,3 +401,91 @@ class OptionsTests(SynchronousTestCase):
             self.parse("--listen", "tcp:0", "--log-format", "json")
         )
         self.assertIsNotNone(service.observer)  # type: ignore[attr-defined]
+
+
+class ContainerTests(SynchronousTestCase):
+    """
+    The Dockerfile runs what the README says it runs (CI cannot build it).
+    """
+
+    def setUp(self) -> None:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        with open(os.path.join(root, "Dockerfile")) as f:
+            self.dockerfile = f.read().replace("\\\n", " ")
+        with open(os.path.join(root, "README.rst")) as f:
+            self.readme = f.read()
+
+    def instruction(self, name: str) -> str:
+        [line] = [
+            line[len(name) :].strip()
+            for line in self.dockerfile.splitlines()
+            if line.startswith(name + " ")
+        ]
+        return line
+
+    def exec_form(self, text: str) -> list[str]:
+        words: list[str] = json.loads(text)
+        return words
+
+    def test_server_command_documented(self) -> None:
+        command = self.exec_form(self.instruction("ENTRYPOINT")) + self.exec_form(
+            self.instruction("CMD")
+        )
+        self.assertIn("\n    " + " ".join(command) + "\n", self.readme)
+        self.assertIn("tcp:12345", command)
+
+    def test_health_check_documented(self) -> None:
+        check = self.instruction("HEALTHCHECK")
+        words = self.exec_form(check[check.index("CMD") + 3 :].strip())
+        self.assertEqual(
+            words, ["python", "-m", "commandproto.client", "-e", "Are you there?"]
+        )
+        self.assertIn(
+            '\n    python -m commandproto.client -e "Are you there?"\n', self.readme
+        )
+
+    def test_stop_signal_and_user(self) -> None:
+        self.assertEqual(self.instruction("STOPSIGNAL"), "SIGTERM")
+        self.assertNotEqual(self.instruction("USER"), "root")
+
+    def test_build_and_run_documented(self) -> None:
+        self.assertIn("\n    docker build -t commandproto .\n", self.readme)
+        self.assertIn("\n    docker run ", self.readme)
+
+    def test_drain_fits_dockers_grace(self) -> None:
+        command = self.exec_form(self.instruction("CMD"))
+        timeout = float(command[command.index("--shutdown-timeout") + 1])
+        self.assertLess(timeout, 10)
+
+
+class UnitFileTests(SynchronousTestCase):
+    """
+    The systemd units adopt the socket by the name the socket unit gives it,
+    and say they are ready.
+    """
+
+    def read(self, name: str) -> str:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        with open(os.path.join(root, "contrib", "systemd", name)) as f:
+            return f.read()
+
+    def test_socket_name_matches(self) -> None:
+        self.assertIn(
+            "FileDescriptorName=commandproto", self.read("commandproto.socket")
+        )
+        self.assertIn(
+            "--listen systemd:domain=INET:name=commandproto",
+            self.read("commandproto.service"),
+        )
+
+    def test_notify_and_hardening(self) -> None:
+        service = self.read("commandproto.service")
+        for setting in (
+            "Type=notify",
+            "DynamicUser=yes",
+            "ProtectSystem=strict",
+            "NoNewPrivileges=yes",
+            "PrivateTmp=yes",
+            "WatchdogSec=",
+        ):
+            self.assertIn("\n" + setting, service)

@@ -239,7 +239,7 @@ class CountingTests(SynchronousTestCase):
     def test_latency_not_kept_without_timing(self) -> None:
         protocol, _ = Server().connect()
         protocol.dataReceived(b"Hello\nadd 1 2\n")
-        self.assertEqual(protocol.factory.stats.latency, {})
+        self.assertEqual(protocol.factory.stats.latency_by_name(), {})
 
     def test_latency_by_name_with_timing(self) -> None:
         server = Server(timing=True)
@@ -249,7 +249,7 @@ class CountingTests(SynchronousTestCase):
         protocol.dataReceived(b"add 1 2\n")
         counts = {
             name: latency.cumulative()[-1][1]
-            for name, latency in server.stats.latency.items()
+            for name, latency in server.stats.latency_by_name().items()
         }
         self.assertEqual(counts, {"Hello": 3, "add": 1})
 
