@@ -134,9 +134,9 @@ class Options(usage.Options):
         [
             "idle-timeout",
             None,
-            DEFAULT_IDLE_TIMEOUT,
+            DEFAULT_IDLE_TIMEOUT or 0.0,
             "Seconds without a whole request line before a client is "
-            "disconnected (0: never).",
+            "disconnected (0: never, as in Redis and memcached).",
             _at_least("idle-timeout", 0, float),
         ],
         [
