@@ -105,7 +105,7 @@ class Options(usage.Options):
         "ssl:12345:privateKey=key.pem:certKey=cert.pem, "
         "mtls:12345:privateKey=key.pem:certKey=cert.pem:caCerts=ca.pem. "
         "--commands adds command sets beside the built-in Hello, "
-        "Are you there?, quit and help; --list-commands shows the installed "
+        "Are you there?, quit, help and stats; --list-commands shows the installed "
         "ones."
     )
     optParameters = [
