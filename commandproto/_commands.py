@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IAddress, IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from ._codec import is_one_line
@@ -39,6 +39,7 @@ ERROR_PREFIX = "Error: "
 INVALID_UTF8 = ERROR_PREFIX + "line is not valid UTF-8"
 QUIT = "quit"
 HELP = "help"
+STATS = "stats"
 HELP_PREFIX = "Commands: "
 HELP_SEPARATOR = ", "
 HELP_SUMMARY_SEPARATOR = " - "
@@ -248,6 +249,16 @@ line verbatim, spaces included: ``def echo(text: Rest)`` answers
 """
 
 
+class StatsSource(typing.Protocol):
+    """
+    What the ``stats`` command reads: the server's counters.
+    """
+
+    def line(self) -> str:
+        """The ``stats`` reply."""
+        ...
+
+
 class Session:
     """
     One connection, as the handlers that ask for it see it: a handler gets it
@@ -255,6 +266,9 @@ class Session:
 
     :ivar peer: the client's address, as the server's log lines write it
         (``tcp:127.0.0.1:51234``).
+    :ivar connection_id: the connection's short id in the server's log lines.
+    :ivar stats: the server's counters, for ``stats``; ``None`` outside a
+        server.
     :ivar address: the client's address object, or ``None``.
     :ivar clock: the server's clock, for handlers that answer later
         (``task.deferLater(session.clock, ...)``).
@@ -262,14 +276,30 @@ class Session:
         connection.
     """
 
-    __slots__ = ("_close_after_reply", "address", "clock", "peer", "state")
+    __slots__ = (
+        "_close_after_reply",
+        "address",
+        "clock",
+        "connection_id",
+        "peer",
+        "state",
+        "stats",
+    )
 
     def __init__(
-        self, peer: str, address: IAddress | None, clock: IReactorTime
+        self,
+        peer: str,
+        address: IAddress | None,
+        clock: IReactorTime,
+        *,
+        connection_id: str = "-",
+        stats: StatsSource | None = None,
     ) -> None:
         self.peer = peer
         self.address = address
         self.clock = clock
+        self.connection_id = connection_id
+        self.stats = stats
         self.state: dict[str, Any] = {}
         self._close_after_reply = False
 
@@ -718,10 +748,11 @@ class Command:
             # The client has gone: nobody reads this reply.
             return Reply(failed_reply(self.name))
         log.warn(
-            "command {name!r} timed out after {timeout}s for {peer}",
-            name=self.name,
+            "[{conn}] command {command!r} timed out after {timeout}s for {peer}",
+            command=self.name,
             timeout=timeout,
             peer=session.peer if session is not None else "(no session)",
+            conn=session.connection_id if session is not None else "-",
         )
         return Reply(timed_out_reply(self.name))
 
@@ -735,10 +766,12 @@ class Command:
         if isinstance(error, CommandError) and is_one_line(error.message):
             return Reply(ERROR_PREFIX + error.message)
         log.failure(
-            "command {name!r} failed for {peer}",
+            "[{conn}] command {command!r} failed for {peer}",
             failure,
-            name=self.name,
+            LogLevel.error,
+            command=self.name,
             peer=session.peer if session is not None else "(no session)",
+            conn=session.connection_id if session is not None else "-",
         )
         return Reply(failed_reply(self.name))
 
@@ -1003,12 +1036,26 @@ def help_command(table: CommandTable) -> Command:
     )
 
 
+def stats_command() -> Command:
+    """
+    The ``stats`` command: the server's numbers as one line of ``key=value``
+    pairs (see :mod:`commandproto._stats`).
+    """
+
+    def stats(session: Session) -> str:
+        if session.stats is None:
+            raise CommandError("no statistics here")
+        return session.stats.line()
+
+    return Command(STATS, stats, "the server's numbers, as key=value pairs")
+
+
 def default_commands() -> CommandTable:
     """
-    Build the seed's command table, plus ``help``.
+    Build the seed's command table, plus ``help`` and ``stats``.
 
-    :returns: a new table with ``Hello``, ``Are you there?``, ``quit`` and
-        ``help``.
+    :returns: a new table with ``Hello``, ``Are you there?``, ``quit``,
+        ``help`` and ``stats``.
     """
     table = CommandTable(
         (
@@ -1018,13 +1065,15 @@ def default_commands() -> CommandTable:
         )
     )
     table.add(help_command(table))
+    table.add(stats_command())
     return table
 
 
 def with_builtins(*tables: CommandTable) -> CommandTable:
     """
     The table a server serves: the built-in commands (``Hello``,
-    ``Are you there?``, ``quit``, ``help``) and every command of ``tables``.
+    ``Are you there?``, ``quit``, ``help``, ``stats``) and every command of
+    ``tables``.
 
     :raises ValueError: if two tables (the built-ins included) define the
         same name.

@@ -33,6 +33,7 @@ import resource
 import socket
 from collections import deque
 from collections.abc import Sequence
+from time import perf_counter
 from typing import Protocol as TypingProtocol
 from typing import cast
 
@@ -81,11 +82,25 @@ from ._commands import (
     too_many_connections,
     too_many_from_address,
 )
+from ._stats import (
+    CANCELLED,
+    UNKNOWN,
+    UNKNOWN_LABEL,
+    ServerStats,
+    count_elements,
+    outcome_of,
+)
 
 log = Logger()
 
 DEFAULT_MAX_CONNECTIONS = 10000
-DEFAULT_IDLE_TIMEOUT = 300.0
+DEFAULT_IDLE_TIMEOUT: float | None = None
+"""
+Idle clients are never disconnected by default, as in Redis (``timeout 0``)
+and memcached (``idle_timeout 0``): an idle connection costs about 1.6 KB
+(10,000 of them, at the connection limit, 16 MB), and interactive sessions
+and pooled connections sit idle for long stretches.
+"""
 DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 DEFAULT_COMMAND_TIMEOUT = 30.0
 DEFAULT_MAX_UNANSWERED = 1024
@@ -106,6 +121,13 @@ REFUSAL_LINGER = 1.0
 """
 Seconds a refused connection may take to close gracefully before it is
 aborted.
+"""
+
+DEFAULT_SLOW_THRESHOLD = 0.1
+"""
+Seconds past which a command's reply is logged as slow: Redis's slowlog
+logs commands that run over 10 ms; ours counts the wait for an asynchronous
+reply too, so ten times that.
 """
 
 REFUSAL_RESERVE = 64
@@ -138,6 +160,11 @@ connection (one read of the socket is at most 64 KiB).
 _LF_BYTE = LF[0]
 _UNKNOWN = encode_line(UNKNOWN_COMMAND)
 _INVALID_UTF8 = encode_line(INVALID_UTF8)
+# The metrics' names for what a client does wrong.
+_COMPLAINT_EVENTS = {
+    "over-long lines": "over_long_line",
+    "invalid UTF-8 lines": "invalid_utf8",
+}
 
 
 class ServerTransport(TypingProtocol):
@@ -251,15 +278,19 @@ class _Pending:
     :ivar close: close the connection once this reply is sent.
     :ivar blocking: the lines after this one wait until it has answered.
     :ivar deferred: the handler's result, cancelled if the client goes away.
+    :ivar name: the command's name, for its statistics.
+    :ivar started: when it started (:func:`time.perf_counter`).
     """
 
-    __slots__ = ("blocking", "close", "deferred", "reply")
+    __slots__ = ("blocking", "close", "deferred", "name", "reply", "started")
 
     def __init__(self, blocking: bool, reply: bytes | None = None) -> None:
         self.blocking = blocking
         self.reply = reply
         self.close = False
         self.deferred: Deferred[Reply] | None = None
+        self.name = ""
+        self.started = 0.0
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer, IHandshakeListener)
@@ -274,6 +305,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
     when the replies drain we are resumed.
 
     :ivar peer: the client's address, for log lines.
+    :ivar conn: the connection's short id, in every log line about it.
     :ivar phase: where the connection is in its life.
     """
 
@@ -323,6 +355,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
     # The rest of the state starts as these class attributes, so that an
     # idle connection does not pay for an attribute of its own for each.
     peer = "(not connected)"
+    conn = "-"
     _blocking = 0
     _reading = True
     _registered = False
@@ -344,6 +377,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         assert self.transport is not None
         self._transport = cast(ServerTransport, self.transport)
         self.peer = describe_address(self._transport.getPeer())
+        self.conn = self.factory.new_connection_id()
         if ISSLTransport.providedBy(self._transport):
             # Not a connection until its TLS handshake completes: a client
             # that never finishes one must not take a connection's slot.
@@ -368,17 +402,27 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
 
     def _handshake_too_slow(self) -> None:
         self._handshake_timer = None
-        self.drop_handshake(f"handshake took longer than {self.handshake_timeout}s")
+        self.drop_handshake(
+            f"handshake took longer than {self.handshake_timeout}s",
+            "handshake_timeout",
+        )
 
-    def drop_handshake(self, why: str) -> None:
+    def drop_handshake(self, why: str, event: str) -> None:
         """
-        Give up on this connection's TLS handshake: log why, and abort.
+        Give up on this connection's TLS handshake: log why, count it as
+        ``event`` (one of :data:`~commandproto._stats.EVENTS`), and abort.
         """
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
         self.factory.end_handshake(self)
-        log.info("closing TLS connection from {peer}: {why}", peer=self.peer, why=why)
+        self.factory.stats.event(event)
+        log.warn(
+            "[{conn}] closing TLS connection from {peer}: {why}",
+            peer=self.peer,
+            why=why,
+            conn=self.conn,
+        )
         self.phase = _CLOSING
         self._transport.abortConnection()
 
@@ -388,10 +432,15 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         """
         refusal = self.factory.admit(self)
         if refusal is not None:
-            log.info(
-                "refused connection from {peer}: {why}", peer=self.peer, why=refusal
+            log.warn(
+                "[{conn}] refused connection from {peer}: {reason}",
+                peer=self.peer,
+                reason=refusal,
+                conn=self.conn,
             )
-            self._transport.write(encode_line(refusal))
+            line = encode_line(refusal)
+            self.factory.stats.bytes_out += len(line)
+            self._transport.write(line)
             if len(self.factory.refusing) < REFUSAL_RESERVE // 2:
                 # Close gracefully (a request the client already sent, left
                 # unread, would make the close a reset that destroys the
@@ -403,7 +452,7 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
                 self.phase = _CLOSING
                 self._transport.loseConnection()
             return
-        log.info("connection from {peer}", peer=self.peer)
+        log.info("[{conn}] connection from {peer}", peer=self.peer, conn=self.conn)
         if self.send_buffer:
             _bound_send_buffer(self._transport, self.send_buffer)
         self._transport.registerProducer(self, True)
@@ -411,6 +460,8 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         self.setTimeout(self.idle_timeout)  # type: ignore[no-untyped-call]
 
     def dataReceived(self, data: bytes) -> None:
+        stats = self.factory.stats
+        stats.bytes_in += len(data)
         if self.phase is not _OPEN:
             # Closing: input is read only to be dropped.  Draining: only
             # what was read before the shutdown is answered.
@@ -437,22 +488,32 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             self._held = data
             self._process()
             return
+        timing = stats.timing
+        if timing:
+            started = perf_counter()
         frames = self._framer.feed(data)
         get = self._reply_cache.get
         if len(frames) == 1:
             reply = get(frames[0])  # type: ignore[arg-type]
             if reply is None:
                 self._answer(frames)
-            else:
-                self._transport.write(reply)
+                return
         else:
             # The fast path: when every line of this read is a constant
             # command, the replies come from the cache in one write.
             cached = [get(frame) for frame in frames]  # type: ignore[arg-type]
             if None in cached:
                 self._answer(frames, cached)
-            elif cached:
-                self._transport.write(b"".join(cached))  # type: ignore[arg-type]
+                return
+            if not cached:
+                return
+            reply = b"".join(cached)  # type: ignore[arg-type]
+        self._transport.write(reply)
+        # Counted per read, not per line: one C call counts the lines.
+        stats.bytes_out += len(reply)
+        count_elements(stats.cached, frames)
+        if timing:
+            stats.cached_read(frames, perf_counter() - started)
 
     def readConnectionLost(self) -> None:
         """
@@ -503,10 +564,11 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
                     + ")"
                 )
             log.info(
-                "connection from {peer} closed: {why}{counts}",
+                "[{conn}] connection from {peer} closed: {reason}{counts}",
                 peer=self.peer,
-                why=reason.getErrorMessage(),
+                reason=reason.getErrorMessage(),
                 counts=counts,
+                conn=self.conn,
             )
 
     def timeoutConnection(self) -> None:
@@ -515,7 +577,12 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         in that time): say why and close, or abort if a close is stuck.
         """
         if self.phase is _CLOSING or self._write_paused:
-            log.info("aborting stalled connection from {peer}", peer=self.peer)
+            self.factory.stats.event("stalled")
+            log.warn(
+                "[{conn}] aborting stalled connection from {peer}",
+                peer=self.peer,
+                conn=self.conn,
+            )
             self._transport.abortConnection()
             return
         if self._queue:
@@ -523,18 +590,23 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             # timeout).
             self.resetTimeout()  # type: ignore[no-untyped-call]
             return
+        self.factory.stats.event("idle_timeout")
         log.info(
-            "idle timeout ({seconds}s) for {peer}",
+            "[{conn}] idle timeout ({seconds}s) for {peer}",
             seconds=self.idle_timeout,
             peer=self.peer,
+            conn=self.conn,
         )
         assert self.idle_timeout is not None
-        self._transport.write(encode_line(idle_timeout_reply(self.idle_timeout)))
+        line = encode_line(idle_timeout_reply(self.idle_timeout))
+        self.factory.stats.bytes_out += len(line)
+        self._transport.write(line)
         self._close()
 
     # -- IPushProducer: the transport tells us whether the client reads
 
     def pauseProducing(self) -> None:
+        self.factory.stats.event("backpressure")
         self._write_paused = True
         self._update_reading()
 
@@ -606,10 +678,12 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
     def _line_too_slow(self) -> None:
         self._line_timer = None
         assert self.line_timeout is not None
-        log.info(
-            "line from {peer} took longer than {seconds}s: closing",
+        self.factory.stats.event("line_timeout")
+        log.warn(
+            "[{conn}] line from {peer} took longer than {seconds}s: closing",
             peer=self.peer,
             seconds=self.line_timeout,
+            conn=self.conn,
         )
         self._wind_down(line_took_too_long(self.line_timeout))
 
@@ -679,6 +753,11 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             (or ``None``), when the caller has looked them up already.
         """
         get = self._reply_cache.get
+        stats = self.factory.stats
+        counts = stats.cached
+        # With timing, the cached replies of this batch, timed together.
+        hits: list[Frame] | None = [] if stats.timing else None
+        started = perf_counter()
         queue = self._queue
         out: list[bytes] = []
         self._answering = True
@@ -708,6 +787,10 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
                             self._frames = frames[index + 1 :]
                             break
                         continue
+                else:
+                    counts[frame] = counts.get(frame, 0) + 1  # type: ignore[index,arg-type]
+                    if hits is not None:
+                        hits.append(frame)
                 if queue:
                     queue.append(cast(bytes, reply))
                     if len(queue) >= self.max_unanswered:
@@ -718,7 +801,11 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         finally:
             self._answering = False
             if out:
-                self._transport.write(b"".join(out))
+                data = b"".join(out)
+                stats.bytes_out += len(data)
+                self._transport.write(data)
+            if hits:
+                stats.cached_read(hits, perf_counter() - started)
         if queue:
             self._flush_queue()
 
@@ -743,31 +830,45 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             return _INVALID_UTF8
         found = self.commands.find(text)
         if found is None:
+            self.factory.stats.command_done(UNKNOWN_LABEL, UNKNOWN, None)
             return _UNKNOWN
         command, arguments = found
         session = self._session
         if session is None:
             session = self._session = Session(
-                self.peer, self._transport.getPeer(), self.clock
+                self.peer,
+                self._transport.getPeer(),
+                self.clock,
+                connection_id=self.conn,
+                stats=self.factory.stats,
             )
+        started = perf_counter()
         result = command.run_text(arguments, session, self.command_timeout)
         if type(result) is str:
             try:
-                return encode_line(result)
+                encoded = encode_line(result)
             except UnicodeEncodeError:
-                return encode_line(command.contain(Failure(), session).text)
+                result = command.contain(Failure(), session).text
+                encoded = encode_line(result)
+            self._done(command.name, outcome_of(command.name, result), started)
+            return encoded
         if type(result) is Reply:
+            text = result.text
             try:
-                encoded = encode_line(result.text)
+                encoded = encode_line(text)
             except UnicodeEncodeError:
-                encoded = encode_line(command.contain(Failure(), session).text)
+                text = command.contain(Failure(), session).text
+                encoded = encode_line(text)
                 result = Reply("", False)
+            self._done(command.name, outcome_of(command.name, text), started)
             if not result.close:
                 return encoded
             pending = _Pending(False, encoded)
             pending.close = True
             return pending
         pending = _Pending(not command.overlap)
+        pending.name = command.name
+        pending.started = started
         pending.deferred = cast(Deferred[Reply], result)
         if pending.blocking:
             self._blocking += 1
@@ -783,7 +884,9 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         if pending.blocking:
             self._blocking -= 1
         if self.phase is _CLOSING or self.phase is _CLOSED:
+            self._done(pending.name, CANCELLED, pending.started)
             return
+        self._done(pending.name, outcome_of(pending.name, reply.text), pending.started)
         pending.reply = encode_line(reply.text)
         pending.close = reply.close
         if self._answering:
@@ -793,6 +896,26 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         self._flush_queue()
         if self._turn is None:
             self._process()
+
+    def _done(self, name: str, outcome: str, started: float) -> None:
+        """
+        A command has its reply: count it, and log it if it was slow.
+        """
+        seconds = perf_counter() - started
+        factory = self.factory
+        factory.stats.command_done(
+            name, outcome, seconds if factory.stats.timing else None
+        )
+        threshold = factory.slow_threshold
+        if threshold is not None and seconds >= threshold:
+            log.warn(
+                "[{conn}] slow command {command!r} from {peer}: {ms:.1f} ms",
+                command=name,
+                ms=seconds * 1000,
+                peer=self.peer,
+                conn=self.conn,
+                outcome=outcome,
+            )
 
     def _flush_queue(self) -> None:
         """
@@ -820,7 +943,9 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             # An idle connection keeps no queue.
             self._queue = None
         if out:
-            self._transport.write(b"".join(out))
+            data = b"".join(out)
+            self.factory.stats.bytes_out += len(data)
+            self._transport.write(data)
         if close:
             self._close()
 
@@ -831,7 +956,9 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
         if self._has_input() or self._queue:
             return
         if self.phase is _DRAINING:
-            self._transport.write(encode_line(self._last_words))
+            line = encode_line(self._last_words)
+            self.factory.stats.bytes_out += len(line)
+            self._transport.write(line)
             self._close()
         elif self.phase is _INPUT_ENDED:
             self._close(peer_done=True)
@@ -890,8 +1017,9 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             self._complaints = {}
         count = self._complaints.get(kind, 0)
         self._complaints[kind] = count + 1
+        self.factory.stats.event(_COMPLAINT_EVENTS.get(kind, kind))
         if not count:
-            log.info(message, peer=self.peer, **fields)
+            log.warn("[{conn}] " + message, peer=self.peer, conn=self.conn, **fields)
 
     def _close(self, *, peer_done: bool = False, linger: float = CLOSE_TIMEOUT) -> None:
         """
@@ -964,6 +1092,9 @@ class CommandServerFactory(Factory):
     :ivar max_handshakes: how many TLS handshakes may be in progress at once.
     :ivar send_buffer: each connection's ``SO_SNDBUF`` in bytes, or ``None``
         for the kernel's own.
+    :ivar stats: the server's counters (``stats``, ``--metrics``).
+    :ivar slow_threshold: seconds past which a command's reply is logged as
+        slow, or ``None`` for never.
     """
 
     noisy = False
@@ -983,6 +1114,8 @@ class CommandServerFactory(Factory):
         max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
         send_buffer: int | None = DEFAULT_SEND_BUFFER,
         clock: IReactorTime | None = None,
+        stats: ServerStats | None = None,
+        slow_threshold: float | None = DEFAULT_SLOW_THRESHOLD,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
@@ -1000,6 +1133,9 @@ class CommandServerFactory(Factory):
         self.max_handshakes = max_handshakes
         self.send_buffer = send_buffer
         self.clock = clock
+        self.stats = ServerStats(wall=clock.seconds) if stats is None else stats
+        self.slow_threshold = slow_threshold
+        self._connection_ids = 0
         self.connections: set[CommandServerProtocol] = set()
         # In the order they started: a dict, so the oldest is first.
         self.handshakes: dict[CommandServerProtocol, None] = {}
@@ -1042,6 +1178,13 @@ class CommandServerFactory(Factory):
             self._reply_cache_version = self.commands.version
         return self._reply_cache
 
+    def new_connection_id(self) -> str:
+        """
+        A short id for a new connection: a counter, in hexadecimal.
+        """
+        self._connection_ids += 1
+        return format(self._connection_ids, "x")
+
     def begin_handshake(self, protocol: CommandServerProtocol) -> None:
         """
         A TLS connection starts its handshake.
@@ -1055,7 +1198,9 @@ class CommandServerFactory(Factory):
             # handshake takes milliseconds; the one that has waited longest
             # is most likely one that never will finish.
             oldest = next(iter(self.handshakes))
-            oldest.drop_handshake("too many handshakes in progress")
+            oldest.drop_handshake(
+                "too many handshakes in progress", "handshake_dropped"
+            )
         self.handshakes[protocol] = None
 
     def end_handshake(self, protocol: CommandServerProtocol) -> None:
@@ -1070,19 +1215,25 @@ class CommandServerFactory(Factory):
 
         :returns: ``None`` if admitted, else the line to send before closing.
         """
+        stats = self.stats
         if self._draining:
+            stats.refuse("shutting_down")
             return CLOSING
         if len(self.connections) >= self.max_connections:
+            stats.refuse("max_connections")
             return too_many_connections(self.max_connections)
         limit = self.max_connections_per_address
         key = address_key(protocol._transport.getPeer())
         if key is not None and limit is not None:
             count = self._per_address.get(key, 0)
             if count >= limit:
+                stats.refuse("max_connections_per_ip")
                 return too_many_from_address(limit)
             self._per_address[key] = count + 1
             protocol.address_key = key
         self.connections.add(protocol)
+        stats.accepted += 1
+        stats.open += 1
         return None
 
     def forget(self, protocol: CommandServerProtocol) -> bool:
@@ -1094,6 +1245,7 @@ class CommandServerFactory(Factory):
         if protocol not in self.connections:
             return False
         self.connections.remove(protocol)
+        self.stats.open -= 1
         key = protocol.address_key
         if key is not None:
             count = self._per_address[key] - 1

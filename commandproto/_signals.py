@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from twisted.application.service import Service
 from twisted.logger import Logger, globalLogPublisher
-from twisted.python.logfile import BaseLogFile
+from twisted.python.logfile import BaseLogFile, LogFile
 
 log = Logger()
 
@@ -135,6 +135,17 @@ class SignalService(Service):
         self._reactor.callFromThread(self._ignored, signal.Signals(signum).name)
 
     def _ignored(self, name: str) -> None:
+        if name == "SIGUSR1":
+            # Our own log file (--log-format json with twistd --logfile):
+            # twistd rotates only the ones it opens itself.
+            files = [
+                f for f in _log_files(globalLogPublisher) if isinstance(f, LogFile)
+            ]
+            for log_file in files:
+                log_file.rotate()
+            if files:
+                log.info("SIGUSR1: rotated the log file")
+                return
         log.info("{signal} ignored", signal=name)
 
     def _on_second_stop(self, signum: int, frame: FrameType | None) -> None:

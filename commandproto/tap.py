@@ -7,11 +7,12 @@ from __future__ import annotations
 import math
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NoReturn, cast
 
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
+from twisted.logger import ILogObserver
 from twisted.python import usage
 
 from ._codec import DEFAULT_MAX_LINE_LENGTH
@@ -20,6 +21,15 @@ from ._connect import explain_endpoint_error, require_tls
 from ._legacy import LegacyServerEndpoint
 from ._listening import Listener, address_problem
 from ._loading import LoadError, installed_sets, load_table
+from ._logs import (
+    DEFAULT_FORMAT,
+    DEFAULT_LEVEL,
+    FORMATS,
+    LEVELS,
+    LoggingService,
+    log_file,
+    log_observer,
+)
 from ._proxy import PROXY, ProxyServerEndpoint
 from ._server import (
     DEFAULT_COMMAND_TIMEOUT,
@@ -32,12 +42,15 @@ from ._server import (
     DEFAULT_MAX_UNANSWERED,
     DEFAULT_SEND_BUFFER,
     DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_SLOW_THRESHOLD,
     CommandServerFactory,
     DrainService,
     LoggingServerEndpoint,
     ensure_file_limit,
 )
 from ._signals import SignalReactor, SignalService
+from ._stats import ServerStats
+from ._systemd import NotifyService
 from ._version import __version__
 from ._workers import (
     become_worker,
@@ -83,6 +96,16 @@ def _at_least(
     return coerce
 
 
+def _one_of(name: str, choices: tuple[str, ...]) -> Callable[[str], str]:
+    def coerce(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"--{name} takes one of {', '.join(choices)}")
+        return value
+
+    coerce.coerceDoc = f"One of {', '.join(choices)}."  # type: ignore[attr-defined]
+    return coerce
+
+
 class Options(usage.Options):
     """
     Options for ``twistd commandserver``.
@@ -98,7 +121,7 @@ class Options(usage.Options):
         "mtls:12345:privateKey=key.pem:certKey=cert.pem:caCerts=ca.pem, "
         "proxy:tcp:12345 (behind HAProxy: PROXY protocol v1 or v2). "
         "--commands adds command sets beside the built-in Hello, "
-        "Are you there?, quit and help; --list-commands shows the installed "
+        "Are you there?, quit, help and stats; --list-commands shows the installed "
         "ones."
     )
     optParameters = [
@@ -127,9 +150,9 @@ class Options(usage.Options):
         [
             "idle-timeout",
             None,
-            DEFAULT_IDLE_TIMEOUT,
+            DEFAULT_IDLE_TIMEOUT or 0.0,
             "Seconds without a whole request line before a client is "
-            "disconnected (0: never).",
+            "disconnected (0: never, as in Redis and memcached).",
             _at_least("idle-timeout", 0, float),
         ],
         [
@@ -194,6 +217,35 @@ class Options(usage.Options):
             "--max-connections and --max-connections-per-ip are divided among "
             "them.",
             parse_workers,
+        ],
+        [
+            "log-format",
+            None,
+            DEFAULT_FORMAT,
+            "How to write the log: text (twistd's), or json (one object per line).",
+            _one_of("log-format", FORMATS),
+        ],
+        [
+            "log-level",
+            None,
+            DEFAULT_LEVEL,
+            "The least level logged: debug, info, warn, error or critical.",
+            _one_of("log-level", tuple(LEVELS)),
+        ],
+        [
+            "slow-log-threshold",
+            None,
+            DEFAULT_SLOW_THRESHOLD * 1000,
+            "Milliseconds past which a command's reply is logged as slow (0: never).",
+            _at_least("slow-log-threshold", 0, float),
+        ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics at /metrics on this Twisted server endpoint "
+            "(e.g. tcp:9100:interface=127.0.0.1); needs the metrics extra.",
+            None,
         ],
     ]
 
@@ -279,10 +331,38 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self.get("listen"):
             self["listen"] = [DEFAULT_LISTEN]
+        if self["metrics"] is not None:
+            self._check_metrics(self["metrics"])
+        twistd: Mapping[str, object] = self.parent or {}
+        if twistd.get("syslog") and self._own_observer():
+            _fail("--log-format and --log-level do not work with twistd --syslog")
         try:
             self["table"] = with_builtins(*self.get("commands", []))
         except ValueError as e:
             _fail(f"--commands: {e}; a name can be served by one command set only")
+
+    def _check_metrics(self, description: str) -> None:
+        from twisted.internet import reactor
+
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            _fail(
+                "--metrics needs prometheus_client: pip install 'commandproto[metrics]'"
+            )
+        try:
+            serverFromString(reactor, description)
+        except Exception as e:
+            _fail(f"bad --metrics endpoint {description!r}: {e}")
+
+    def _own_observer(self) -> bool:
+        """
+        Whether the server logs through its own observer rather than
+        twistd's: for JSON, or a level other than the default.
+        """
+        return bool(
+            self["log-format"] != DEFAULT_FORMAT or self["log-level"] != DEFAULT_LEVEL
+        )
 
 
 def _kind(description: str) -> str:
@@ -306,6 +386,21 @@ def with_backlog(description: str) -> str:
     return f"{description}:backlog={DEFAULT_BACKLOG}"
 
 
+def _observer(options: Options) -> ILogObserver | None:
+    """
+    The log observer that --log-format and --log-level ask for, or ``None``
+    for twistd's own.
+    """
+    if not options._own_observer():
+        return None
+    twistd: Mapping[str, object] = options.parent or {}
+    return log_observer(
+        log_file(str(twistd.get("logfile") or "")),
+        options["log-format"],
+        options["log-level"],
+    )
+
+
 def makeService(options: Options) -> IService:
     """
     Build the server's service from parsed options.
@@ -325,8 +420,12 @@ def makeService(options: Options) -> IService:
     workers = options["workers"]
     worker = worker_identity()
     if worker is None and workers > 1:
+        if options["metrics"] is not None:
+            # Each worker counts its own connections: one scrape would see
+            # one worker's share only.
+            _fail("--metrics serves one process's counters: use it with --workers 1")
         try:
-            return supervisor_service(
+            supervisor = supervisor_service(
                 reactor,
                 [(d, serverFromString(reactor, with_backlog(d))) for d, _ in listeners],
                 workers,
@@ -335,6 +434,10 @@ def makeService(options: Options) -> IService:
             )
         except ValueError as e:
             _fail(str(e))
+        top = LoggingService(_observer(options))
+        supervisor.setServiceParent(top)
+        NotifyService(reactor).setServiceParent(top)  # type: ignore[no-untyped-call]
+        return top
     if worker is not None:
         # Server-wide limits: each worker enforces its share.
         options["max-connections"] = share(options["max-connections"], worker.count)
@@ -350,6 +453,7 @@ def makeService(options: Options) -> IService:
     max_connections = ensure_file_limit(
         options["max-connections"], others=options["max-handshakes"] if tls else 0
     )
+    stats = ServerStats(timing=options["metrics"] is not None)
     factory = CommandServerFactory(
         options["table"],
         max_line_length=options["max-line-length"],
@@ -363,8 +467,10 @@ def makeService(options: Options) -> IService:
         command_timeout=options["command-timeout"] or None,
         max_unanswered=options["max-unanswered"],
         clock=reactor,
+        stats=stats,
+        slow_threshold=options["slow-log-threshold"] / 1000 or None,
     )
-    service = MultiService()
+    service = LoggingService(_observer(options))
     # Services stop in reverse order: the listeners stop accepting first.
     drain = DrainService(factory, options["shutdown-timeout"])
     drain.setServiceParent(service)  # type: ignore[no-untyped-call]
@@ -388,4 +494,12 @@ def makeService(options: Options) -> IService:
             endpoint = worker_endpoint(reactor, endpoint, worker.fds[index])
         listener = Listener(description, kind(endpoint), factory, _fail)
         listener.setServiceParent(service)  # type: ignore[no-untyped-call]
+    if options["metrics"] is not None:
+        from ._metrics import metrics_service
+
+        metrics_service(reactor, options["metrics"], stats).setServiceParent(service)
+    if worker is None:
+        # Last: it says READY=1 once the listeners listen, and STOPPING=1
+        # first. A worker leaves that to its supervisor.
+        NotifyService(reactor).setServiceParent(service)  # type: ignore[no-untyped-call]
     return service

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 TWISTD = (
     "import sys; from twisted.scripts.twistd import run; "
@@ -40,14 +40,28 @@ class ServerProcess:
         directory: str,
         *options: str,
         preexec_fn: Callable[[], None] | None = None,
+        prelude: str = "",
+        environment: Mapping[str, str] | None = None,
+        pass_fds: Sequence[int] = (),
+        command: Sequence[str] = (),
+        wait: bool = True,
     ) -> None:
+        """
+        :param prelude: Python code the child runs before twistd.
+        :param environment: variables the child gets beside ours.
+        :param pass_fds: descriptors the child inherits.
+        :param command: what runs the child (``systemd-socket-activate ...``)
+            in front of Python.
+        :param wait: wait until it logs that it listens.
+        """
         if not any(option.startswith("--listen") for option in options):
             options = ("--listen", "tcp:0:interface=127.0.0.1", *options)
         self.process = subprocess.Popen(
             [
+                *command,
                 sys.executable,
                 "-c",
-                TWISTD,
+                prelude + TWISTD,
                 "-n",
                 "--pidfile=",
                 "commandserver",
@@ -58,14 +72,16 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env=subprocess_environment(),
+            env={**subprocess_environment(), **(environment or {})},
             preexec_fn=preexec_fn,
+            pass_fds=pass_fds,
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
         self.output: list[str] = []
         threading.Thread(target=self._collect, daemon=True).start()
         self.port = 0
-        self.wait_for_log(LISTENING, START_TIMEOUT)
+        if wait:
+            self.wait_for_log(LISTENING, START_TIMEOUT)
 
     def _collect(self) -> None:
         assert self.process.stdout is not None

@@ -204,6 +204,7 @@ class HandshakeTests(SynchronousTestCase):
         server.clock.advance(5)
         self.assertTrue(transport.disconnecting)
         self.assertEqual(server.factory.handshakes, {})
+        self.assertEqual(server.factory.stats.events, {"handshake_timeout": 1})
 
     def test_handshakes_have_their_own_bound(self) -> None:
         server = Server(max_handshakes=2)
@@ -214,6 +215,7 @@ class HandshakeTests(SynchronousTestCase):
         self.assertTrue(oldest.disconnecting)
         self.assertFalse(transport.disconnecting)
         self.assertEqual(list(server.factory.handshakes), [second, third])
+        self.assertEqual(server.factory.stats.events, {"handshake_dropped": 1})
 
     def test_lost_during_handshake_frees_its_place(self) -> None:
         server = Server()

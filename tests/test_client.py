@@ -597,7 +597,7 @@ class CommandNamesTests(SynchronousTestCase):
         )
         self.assertEqual(
             harness.session.command_names,
-            ["Hello", "Are you there?", "quit", "help", "ping"],
+            ["Hello", "Are you there?", "quit", "help", "stats", "ping"],
         )
 
     def test_help_reply_is_not_printed(self) -> None:
@@ -653,7 +653,8 @@ class CommandNamesTests(SynchronousTestCase):
         harness.type(b"help\n")
         self.assertIn("Server response: Commands: ", harness.stdout.text())
         self.assertEqual(
-            harness.session.command_names, ["Hello", "Are you there?", "quit", "help"]
+            harness.session.command_names,
+            ["Hello", "Are you there?", "quit", "help", "stats"],
         )
 
 

@@ -51,13 +51,14 @@ class DefaultCommandsTests(SynchronousTestCase):
 
     def test_default_names(self) -> None:
         self.assertEqual(
-            default_commands().names(), ["Hello", "Are you there?", "quit", "help"]
+            default_commands().names(),
+            ["Hello", "Are you there?", "quit", "help", "stats"],
         )
 
     def test_help_lists_every_command(self) -> None:
         self.assertEqual(
             default_commands().dispatch("help"),
-            Reply("Commands: Hello, Are you there?, quit, help"),
+            Reply("Commands: Hello, Are you there?, quit, help, stats"),
         )
 
     def test_help_lists_commands_added_later(self) -> None:
@@ -65,7 +66,7 @@ class DefaultCommandsTests(SynchronousTestCase):
         table.add(Command("ping", lambda: Reply("pong")))
         self.assertEqual(
             parse_help(table.dispatch("help").text),
-            ["Hello", "Are you there?", "quit", "help", "ping"],
+            ["Hello", "Are you there?", "quit", "help", "stats", "ping"],
         )
 
     def test_each_call_builds_a_new_table(self) -> None:

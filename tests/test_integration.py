@@ -262,7 +262,7 @@ class ClientModeTests(ProcessTestCase):
         self.assertEqual(
             result.stdout,
             b"Greetings!\nUnknown command.\n"
-            b"Commands: Hello, Are you there?, quit, help\n",
+            b"Commands: Hello, Are you there?, quit, help, stats\n",
         )
 
     def test_repeat(self) -> None:

@@ -437,7 +437,8 @@ class DrainTests(SynchronousTestCase):
 
 class LoggingTests(SynchronousTestCase):
     """
-    Each misbehaviour is one log line with the peer address.
+    Each misbehaviour is one log line with the peer address and the
+    connection's id.
     """
 
     def setUp(self) -> None:
@@ -453,7 +454,10 @@ class LoggingTests(SynchronousTestCase):
         server.connect()
         self.assertEqual(
             self.lines_about_peer(),
-            ["refused connection from tcp:127.0.0.1:40000: " + too_many_connections(1)],
+            [
+                "[2] refused connection from tcp:127.0.0.1:40000: "
+                + too_many_connections(1)
+            ],
         )
 
     def test_idle_timeout_logged_once(self) -> None:
@@ -462,7 +466,7 @@ class LoggingTests(SynchronousTestCase):
         self.log.events.clear()
         server.clock.advance(30)
         self.assertEqual(
-            self.lines_about_peer(), ["idle timeout (30s) for tcp:127.0.0.1:40000"]
+            self.lines_about_peer(), ["[1] idle timeout (30s) for tcp:127.0.0.1:40000"]
         )
 
     def test_overlong_line_logged_once(self) -> None:
@@ -472,7 +476,7 @@ class LoggingTests(SynchronousTestCase):
             protocol.dataReceived(b"x" * 100)
         self.assertEqual(
             self.lines_about_peer(),
-            ["line longer than 4 bytes from tcp:127.0.0.1:40000"],
+            ["[1] line longer than 4 bytes from tcp:127.0.0.1:40000"],
         )
 
     def test_many_bad_lines_logged_once_and_counted_at_close(self) -> None:
@@ -483,9 +487,9 @@ class LoggingTests(SynchronousTestCase):
         self.assertEqual(
             self.lines_about_peer(),
             [
-                "invalid UTF-8 from tcp:127.0.0.1:40000",
-                "line longer than 4 bytes from tcp:127.0.0.1:40000",
-                "connection from tcp:127.0.0.1:40000 closed: Connection was "
+                "[1] invalid UTF-8 from tcp:127.0.0.1:40000",
+                "[1] line longer than 4 bytes from tcp:127.0.0.1:40000",
+                "[1] connection from tcp:127.0.0.1:40000 closed: Connection was "
                 "closed cleanly. (500 invalid UTF-8 lines, 3 over-long lines)",
             ],
         )
@@ -495,7 +499,7 @@ class LoggingTests(SynchronousTestCase):
         self.log.events.clear()
         protocol.dataReceived(b"\xff\n")
         self.assertEqual(
-            self.lines_about_peer(), ["invalid UTF-8 from tcp:127.0.0.1:40000"]
+            self.lines_about_peer(), ["[1] invalid UTF-8 from tcp:127.0.0.1:40000"]
         )
 
 

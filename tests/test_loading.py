@@ -142,7 +142,7 @@ class OptionsTests(SynchronousTestCase):
         options.parseOptions(["--commands", "usermod"])
         self.assertEqual(
             options["table"].names(),
-            ["Hello", "Are you there?", "quit", "help", "echo", "later"],
+            ["Hello", "Are you there?", "quit", "help", "stats", "echo", "later"],
         )
 
     def test_two_sets_with_one_name_stop_startup(self) -> None:

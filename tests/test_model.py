@@ -56,7 +56,7 @@ def model_table() -> CommandTable:
     return table
 
 
-HELP = "Commands: Hello, Are you there?, quit, help, echo, add, slow, peek, boom"
+HELP = "Commands: Hello, Are you there?, quit, help, stats, echo, add, slow, peek, boom"
 
 
 def model_reply(line: bytes, max_line_length: int) -> str:

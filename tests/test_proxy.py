@@ -327,7 +327,7 @@ class WrapperTests(SynchronousTestCase):
         protocol.dataReceived(CLIENT)
         (connection,) = server.connections
         self.assertEqual(connection.peer, "tcp:192.0.2.7:4242")
-        self.assertIn("connection from tcp:192.0.2.7:4242", self.log.messages())
+        self.assertIn("[1] connection from tcp:192.0.2.7:4242", self.log.messages())
         self.assertEqual(protocol.getPeer(), IPv4Address("TCP", "192.0.2.7", 4242))
         self.assertEqual(protocol.getHost(), IPv4Address("TCP", "127.0.0.1", 12345))
 
@@ -421,7 +421,8 @@ class WrapperTests(SynchronousTestCase):
         protocol.connectionLost()
         self.assertEqual(server.connections, set())
         self.assertIn(
-            "connection from tcp:192.0.2.7:4242 closed: Connection was closed cleanly.",
+            "[1] connection from tcp:192.0.2.7:4242 closed: "
+            "Connection was closed cleanly.",
             self.log.messages(),
         )
 

@@ -136,7 +136,8 @@ class PipeliningTests(SynchronousTestCase):
         protocol.dataReceived(b"Hello\n" * (BATCH * 2 + 1))
         # The rest waits for the reactor's next turns, one write each.
         self.assertEqual(transport.writes, [replies(GREETING) * BATCH])
-        self.assertEqual(len(clock.getDelayedCalls()), 2)
+        # The next turn (there is no idle timer by default).
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
         clock.advance(0)
         self.assertEqual(len(transport.writes), 3)
         self.assertEqual(transport.value(), replies(GREETING) * (BATCH * 2 + 1))
@@ -261,7 +262,8 @@ class FactoryTests(SynchronousTestCase):
     def test_default_table_is_the_seeds(self) -> None:
         factory = CommandServerFactory()
         self.assertEqual(
-            factory.commands.names(), ["Hello", "Are you there?", "quit", "help"]
+            factory.commands.names(),
+            ["Hello", "Are you there?", "quit", "help", "stats"],
         )
 
     def test_custom_table_is_used(self) -> None:
@@ -277,7 +279,8 @@ class FactoryTests(SynchronousTestCase):
 
 class LoggingTests(SynchronousTestCase):
     """
-    Connects and disconnects are logged with the peer's address.
+    Connects and disconnects are logged with the peer's address and the
+    connection's id.
     """
 
     def setUp(self) -> None:
@@ -288,14 +291,14 @@ class LoggingTests(SynchronousTestCase):
 
     def test_connect_logged_with_peer(self) -> None:
         connect()
-        self.assertIn("connection from tcp:127.0.0.1:40000", self.messages())
+        self.assertIn("[1] connection from tcp:127.0.0.1:40000", self.messages())
 
     def test_disconnect_logged_with_peer(self) -> None:
         protocol, _ = connect()
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertTrue(
             any(
-                m.startswith("connection from tcp:127.0.0.1:40000 closed")
+                m.startswith("[1] connection from tcp:127.0.0.1:40000 closed")
                 for m in self.messages()
             )
         )

@@ -181,7 +181,9 @@ class TerminalTests(SynchronousTestCase):
         client.type(b"\r")
         client.wait_for("Server response: Yes, I am here!")
         client.type(b"he\t\r")
-        client.wait_for("Server response: Commands: Hello, Are you there?, quit, help")
+        client.wait_for(
+            "Server response: Commands: Hello, Are you there?, quit, help, stats"
+        )
         client.type(b"\x04")
         self.assert_exited(client, 0)
 

@@ -1,0 +1,375 @@
+"""
+The server's counters, the ``stats`` command, connection ids in log lines
+and the slow log, on ``StringTransport`` with a ``Clock``.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from commandproto import CommandError, Session
+from commandproto._commands import (
+    CLOSING,
+    GREETING,
+    UNKNOWN_COMMAND,
+    CommandTable,
+    Reply,
+    default_commands,
+    with_builtins,
+)
+from commandproto._server import CommandServerFactory, CommandServerProtocol
+from commandproto._stats import (
+    LATENCY_BUCKETS,
+    Latency,
+    ServerStats,
+    outcome_of,
+    parse_pairs,
+)
+
+from ._helpers import LogCapture, replies
+
+
+def table() -> CommandTable:
+    commands = CommandTable()
+
+    @commands.command("add")
+    def add(a: int, b: int) -> int:
+        """Add."""
+        return a + b
+
+    @commands.command("refuse")
+    def refuse() -> str:
+        """Refuse."""
+        raise CommandError("no")
+
+    @commands.command("boom")
+    def boom() -> str:
+        """Fail."""
+        raise RuntimeError("boom")
+
+    @commands.command("later")
+    def later(session: Session) -> Deferred[str]:
+        """Answer after 2 seconds."""
+        from twisted.internet.task import deferLater
+
+        return deferLater(session.clock, 2, lambda: "done")
+
+    return commands
+
+
+class Server:
+    """
+    A factory serving :func:`table` beside the built-ins, with a Clock.
+    """
+
+    def __init__(
+        self, *, timing: bool = False, server_version: str = "0", **settings: object
+    ) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.stats = ServerStats(
+            wall=self.clock.seconds, timing=timing, server_version=server_version
+        )
+        self.factory = CommandServerFactory(
+            with_builtins(table()),
+            clock=self.clock,
+            stats=self.stats,
+            **settings,  # type: ignore[arg-type]
+        )
+
+    def connect(self) -> tuple[CommandServerProtocol, StringTransport]:
+        protocol = self.factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+
+class OutcomeTests(SynchronousTestCase):
+    """
+    A reply tells how its command ended.
+    """
+
+    def test_ok(self) -> None:
+        self.assertEqual(outcome_of("get", "value"), "ok")
+
+    def test_unknown(self) -> None:
+        self.assertEqual(outcome_of("Hello", UNKNOWN_COMMAND), "unknown")
+
+    def test_failed(self) -> None:
+        self.assertEqual(outcome_of("get", "Error: get failed"), "failed")
+
+    def test_timed_out(self) -> None:
+        self.assertEqual(outcome_of("get", "Error: get timed out"), "timed_out")
+
+    def test_error(self) -> None:
+        self.assertEqual(outcome_of("get", "Error: no such key"), "error")
+
+    def test_another_commands_failure_is_an_error(self) -> None:
+        self.assertEqual(outcome_of("get", "Error: set failed"), "error")
+
+
+class LatencyTests(SynchronousTestCase):
+    """
+    Latency histograms, cumulative as Prometheus writes them.
+    """
+
+    def test_buckets_are_cumulative_and_end_with_inf(self) -> None:
+        latency = Latency()
+        latency.observe(0.00005)
+        latency.observe(0.003, 2)
+        latency.observe(100)
+        buckets = dict(latency.cumulative())
+        self.assertEqual(buckets["0.0001"], 1)
+        self.assertEqual(buckets["0.005"], 3)
+        self.assertEqual(buckets["30.0"], 3)
+        self.assertEqual(buckets["+Inf"], 4)
+        self.assertEqual(len(buckets), len(LATENCY_BUCKETS) + 1)
+        self.assertAlmostEqual(latency.total, 100.00605)
+
+
+class CountingTests(SynchronousTestCase):
+    """
+    Connections, commands, bytes and misbehaviour are counted.
+    """
+
+    def test_connections_open_and_total(self) -> None:
+        server = Server()
+        first, _ = server.connect()
+        server.connect()
+        first.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual((server.stats.open, server.stats.accepted), (1, 2))
+
+    def test_refused_by_reason(self) -> None:
+        LogCapture(self)
+        server = Server(max_connections=1)
+        server.connect()
+        server.connect()
+        self.assertEqual(server.stats.refused, {"max_connections": 1})
+
+    def test_cached_commands_counted_by_name(self) -> None:
+        protocol, _ = Server().connect()
+        protocol.dataReceived(b"Hello\n")
+        protocol.dataReceived(b"Hello\r\nAre you there?\nHello\n")
+        stats = protocol.factory.stats
+        self.assertEqual(
+            stats.commands_by_outcome(),
+            {("Hello", "ok"): 3, ("Are you there?", "ok"): 1},
+        )
+
+    def test_cached_commands_in_a_mixed_read_counted(self) -> None:
+        protocol, _ = Server().connect()
+        protocol.dataReceived(b"Hello\nadd 1 2\nHello\n")
+        self.assertEqual(
+            protocol.factory.stats.commands_by_outcome(),
+            {("Hello", "ok"): 2, ("add", "ok"): 1},
+        )
+
+    def test_outcomes_by_name(self) -> None:
+        LogCapture(self)
+        protocol, _ = Server().connect()
+        protocol.dataReceived(b"add 1\nrefuse\nboom\nnope\nsecret text\nHello x\n")
+        self.assertEqual(
+            protocol.factory.stats.commands_by_outcome(),
+            {
+                ("add", "error"): 1,
+                ("refuse", "error"): 1,
+                ("boom", "failed"): 1,
+                ("(unknown)", "unknown"): 2,
+                ("Hello", "unknown"): 1,
+            },
+        )
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_asynchronous_reply_counted_when_it_comes(self) -> None:
+        server = Server(timing=True)
+        protocol, _ = server.connect()
+        protocol.dataReceived(b"later\n")
+        self.assertEqual(server.stats.commands_by_outcome(), {})
+        server.clock.advance(2)
+        self.assertEqual(server.stats.commands_by_outcome(), {("later", "ok"): 1})
+
+    def test_timed_out(self) -> None:
+        LogCapture(self)
+        server = Server(command_timeout=1)
+        protocol, _ = server.connect()
+        protocol.dataReceived(b"later\n")
+        server.clock.advance(1)
+        self.assertEqual(
+            server.stats.commands_by_outcome(), {("later", "timed_out"): 1}
+        )
+
+    def test_client_gone_is_cancelled(self) -> None:
+        server = Server()
+        protocol, _ = server.connect()
+        protocol.dataReceived(b"later\n")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(
+            server.stats.commands_by_outcome(), {("later", "cancelled"): 1}
+        )
+
+    def test_bytes_in_and_out(self) -> None:
+        protocol, transport = Server().connect()
+        protocol.dataReceived(b"Hello\nadd 1 2\n")
+        protocol.dataReceived(b"Hello\n")
+        stats = protocol.factory.stats
+        self.assertEqual(stats.bytes_in, len(b"Hello\nadd 1 2\nHello\n"))
+        self.assertEqual(stats.bytes_out, len(transport.value()))
+
+    def test_misbehaviour_counted_every_time(self) -> None:
+        LogCapture(self)
+        server = Server(max_line_length=4, idle_timeout=30)
+        protocol, _ = server.connect()
+        protocol.dataReceived(b"\xff\n\xff\ntoolong\n")
+        server.clock.advance(30)
+        self.assertEqual(
+            server.stats.events,
+            {"invalid_utf8": 2, "over_long_line": 1, "idle_timeout": 1},
+        )
+
+    def test_backpressure_counted(self) -> None:
+        protocol, _ = Server().connect()
+        protocol.pauseProducing()
+        self.assertEqual(protocol.factory.stats.events, {"backpressure": 1})
+
+    def test_latency_not_kept_without_timing(self) -> None:
+        protocol, _ = Server().connect()
+        protocol.dataReceived(b"Hello\nadd 1 2\n")
+        self.assertEqual(protocol.factory.stats.latency_by_name(), {})
+
+    def test_latency_by_name_with_timing(self) -> None:
+        server = Server(timing=True)
+        protocol, _ = server.connect()
+        protocol.dataReceived(b"Hello\n")
+        protocol.dataReceived(b"Hello\nHello\n")
+        protocol.dataReceived(b"add 1 2\n")
+        counts = {
+            name: latency.cumulative()[-1][1]
+            for name, latency in server.stats.latency_by_name().items()
+        }
+        self.assertEqual(counts, {"Hello": 3, "add": 1})
+
+
+class StatsCommandTests(SynchronousTestCase):
+    """
+    ``stats`` answers the counters as one line of key=value pairs.
+    """
+
+    def test_listed_by_help(self) -> None:
+        self.assertIn("stats", default_commands().names())
+
+    def test_reply(self) -> None:
+        server = Server(server_version="9.9")
+        other, _ = server.connect()
+        other.dataReceived(b"nope\n")
+        protocol, transport = server.connect()
+        server.clock.advance(5)
+        protocol.dataReceived(b"Hello\nstats\n")
+        lines = transport.value().decode().splitlines()
+        self.assertEqual(lines[0], GREETING)
+        self.assertEqual(
+            lines[1],
+            "uptime=5 connections=2 connections_total=2 commands=2 errors=1 "
+            f"refused=0 bytes_in=17 bytes_out={len(replies(UNKNOWN_COMMAND))} "
+            "version=9.9",
+        )
+
+    def test_reply_reads_back(self) -> None:
+        stats = ServerStats(wall=lambda: 0.0, server_version="1")
+        self.assertEqual(parse_pairs(stats.line())["version"], "1")
+
+    def test_without_a_server(self) -> None:
+        session = Session("p", None, Clock())
+        self.assertEqual(
+            default_commands().execute("stats", session),
+            Reply("Error: no statistics here"),
+        )
+
+
+class ConnectionIdTests(SynchronousTestCase):
+    """
+    Each connection has a short id, in every log line about it.
+    """
+
+    def setUp(self) -> None:
+        self.logged = LogCapture(self)
+
+    def test_ids_differ(self) -> None:
+        server = Server()
+        first, _ = server.connect()
+        second, _ = server.connect()
+        self.assertEqual((first.conn, second.conn), ("1", "2"))
+
+    def test_id_is_a_field_of_each_event(self) -> None:
+        server = Server()
+        protocol, _ = server.connect()
+        protocol.dataReceived(b"boom\n\xff\n")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(self.logged.events), 4)
+        for event in self.logged.events:
+            self.assertEqual(event["conn"], "1")
+            self.assertEqual(event["peer"], protocol.peer)
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_failed_command_line_names_the_command_and_id(self) -> None:
+        protocol, _ = Server().connect()
+        protocol.dataReceived(b"boom\n")
+        [failure] = [e for e in self.logged.events if "log_failure" in e]
+        self.assertEqual(failure["command"], "boom")
+        self.assertTrue(self.logged.messages()[-1].startswith("[1] command 'boom'"))
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_quit_leaves_no_lines_about_others(self) -> None:
+        server = Server()
+        protocol, transport = server.connect()
+        protocol.dataReceived(b"quit\n")
+        self.assertEqual(transport.value(), replies(CLOSING))
+
+
+class SlowLogTests(SynchronousTestCase):
+    """
+    A reply slower than the threshold is one warning with the command's
+    name, its time and the connection's id.
+    """
+
+    def setUp(self) -> None:
+        self.logged = LogCapture(self)
+
+    def slow_lines(self) -> list[str]:
+        return [m for m in self.logged.messages() if "slow command" in m]
+
+    def test_threshold_compares_real_time(self) -> None:
+        import commandproto._server as module
+
+        now = [10.0]
+        self.patch(module, "perf_counter", lambda: now[0])
+        server = Server(slow_threshold=1.5)
+        protocol, _ = server.connect()
+        protocol.dataReceived(b"later\n")
+        now[0] = 12.0
+        server.clock.advance(2)
+        [event] = [e for e in self.logged.events if "slow command" in e["log_format"]]
+        self.assertEqual(event["log_level"].name, "warn")
+        self.assertEqual(
+            (event["command"], event["conn"], event["ms"]), ("later", "1", 2000.0)
+        )
+        self.assertEqual(
+            self.slow_lines(),
+            [f"[1] slow command 'later' from {protocol.peer}: 2000.0 ms"],
+        )
+
+    def test_off(self) -> None:
+        import commandproto._server as module
+
+        now = [10.0]
+        self.patch(module, "perf_counter", lambda: now[0])
+        server = Server(slow_threshold=None)
+        protocol, _ = server.connect()
+        protocol.dataReceived(b"later\n")
+        now[0] = 100.0
+        server.clock.advance(2)
+        self.assertEqual(self.slow_lines(), [])
