@@ -8,11 +8,23 @@ Scrapes run on the reactor's thread, not a thread pool
 reactor's thread pool): the counters are plain integers that the reactor's
 thread changes, and reading them there needs no lock.  Importing this module
 imports ``prometheus_client`` (the ``metrics`` extra).
+
+The listener shares the reactor with the command server, so nothing its
+clients do may cost the commands more than one rendering (about 0.3 ms):
+
+- one request per connection (``Connection: close``), so a client that
+  pipelines requests and never reads gets one response, not one rendering
+  per request in a single reactor turn (Twisted's ``HTTPChannel`` replays
+  every buffered request as soon as the first is done);
+- each connection is closed :data:`DEADLINE` seconds after it opened,
+  whether or not its client sent a whole request or read the response;
+- at most :data:`MAX_CONNECTIONS` at once; more are closed on accept.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -31,11 +43,17 @@ from twisted.application.service import IService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
     IListeningPort,
     IProtocolFactory,
+    IReactorTime,
     IStreamServerEndpoint,
+    ITCPTransport,
 )
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -47,6 +65,13 @@ from ._stats import EVENTS, REFUSAL_REASONS, ServerStats
 log = Logger()
 
 PATH = b"metrics"
+
+#: Seconds a metrics connection may stay open, from accept to close: time
+#: for a request and its response, with room to spare for a scraper.
+DEADLINE = 10.0
+
+#: Metrics connections open at once; a scraper needs one.
+MAX_CONNECTIONS = 16
 
 
 class StatsCollector(Collector):
@@ -145,24 +170,81 @@ class MetricsResource(Resource):
         return encoder(self._registry)
 
 
+class MetricsChannel(http.HTTPChannel):
+    """
+    An HTTP connection that answers one request, then closes; and closes
+    anyway at its deadline.
+    """
+
+    deadline: IDelayedCall | None = None
+
+    def checkPersistence(self, request: http.Request, version: bytes) -> bool:
+        request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+        return False
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.deadline is not None and self.deadline.active():
+            self.deadline.cancel()
+        self.deadline = None
+        site = self.site  # type: ignore[attr-defined]
+        site.open -= 1
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+
+
 class MetricsSite(Site):
     """
-    A site that does not log every scrape.
+    A site that does not log every scrape, and bounds its connections in
+    number and lifetime.
+
+    :ivar open: connections open now.
     """
 
     noisy = False
+    protocol = MetricsChannel  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        resource: Resource,
+        clock: IReactorTime,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        deadline: float = DEADLINE,
+    ) -> None:
+        super().__init__(resource)  # type: ignore[no-untyped-call]
+        self._clock = clock
+        self._max_connections = max_connections
+        self._deadline = deadline
+        self.open = 0
+        # Twisted's own idle timeout is left off: the deadline bounds the
+        # whole connection, and a byte now and then does not extend it.
+        self.timeOut = None
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]
+        if self.open >= self._max_connections:
+            return None
+        channel = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
+        assert isinstance(channel, MetricsChannel)
+        self.open += 1
+        channel.deadline = self._clock.callLater(self._deadline, self._expire, channel)
+        return channel
+
+    @staticmethod
+    def _expire(channel: MetricsChannel) -> None:
+        channel.deadline = None
+        if channel.transport is not None:
+            cast(ITCPTransport, channel.transport).abortConnection()
 
     def log(self, request: http.Request) -> None:
         pass
 
 
-def metrics_site(stats: ServerStats) -> Site:
+def metrics_site(stats: ServerStats, clock: IReactorTime) -> MetricsSite:
     """
     The HTTP site: ``/metrics``, and nothing else.
     """
     root = Resource()
     root.putChild(PATH, MetricsResource(registry_for(stats)))
-    return MetricsSite(root)  # type: ignore[no-untyped-call]
+    return MetricsSite(root, clock)
 
 
 @implementer(IStreamServerEndpoint)
@@ -181,13 +263,15 @@ class _LoggingEndpoint:
         return self._endpoint.listen(factory).addCallback(listening)
 
 
-def metrics_service(reactor: object, description: str, stats: ServerStats) -> IService:
+def metrics_service(
+    reactor: IReactorTime, description: str, stats: ServerStats
+) -> IService:
     """
     A service that serves the metrics on a Twisted server endpoint.
 
     :param description: the endpoint string (``tcp:9100:interface=127.0.0.1``).
     """
     endpoint = _LoggingEndpoint(serverFromString(reactor, description))
-    service = StreamServerEndpointService(endpoint, metrics_site(stats))
+    service = StreamServerEndpointService(endpoint, metrics_site(stats, reactor))
     service._raiseSynchronously = True
     return service

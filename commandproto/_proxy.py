@@ -52,6 +52,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
+from ._codec import escape_controls
 from ._server import describe_address
 
 log = Logger()
@@ -298,7 +299,12 @@ class ProxyProtocolWrapper(ProtocolWrapper):
         try:
             done = parser.feed(data)
         except ProxyHeaderError as e:
-            self._reject(f"invalid PROXY header from {{peer}}: {e}")
+            log.warn(
+                "invalid PROXY header from {peer}: {why}",
+                peer=self._peer_text(),
+                why=escape_controls(str(e)),
+            )
+            self._reject()
             return
         if done is None:
             return
@@ -311,19 +317,23 @@ class ProxyProtocolWrapper(ProtocolWrapper):
         if rest and not self.disconnecting:
             self.wrappedProtocol.dataReceived(rest)
 
-    def _reject(self, message: str) -> None:
+    def _reject(self) -> None:
+        """
+        Close the connection, once its caller has logged why.
+        """
         self._parser = None
         self._stop_timer()
-        log.info(message, peer=self._peer_text())
         assert self.transport is not None
         self.transport.loseConnection()
 
     def _too_slow(self) -> None:
         self._timer = None
-        self._reject(
-            f"no PROXY header from {{peer}} within {self.factory.header_timeout:g}s:"
-            " closing"
+        log.warn(
+            "no PROXY header from {peer} within {timeout:g}s: closing",
+            peer=self._peer_text(),
+            timeout=self.factory.header_timeout,
         )
+        self._reject()
 
     def _stop_timer(self) -> None:
         if self._timer is not None:
@@ -346,7 +356,11 @@ class ProxyProtocolWrapper(ProtocolWrapper):
     def readConnectionLost(self) -> None:
         if self.header is None:
             if self._parser is not None:
-                self._reject("connection from {peer} ended before its PROXY header")
+                log.warn(
+                    "connection from {peer} ended before its PROXY header",
+                    peer=self._peer_text(),
+                )
+                self._reject()
             return
         if IHalfCloseableProtocol.providedBy(self.wrappedProtocol):
             cast(IHalfCloseableProtocol, self.wrappedProtocol).readConnectionLost()

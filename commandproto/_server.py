@@ -197,7 +197,8 @@ def describe_address(address: IAddress | None) -> str:
     if isinstance(address, IPv4Address):
         return f"tcp:{address.host}:{address.port}"
     if isinstance(address, IPv6Address):
-        return f"tcp6:[{address.host}]:{address.port}"
+        # A PROXY v1 header's zone id (fe80::1%zone) is the client's text.
+        return f"tcp6:[{escape_controls(address.host)}]:{address.port}"
     if isinstance(address, UNIXAddress):
         name = address.name
         if isinstance(name, bytes):
@@ -817,16 +818,21 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             it answers later or closes the connection.
         """
         if frame is OVERLONG:
-            self._complain(
-                "over-long lines",
-                "line longer than {limit} bytes from {peer}",
-                limit=self.max_line_length,
-            )
+            if self._complain("over-long lines"):
+                log.warn(
+                    "[{conn}] line longer than {limit} bytes from {peer}",
+                    conn=self.conn,
+                    peer=self.peer,
+                    limit=self.max_line_length,
+                )
             return encode_line(line_too_long(self.max_line_length))
         try:
             text = frame.decode("utf-8")
         except UnicodeDecodeError:
-            self._complain("invalid UTF-8 lines", "invalid UTF-8 from {peer}")
+            if self._complain("invalid UTF-8 lines"):
+                log.warn(
+                    "[{conn}] invalid UTF-8 from {peer}", conn=self.conn, peer=self.peer
+                )
             return _INVALID_UTF8
         found = self.commands.find(text)
         if found is None:
@@ -1007,19 +1013,20 @@ class CommandServerProtocol(Protocol, TimeoutMixin):
             if type(item) is _Pending and item.deferred is not None:
                 item.deferred.cancel()
 
-    def _complain(self, kind: str, message: str, **fields: object) -> None:
+    def _complain(self, kind: str) -> bool:
         """
-        Log a client's misbehaviour once per kind and connection; later ones
-        are counted, and the counts go in the line that logs the close, so
-        that one client cannot flood the log.
+        Count a client's misbehaviour.  It is logged once per kind and
+        connection; later ones are counted, and the counts go in the line
+        that logs the close, so that one client cannot flood the log.
+
+        :returns: whether this is the first of its kind, to be logged.
         """
         if self._complaints is None:
             self._complaints = {}
         count = self._complaints.get(kind, 0)
         self._complaints[kind] = count + 1
         self.factory.stats.event(_COMPLAINT_EVENTS.get(kind, kind))
-        if not count:
-            log.warn("[{conn}] " + message, peer=self.peer, conn=self.conn, **fields)
+        return not count
 
     def _close(self, *, peer_done: bool = False, linger: float = CLOSE_TIMEOUT) -> None:
         """

@@ -450,9 +450,12 @@ def makeService(options: Options) -> IService:
     # Past the open-file limit, clients would be dropped without a word:
     # lower the connection limit so that they get the error line instead.
     tls = any(_kind(d) in _TLS_KINDS for d in options["listen"])
-    max_connections = ensure_file_limit(
-        options["max-connections"], others=options["max-handshakes"] if tls else 0
-    )
+    others = options["max-handshakes"] if tls else 0
+    if options["metrics"] is not None:
+        from ._metrics import MAX_CONNECTIONS
+
+        others += MAX_CONNECTIONS
+    max_connections = ensure_file_limit(options["max-connections"], others=others)
     stats = ServerStats(timing=options["metrics"] is not None)
     factory = CommandServerFactory(
         options["table"],

@@ -405,6 +405,35 @@ class WrapperTests(SynchronousTestCase):
         self.assertEqual(server.connections, set())
         self.assertEqual(self.flushLoggedErrors(), [])
 
+    def test_header_text_is_never_a_format_string(self) -> None:
+        """
+        A header that is a ``twisted.logger`` format string is logged as
+        text: nothing in it is looked up or padded.
+        """
+        protocol, transport, _, _ = proxied()
+        protocol.dataReceived(b"PROXY {peer:>1000000000} 1 2 3 4\r\n")
+        self.assertTrue(transport.disconnecting)
+        (message,) = self.log.messages()
+        self.assertIn("{peer:>1000000000}", message)
+        self.assertLess(len(message), 200)
+        (event,) = self.log.events
+        self.assertNotIn("1000000000", event["log_format"])
+
+    def test_header_cannot_read_attributes_into_the_log(self) -> None:
+        protocol, _, _, _ = proxied()
+        protocol.dataReceived(
+            b"PROXY {log_logger.__init__.__globals__[cast]} 1 2 3 4\r\n"
+        )
+        (message,) = self.log.messages()
+        self.assertIn("{log_logger.__init__.__globals__[cast]}", message)
+        self.assertNotIn("function", message)
+
+    def test_zone_id_control_characters_are_escaped(self) -> None:
+        protocol, _, _, _ = proxied()
+        protocol.dataReceived(b"PROXY TCP6 fe80::1%\x1b[2J ::1 4242 12345\r\n")
+        for message in self.log.messages():
+            self.assertNotIn("\x1b", message)
+
     def test_end_of_input_before_header(self) -> None:
         protocol, transport, _, _ = proxied()
         protocol.dataReceived(b"PROXY ")
