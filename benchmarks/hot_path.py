@@ -28,8 +28,8 @@ from twisted.internet.task import Clock
 from twisted.protocols.basic import LineReceiver
 
 from commandproto import CommandServerFactory
-from commandproto._commands import with_builtins
 from commandproto.benchcommands import commands as bench_commands
+from commandproto.commands.table import with_builtins
 
 MIX = b"Hello\r\nAre you there?\r\nnope\r\necho hi\r\n"
 

@@ -421,9 +421,9 @@ def request_and_reply(mix: str) -> tuple[bytes, bytes]:
     table and codec.
     """
     sys.path.insert(0, str(ROOT))
-    from commandproto._codec import encode_line
-    from commandproto._workload import parse_mix
-    from commandproto.bench import expected_replies
+    from commandproto.bench.runner import expected_replies
+    from commandproto.bench.workload import parse_mix
+    from commandproto.wire.codec import encode_line
 
     first = parse_mix(mix, expected_replies())[0]
     return encode_line(first.line), encode_line(first.reply)

@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__ as __version__
 
 if TYPE_CHECKING:
-    from ._codec import DEFAULT_MAX_LINE_LENGTH, LineFramer, decode_line, encode_line
-    from ._commands import (
+    from .commands.table import (
         CLOSING,
         GREETING,
         PRESENT,
@@ -32,18 +31,24 @@ if TYPE_CHECKING:
         parse_help,
         with_builtins,
     )
-    from ._server import CommandServerFactory, CommandServerProtocol
+    from .server.protocol import CommandServerFactory, CommandServerProtocol
+    from .wire.codec import (
+        DEFAULT_MAX_LINE_LENGTH,
+        LineFramer,
+        decode_line,
+        encode_line,
+    )
 
 # Where each public name lives.  Imported on first use: ``commandproto`` is
 # imported by every one of its modules, the client's too, which must start
 # fast and has no use for the server.
 _EXPORTS = {
-    "DEFAULT_MAX_LINE_LENGTH": "_codec",
-    "LineFramer": "_codec",
-    "decode_line": "_codec",
-    "encode_line": "_codec",
-    "CommandServerFactory": "_server",
-    "CommandServerProtocol": "_server",
+    "DEFAULT_MAX_LINE_LENGTH": "wire.codec",
+    "LineFramer": "wire.codec",
+    "decode_line": "wire.codec",
+    "encode_line": "wire.codec",
+    "CommandServerFactory": "server.protocol",
+    "CommandServerProtocol": "server.protocol",
 }
 
 
@@ -52,7 +57,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'commandproto' has no attribute {name!r}")
     from importlib import import_module
 
-    module = import_module(f"commandproto.{_EXPORTS.get(name, '_commands')}")
+    module = import_module(f"commandproto.{_EXPORTS.get(name, 'commands.table')}")
     value = getattr(module, name)
     globals()[name] = value
     return value

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from ._commands import CommandTable
+    from .commands.table import CommandTable
     from .testing import CommandTester
 
 

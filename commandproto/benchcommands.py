@@ -15,7 +15,7 @@ Serve them beside the built-ins::
 
 from __future__ import annotations
 
-from ._commands import CommandTable, Rest
+from .commands.table import CommandTable, Rest
 
 __all__ = ["ASYNC_PONG", "commands"]
 

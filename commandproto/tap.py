@@ -15,13 +15,14 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import ILogObserver
 from twisted.python import usage
 
-from ._codec import DEFAULT_MAX_LINE_LENGTH
-from ._commands import with_builtins
-from ._connect import explain_endpoint_error, require_tls
-from ._legacy import LegacyServerEndpoint
-from ._listening import Listener, address_problem
-from ._loading import LoadError, installed_sets, load_table
-from ._logs import (
+from ._version import __version__
+from .client.connect import explain_endpoint_error, require_tls
+from .commands.loading import LoadError, installed_sets, load_table
+from .commands.table import with_builtins
+from .listeners.legacy import LegacyServerEndpoint
+from .listeners.listening import Listener, address_problem
+from .listeners.proxy import PROXY, ProxyServerEndpoint
+from .ops.logs import (
     DEFAULT_FORMAT,
     DEFAULT_LEVEL,
     FORMATS,
@@ -30,8 +31,17 @@ from ._logs import (
     log_file,
     log_observer,
 )
-from ._proxy import PROXY, ProxyServerEndpoint
-from ._server import (
+from .ops.signals import SignalReactor, SignalService
+from .ops.systemd import NotifyService
+from .ops.workers import (
+    become_worker,
+    parse_workers,
+    share,
+    supervisor_service,
+    worker_endpoint,
+    worker_identity,
+)
+from .server.protocol import (
     DEFAULT_COMMAND_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -48,18 +58,8 @@ from ._server import (
     LoggingServerEndpoint,
     ensure_file_limit,
 )
-from ._signals import SignalReactor, SignalService
-from ._stats import ServerStats
-from ._systemd import NotifyService
-from ._version import __version__
-from ._workers import (
-    become_worker,
-    parse_workers,
-    share,
-    supervisor_service,
-    worker_endpoint,
-    worker_identity,
-)
+from .server.stats import ServerStats
+from .wire.codec import DEFAULT_MAX_LINE_LENGTH
 
 DEFAULT_LISTEN = "tcp:12345:interface=127.0.0.1"
 DEFAULT_BACKLOG = 511
@@ -452,7 +452,7 @@ def makeService(options: Options) -> IService:
     tls = any(_kind(d) in _TLS_KINDS for d in options["listen"])
     others = options["max-handshakes"] if tls else 0
     if options["metrics"] is not None:
-        from ._metrics import MAX_CONNECTIONS
+        from .ops.metrics import MAX_CONNECTIONS
 
         others += MAX_CONNECTIONS
     max_connections = ensure_file_limit(options["max-connections"], others=others)
@@ -488,7 +488,7 @@ def makeService(options: Options) -> IService:
             _fail(f"cannot listen on {description}: {problem}")
         if description.split(":", 1)[0] == "ssl":
             # Imported only for TLS: the extra may not be installed.
-            from ._halfclose import from_ssl_endpoint
+            from .listeners.halfclose import from_ssl_endpoint
 
             endpoint = from_ssl_endpoint(endpoint)
         if isinstance(endpoint, ProxyServerEndpoint):
@@ -498,7 +498,7 @@ def makeService(options: Options) -> IService:
         listener = Listener(description, kind(endpoint), factory, _fail)
         listener.setServiceParent(service)  # type: ignore[no-untyped-call]
     if options["metrics"] is not None:
-        from ._metrics import metrics_service
+        from .ops.metrics import metrics_service
 
         metrics_service(reactor, options["metrics"], stats).setServiceParent(service)
     if worker is None:

@@ -29,13 +29,13 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, IOPump, connect
 
-from ._codec import LineFramer, decode_line, encode_line, is_one_line
-from ._commands import CommandTable, with_builtins
-from ._server import (
+from .commands.table import CommandTable, with_builtins
+from .server.protocol import (
     DEFAULT_COMMAND_TIMEOUT,
     DEFAULT_MAX_UNANSWERED,
     CommandServerFactory,
 )
+from .wire.codec import LineFramer, decode_line, encode_line, is_one_line
 
 __all__ = ["CommandTester", "TesterConnection"]
 

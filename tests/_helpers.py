@@ -11,9 +11,9 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from commandproto._codec import encode_line
-from commandproto._commands import CommandTable, with_builtins
-from commandproto._server import CommandServerFactory, CommandServerProtocol
+from commandproto.commands.table import CommandTable, with_builtins
+from commandproto.server.protocol import CommandServerFactory, CommandServerProtocol
+from commandproto.wire.codec import encode_line
 
 
 def replies(*texts: str) -> bytes:

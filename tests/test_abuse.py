@@ -24,14 +24,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from commandproto import tap
-from commandproto._codec import escape_controls as escape
-from commandproto._commands import (
+from commandproto.commands.table import (
     GREETING,
     line_took_too_long,
     too_many_connections,
     too_many_from_address,
 )
-from commandproto._server import (
+from commandproto.ops.signals import SignalService, reopen_log_files
+from commandproto.server.protocol import (
     DEFAULT_SEND_BUFFER,
     REFUSAL_LINGER,
     REFUSAL_RESERVE,
@@ -40,7 +40,7 @@ from commandproto._server import (
     address_key,
     describe_address,
 )
-from commandproto._signals import SignalService, reopen_log_files
+from commandproto.wire.codec import escape_controls as escape
 
 from ._helpers import LogCapture, replies
 
@@ -385,14 +385,14 @@ class UnsolicitedLinesTests(SynchronousTestCase):
     """
 
     def test_per_address_refusal(self) -> None:
-        from commandproto._commands import TOO_MANY_CONNECTIONS, unsolicited_kind
+        from commandproto.commands.table import TOO_MANY_CONNECTIONS, unsolicited_kind
 
         self.assertEqual(
             unsolicited_kind(too_many_from_address(1000)), TOO_MANY_CONNECTIONS
         )
 
     def test_line_timeout(self) -> None:
-        from commandproto._commands import LINE_TIMEOUT, unsolicited_kind
+        from commandproto.commands.table import LINE_TIMEOUT, unsolicited_kind
 
         self.assertEqual(unsolicited_kind(line_took_too_long(30)), LINE_TIMEOUT)
         self.assertEqual(unsolicited_kind(line_took_too_long(0.5)), LINE_TIMEOUT)
@@ -416,7 +416,7 @@ class DefensiveClientTests(SynchronousTestCase):
         self.assertEqual(harness.stdout.text().count("Greetings!"), 1)
 
     def control_reply(self, escape: bool) -> str:
-        from commandproto._commands import CommandTable, with_builtins
+        from commandproto.commands.table import CommandTable, with_builtins
 
         from .test_client import Harness
 

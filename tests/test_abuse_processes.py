@@ -19,7 +19,7 @@ from pathlib import Path
 
 import trustme
 
-from commandproto._commands import (
+from commandproto.commands.table import (
     GREETING,
     line_took_too_long,
     too_many_from_address,

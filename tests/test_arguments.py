@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from commandproto._commands import (
+from commandproto.commands.table import (
     GREETING,
     UNKNOWN_COMMAND,
     Command,

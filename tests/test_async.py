@@ -10,7 +10,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
-from commandproto._commands import CLOSING, GREETING, CommandTable, Rest, Session
+from commandproto.commands.table import CLOSING, GREETING, CommandTable, Rest, Session
 from commandproto.testing import CommandTester
 
 from ._helpers import LogCapture, replies, serve

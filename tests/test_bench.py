@@ -30,29 +30,7 @@ from twisted.test.iosim import FakeTransport, IOPump, connect
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from commandproto._codec import LineFramer, encode_line
-from commandproto._commands import (
-    GREETING,
-    PRESENT,
-    UNKNOWN_COMMAND,
-    Command,
-    CommandTable,
-    Reply,
-    default_commands,
-    with_builtins,
-)
-from commandproto._histogram import LatencyHistogram, bucket_bounds, bucket_index
-from commandproto._server import CommandServerFactory
-from commandproto._workload import (
-    ClosedLoop,
-    OpenLoop,
-    ReplyChecker,
-    ReplyError,
-    Request,
-    Workload,
-    parse_mix,
-)
-from commandproto.bench import (
+from commandproto.bench.runner import (
     CSV_HEADER,
     EXIT_BAD_REPLY,
     EXIT_FAILURE,
@@ -72,8 +50,30 @@ from commandproto.bench import (
     parse_arguments,
     worker_arguments,
 )
+from commandproto.bench.workload import (
+    ClosedLoop,
+    OpenLoop,
+    ReplyChecker,
+    ReplyError,
+    Request,
+    Workload,
+    parse_mix,
+)
 from commandproto.benchcommands import ASYNC_PONG
 from commandproto.benchcommands import commands as bench_commands
+from commandproto.commands.table import (
+    GREETING,
+    PRESENT,
+    UNKNOWN_COMMAND,
+    Command,
+    CommandTable,
+    Reply,
+    default_commands,
+    with_builtins,
+)
+from commandproto.server.histogram import LatencyHistogram, bucket_bounds, bucket_index
+from commandproto.server.protocol import CommandServerFactory
+from commandproto.wire.codec import LineFramer, encode_line
 
 from ._processes import subprocess_environment, unused_port
 from .test_integration import ProcessTestCase

@@ -23,18 +23,7 @@ from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from commandproto._commands import (
-    CLOSING,
-    GREETING,
-    PRESENT,
-    UNKNOWN_COMMAND,
-    Command,
-    Reply,
-    default_commands,
-)
-from commandproto._connect import describe_failure
-from commandproto._server import CommandServerFactory
-from commandproto.client import (
+from commandproto.client.cli import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -47,6 +36,17 @@ from commandproto.client import (
     Script,
     make_script,
 )
+from commandproto.client.connect import describe_failure
+from commandproto.commands.table import (
+    CLOSING,
+    GREETING,
+    PRESENT,
+    UNKNOWN_COMMAND,
+    Command,
+    Reply,
+    default_commands,
+)
+from commandproto.server.protocol import CommandServerFactory
 
 
 class FakeStdout(StringTransport):

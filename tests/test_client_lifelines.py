@@ -9,17 +9,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from commandproto._commands import (
-    CLOSING,
-    GREETING,
-    PRESENT,
-    idle_timeout_reply,
-    is_unsolicited,
-    too_many_connections,
-    unsolicited_kind,
-)
-from commandproto._server import CommandServerFactory
-from commandproto.client import (
+from commandproto.client.cli import (
     EXIT_FAILURE,
     EXIT_OK,
     PROMPT,
@@ -28,6 +18,16 @@ from commandproto.client import (
     ReplyReceiver,
     Script,
 )
+from commandproto.commands.table import (
+    CLOSING,
+    GREETING,
+    PRESENT,
+    idle_timeout_reply,
+    is_unsolicited,
+    too_many_connections,
+    unsolicited_kind,
+)
+from commandproto.server.protocol import CommandServerFactory
 
 from .test_client import Harness, Wired
 

@@ -13,7 +13,16 @@ from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from commandproto._codec import (
+from commandproto.commands.table import (
+    CLOSING,
+    GREETING,
+    INVALID_UTF8,
+    PRESENT,
+    UNKNOWN_COMMAND,
+    line_too_long,
+)
+from commandproto.server.protocol import CommandServerFactory
+from commandproto.wire.codec import (
     CRLF,
     LF,
     OVERLONG,
@@ -23,15 +32,6 @@ from commandproto._codec import (
     encode_line,
     is_one_line,
 )
-from commandproto._commands import (
-    CLOSING,
-    GREETING,
-    INVALID_UTF8,
-    PRESENT,
-    UNKNOWN_COMMAND,
-    line_too_long,
-)
-from commandproto._server import CommandServerFactory
 
 PROPERTY_SETTINGS = settings(deadline=None, max_examples=200)
 

@@ -12,7 +12,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from commandproto._connect import AddressEndpoint, describe_failure, make_endpoint
+from commandproto.client.connect import AddressEndpoint, describe_failure, make_endpoint
 
 
 class MakeEndpointTests(SynchronousTestCase):

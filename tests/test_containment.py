@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
-from commandproto._commands import (
+from commandproto.commands.table import (
     CLOSING,
     CommandTable,
     Reply,
@@ -18,7 +18,7 @@ from commandproto._commands import (
     Session,
     constant,
 )
-from commandproto._server import (
+from commandproto.server.protocol import (
     CLOSE_TIMEOUT,
     Phase,
 )
@@ -102,7 +102,7 @@ class RegistrationTests(SynchronousTestCase):
         self.assertRaises(ValueError, table.command("a", summary="a\nb"), lambda: "")
 
     def test_constant_must_answer_a_reply(self) -> None:
-        from commandproto._commands import Command
+        from commandproto.commands.table import Command
 
         table = CommandTable()
         self.assertRaises(

@@ -16,7 +16,7 @@ import time
 
 import trustme
 
-from commandproto._commands import CLOSING, GREETING, PRESENT
+from commandproto.commands.table import CLOSING, GREETING, PRESENT
 
 from ._haproxy import README_CHECKS, HAProxyProcess, haproxy_binary, haproxy_config
 from ._helpers import replies

@@ -17,7 +17,7 @@ from pathlib import Path
 import trustme
 from twisted.trial.unittest import SynchronousTestCase
 
-from commandproto._commands import (
+from commandproto.commands.table import (
     CLOSING,
     GREETING,
     UNKNOWN_COMMAND,

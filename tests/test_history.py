@@ -11,7 +11,7 @@ import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from commandproto._history import History, history_path
+from commandproto.client.history import History, history_path
 
 
 class HistoryPathTests(SynchronousTestCase):

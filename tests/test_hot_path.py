@@ -14,8 +14,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from commandproto._codec import encode_line
-from commandproto._commands import (
+from commandproto.benchcommands import commands as bench_commands
+from commandproto.commands.table import (
     GREETING,
     UNKNOWN_COMMAND,
     Command,
@@ -24,11 +24,11 @@ from commandproto._commands import (
     constant,
     with_builtins,
 )
-from commandproto._server import (
+from commandproto.server.protocol import (
     CommandServerFactory,
     CommandServerProtocol,
 )
-from commandproto.benchcommands import commands as bench_commands
+from commandproto.wire.codec import encode_line
 
 from ._helpers import replies
 

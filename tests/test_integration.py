@@ -17,7 +17,7 @@ import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from commandproto._commands import CLOSING, GREETING, PRESENT, UNKNOWN_COMMAND
+from commandproto.commands.table import CLOSING, GREETING, PRESENT, UNKNOWN_COMMAND
 
 from ._helpers import replies
 from ._processes import (

@@ -10,7 +10,13 @@ from twisted.internet.testing import StringTransport
 from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
-from commandproto._commands import (
+from commandproto.client.cli import (
+    EXIT_OK,
+    ClientSession,
+    InputReceiver,
+    LegacyReplyReceiver,
+)
+from commandproto.commands.table import (
     CLOSING,
     GREETING,
     PRESENT,
@@ -18,14 +24,8 @@ from commandproto._commands import (
     idle_timeout_reply,
     too_many_connections,
 )
-from commandproto._legacy import LegacyFactory, legacy_request
-from commandproto._server import CommandServerFactory
-from commandproto.client import (
-    EXIT_OK,
-    ClientSession,
-    InputReceiver,
-    LegacyReplyReceiver,
-)
+from commandproto.listeners.legacy import LegacyFactory, legacy_request
+from commandproto.server.protocol import CommandServerFactory
 
 from .test_client import FakeStdout
 

@@ -18,14 +18,14 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from commandproto._commands import (
+from commandproto.commands.table import (
     CLOSING,
     GREETING,
     PRESENT,
     idle_timeout_reply,
     too_many_connections,
 )
-from commandproto._server import (
+from commandproto.server.protocol import (
     BATCH,
     CLOSE_TIMEOUT,
     CommandServerFactory,

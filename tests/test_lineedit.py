@@ -15,9 +15,8 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from commandproto._codec import DEFAULT_MAX_LINE_LENGTH
-from commandproto._history import History
-from commandproto._lineedit import (
+from commandproto.client.history import History
+from commandproto.client.lineedit import (
     EditLine,
     LineEditor,
     char_width,
@@ -26,6 +25,7 @@ from commandproto._lineedit import (
     text_width,
     visible_span,
 )
+from commandproto.wire.codec import DEFAULT_MAX_LINE_LENGTH
 
 from ._screen import Screen
 

@@ -15,8 +15,8 @@ import tempfile
 from twisted.trial.unittest import SynchronousTestCase
 
 from commandproto import tap
-from commandproto._commands import CommandTable
-from commandproto._loading import LoadError, installed_sets, load_table
+from commandproto.commands.loading import LoadError, installed_sets, load_table
+from commandproto.commands.table import CommandTable
 
 from ._processes import TWISTD, ServerProcess, read_exactly, subprocess_environment
 

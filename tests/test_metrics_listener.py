@@ -11,14 +11,14 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from commandproto._metrics import (
+from commandproto.ops.metrics import (
     DEADLINE,
     MAX_CONNECTIONS,
     MetricsChannel,
     MetricsSite,
     metrics_site,
 )
-from commandproto._stats import ServerStats
+from commandproto.server.stats import ServerStats
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 GET = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"

@@ -12,8 +12,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from commandproto._codec import encode_line
-from commandproto._commands import (
+from commandproto.commands.table import (
     INVALID_UTF8,
     UNKNOWN_COMMAND,
     CommandTable,
@@ -22,7 +21,8 @@ from commandproto._commands import (
     line_too_long,
     with_builtins,
 )
-from commandproto._server import CommandServerFactory
+from commandproto.server.protocol import CommandServerFactory
+from commandproto.wire.codec import encode_line
 
 from ._helpers import LogCapture
 from .test_codec import PROPERTY_SETTINGS, SEED_REPLIES, as_content, split_at

@@ -20,27 +20,27 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from commandproto import tap
-from commandproto._logs import (
+from commandproto.ops.logs import (
     LoggingService,
     event_as_record,
     format_json_line,
     log_observer,
 )
-from commandproto._metrics import MetricsResource, StatsCollector, registry_for
-from commandproto._stats import ServerStats
-from commandproto._systemd import (
+from commandproto.ops.metrics import MetricsResource, StatsCollector, registry_for
+from commandproto.ops.systemd import (
     NotifyService,
     notify_address,
     send_notification,
     watchdog_interval,
 )
+from commandproto.server.stats import ServerStats
 
 
 def event(**fields: object) -> dict[str, object]:
     return {
         "log_format": "[{conn}] connection from {peer}",
         "log_level": LogLevel.info,
-        "log_namespace": "commandproto._server",
+        "log_namespace": "commandproto.server.protocol",
         "log_time": 0.0,
         **fields,
     }
@@ -58,7 +58,7 @@ class JSONLogTests(SynchronousTestCase):
             {
                 "time": "1970-01-01T00:00:00.000+00:00",
                 "level": "info",
-                "namespace": "commandproto._server",
+                "namespace": "commandproto.server.protocol",
                 "message": "[1f] connection from tcp:h:1",
                 "conn": "1f",
                 "peer": "tcp:h:1",
@@ -113,7 +113,7 @@ class LevelTests(SynchronousTestCase):
 
     def test_text_is_twistds_format(self) -> None:
         self.assertIn(
-            "[commandproto._server#info] [info] connection from p",
+            "[commandproto.server.protocol#info] [info] connection from p",
             self.written("debug"),
         )
 

@@ -16,7 +16,7 @@ import socket
 import time
 import urllib.request
 
-from commandproto._commands import CLOSING, GREETING, INVALID_UTF8
+from commandproto.commands.table import CLOSING, GREETING, INVALID_UTF8
 
 from ._helpers import replies
 from ._processes import (

@@ -20,13 +20,13 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from commandproto._commands import (
+from commandproto.commands.table import (
     GREETING,
     PRESENT,
     default_commands,
     too_many_from_address,
 )
-from commandproto._proxy import (
+from commandproto.listeners.proxy import (
     LOCAL,
     V2_SIGNATURE,
     HeaderParser,
@@ -36,7 +36,7 @@ from commandproto._proxy import (
     ProxyServerEndpoint,
     ProxyWrappingFactory,
 )
-from commandproto._server import CommandServerFactory
+from commandproto.server.protocol import CommandServerFactory
 from commandproto.tap import with_backlog
 
 from ._helpers import LogCapture, replies

@@ -12,7 +12,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from commandproto._commands import (
+from commandproto.commands.table import (
     CLOSING,
     GREETING,
     INVALID_UTF8,
@@ -24,7 +24,7 @@ from commandproto._commands import (
     constant,
     line_too_long,
 )
-from commandproto._server import (
+from commandproto.server.protocol import (
     BATCH,
     CommandServerFactory,
     CommandServerProtocol,

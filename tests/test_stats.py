@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from commandproto import CommandError, Session
-from commandproto._commands import (
+from commandproto.commands.table import (
     CLOSING,
     GREETING,
     UNKNOWN_COMMAND,
@@ -22,8 +22,8 @@ from commandproto._commands import (
     default_commands,
     with_builtins,
 )
-from commandproto._server import CommandServerFactory, CommandServerProtocol
-from commandproto._stats import (
+from commandproto.server.protocol import CommandServerFactory, CommandServerProtocol
+from commandproto.server.stats import (
     LATENCY_BUCKETS,
     Latency,
     ServerStats,
@@ -343,7 +343,7 @@ class SlowLogTests(SynchronousTestCase):
         return [m for m in self.logged.messages() if "slow command" in m]
 
     def test_threshold_compares_real_time(self) -> None:
-        import commandproto._server as module
+        import commandproto.server.protocol as module
 
         now = [10.0]
         self.patch(module, "perf_counter", lambda: now[0])
@@ -363,7 +363,7 @@ class SlowLogTests(SynchronousTestCase):
         )
 
     def test_off(self) -> None:
-        import commandproto._server as module
+        import commandproto.server.protocol as module
 
         now = [10.0]
         self.patch(module, "perf_counter", lambda: now[0])

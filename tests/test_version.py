@@ -15,7 +15,9 @@ from importlib.metadata import version
 from twisted.trial.unittest import SynchronousTestCase
 
 import commandproto
-from commandproto import bench, client, tap
+from commandproto import tap
+from commandproto.bench import runner as bench
+from commandproto.client import cli as client
 
 from ._processes import subprocess_environment
 

@@ -15,8 +15,8 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from commandproto._commands import CLOSING, GREETING
-from commandproto._workers import parse_workers, share
+from commandproto.commands.table import CLOSING, GREETING
+from commandproto.ops.workers import parse_workers, share
 
 from ._helpers import replies
 from ._processes import IO_TIMEOUT, ServerProcess, read_exactly, read_until_closed

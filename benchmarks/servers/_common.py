@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from commandproto._codec import encode_line
-from commandproto._commands import CommandTable, default_commands
+from commandproto.commands.table import CommandTable, default_commands
+from commandproto.wire.codec import encode_line
 
 TABLE: CommandTable = default_commands()
 

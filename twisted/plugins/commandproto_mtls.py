@@ -2,6 +2,6 @@
 Registers commandproto's ``mtls:`` server endpoint string with Twisted.
 """
 
-from commandproto._tls import MutualTLSServerParser
+from commandproto.listeners.tls import MutualTLSServerParser
 
 commandproto_mtls = MutualTLSServerParser()

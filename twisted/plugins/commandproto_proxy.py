@@ -2,6 +2,6 @@
 Registers commandproto's ``proxy:`` server endpoint prefix with Twisted.
 """
 
-from commandproto._proxy import ProxyServerParser
+from commandproto.listeners.proxy import ProxyServerParser
 
 commandproto_proxy = ProxyServerParser()

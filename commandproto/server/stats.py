@@ -3,7 +3,7 @@ The server's own numbers: connections, commands by name and outcome, their
 latency, bytes, and client misbehaviour, as plain counters with no I/O.
 
 The ``stats`` command reads them as one line, and ``--metrics`` exposes the
-same counters to Prometheus (:mod:`commandproto._metrics`), reading them only
+same counters to Prometheus (:mod:`commandproto.ops.metrics`), reading them only
 when scraped: counting costs an integer addition, never a lock.
 """
 
@@ -15,7 +15,12 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from ._commands import ERROR_PREFIX, UNKNOWN_COMMAND, failed_reply, timed_out_reply
+from ..commands.table import (
+    ERROR_PREFIX,
+    UNKNOWN_COMMAND,
+    failed_reply,
+    timed_out_reply,
+)
 
 UNKNOWN_LABEL = "(unknown)"
 """

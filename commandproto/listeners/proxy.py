@@ -52,8 +52,8 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
-from ._codec import escape_controls
-from ._server import describe_address
+from ..server.protocol import describe_address
+from ..wire.codec import escape_controls
 
 log = Logger()
 
@@ -440,11 +440,11 @@ class ProxyServerEndpoint:
 
         inner = self.inner
         if isinstance(inner, SSL4ServerEndpoint):
-            from ._halfclose import from_ssl_endpoint
+            from ..listeners.halfclose import from_ssl_endpoint
 
             inner = from_ssl_endpoint(inner)
         # Only a TLS listener has imported the TLS module (an optional extra).
-        halfclose = sys.modules.get("commandproto._halfclose")
+        halfclose = sys.modules.get("commandproto.listeners.halfclose")
         if halfclose is not None and isinstance(inner, halfclose.TLSServerEndpoint):
             factory = halfclose.HalfCloseTLSFactory(inner._options, False, factory)
             inner = inner._tcp

@@ -4,7 +4,7 @@ The commandproto client: ``commandproto`` (or ``python -m commandproto.client``)
 Four ways to use it:
 
   - on a terminal, an interactive prompt with line editing, history, reverse
-    search and completion (L{commandproto._lineedit});
+    search and completion (L{commandproto.client.lineedit});
   - with commands as arguments, one-shot: send them, print the replies, exit
     (``-r COUNT -i SECONDS`` repeats them);
   - with piped input, every line is a command, sent pipelined with a bounded
@@ -51,9 +51,9 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from . import _commands
-from ._codec import CRLF, LF, OVERLONG, LineFramer, escape_controls, is_one_line
-from ._commands import (
+from .._version import __version__
+from ..commands import table as _commands
+from ..commands.table import (
     CLOSING,
     ERROR_PREFIX,
     HELP,
@@ -63,13 +63,13 @@ from ._commands import (
     parse_help,
     unsolicited_kind,
 )
-from ._connect import (
+from ..wire.codec import CRLF, LF, OVERLONG, LineFramer, escape_controls, is_one_line
+from .connect import (
     CONNECTION_OPTIONS,
     TYPE_ENFORCEMENT,
     describe_failure,
     make_endpoint,
 )
-from ._version import __version__
 
 _QUIT = QUIT.encode("utf-8")
 PROMPT = "Execute command: "
@@ -1074,8 +1074,8 @@ def attach_line_editor(
     # runs start faster without them.
     from twisted.conch.insults.insults import ServerProtocol
 
-    from ._history import History, history_path
-    from ._lineedit import LineEditor
+    from ..client.history import History, history_path
+    from ..client.lineedit import LineEditor
 
     messages: list[str] = []
     history = History(
@@ -1248,7 +1248,7 @@ def _terminal_mode(editor: bool) -> Iterator[None]:
     if not editor:
         yield
         return
-    from ._lineedit import terminal_mode
+    from ..client.lineedit import terminal_mode
 
     with terminal_mode(0):
         yield
@@ -1270,7 +1270,3 @@ def _restored_fd_flags(fds: tuple[int, ...]) -> Iterator[None]:
         for fd, flags in saved.items():
             with contextlib.suppress(OSError):
                 fcntl.fcntl(fd, fcntl.F_SETFL, flags)
-
-
-if __name__ == "__main__":
-    main()

@@ -10,8 +10,8 @@ Exit codes: 0 when every reply was right; 1 on a connection or I/O failure;
 2 on a usage error; 3 on a wrong, missing, extra or out-of-order reply.
 
 The logic with no I/O (what to send and when, reply checking, the latency
-histogram, reports) lives in L{commandproto._workload},
-L{commandproto._histogram} and the plain functions here; the Twisted code
+histogram, reports) lives in L{commandproto.bench.workload},
+L{commandproto.server.histogram} and the plain functions here; the Twisted code
 is L{BenchConnection}, L{LoadRun} and the worker processes.
 """
 
@@ -54,17 +54,8 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._codec import LF, OVERLONG, LineFramer
-from ._commands import CommandTable, with_builtins
-from ._connect import (
-    CONNECTION_OPTIONS,
-    TYPE_ENFORCEMENT,
-    describe_failure,
-    make_endpoint,
-)
-from ._histogram import LatencyHistogram
-from ._version import __version__
-from ._workload import (
+from .._version import __version__
+from ..bench.workload import (
     PRESETS,
     ClosedLoop,
     OpenLoop,
@@ -75,6 +66,15 @@ from ._workload import (
     mix_name,
     parse_mix,
 )
+from ..client.connect import (
+    CONNECTION_OPTIONS,
+    TYPE_ENFORCEMENT,
+    describe_failure,
+    make_endpoint,
+)
+from ..commands.table import CommandTable, with_builtins
+from ..server.histogram import LatencyHistogram
+from ..wire.codec import LF, OVERLONG, LineFramer
 
 PROGRAM = "commandproto.bench"
 
@@ -224,7 +224,7 @@ def expected_replies() -> CommandTable:
     :mod:`commandproto.benchcommands`, as served by ``twistd -n
     commandserver --commands commandproto.benchcommands``.
     """
-    from .benchcommands import commands
+    from ..benchcommands import commands
 
     return with_builtins(commands)
 
@@ -1163,7 +1163,3 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(code)
 
     react(go)
-
-
-if __name__ == "__main__":
-    main()

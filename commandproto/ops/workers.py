@@ -58,8 +58,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._proxy import ProxyServerEndpoint
-from ._signals import SignalReactor, SignalService
+from ..listeners.proxy import ProxyServerEndpoint
+from ..ops.signals import SignalReactor, SignalService
 
 log = Logger()
 
@@ -152,12 +152,12 @@ def _innermost(endpoint: IStreamServerEndpoint) -> IStreamServerEndpoint:
     if isinstance(endpoint, ProxyServerEndpoint):
         return _innermost(endpoint.inner)
     if isinstance(endpoint, SSL4ServerEndpoint):
-        from ._halfclose import from_ssl_endpoint
+        from ..listeners.halfclose import from_ssl_endpoint
 
         return _innermost(from_ssl_endpoint(endpoint))
     tcp = getattr(endpoint, "_tcp", None)
     if tcp is not None:
-        # Our TLS endpoint (commandproto._halfclose), ssl: and mtls:.
+        # Our TLS endpoint (commandproto.listeners.halfclose), ssl: and mtls:.
         return cast(IStreamServerEndpoint, tcp)
     return endpoint
 
@@ -169,7 +169,7 @@ def _replace_innermost(
         endpoint.inner = _replace_innermost(endpoint.inner, new)
         return endpoint
     if isinstance(endpoint, SSL4ServerEndpoint):
-        from ._halfclose import from_ssl_endpoint
+        from ..listeners.halfclose import from_ssl_endpoint
 
         endpoint = from_ssl_endpoint(endpoint)
     if getattr(endpoint, "_tcp", None) is not None:

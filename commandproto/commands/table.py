@@ -27,7 +27,7 @@ from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
-from ._codec import is_one_line
+from ..wire.codec import is_one_line
 
 log = Logger()
 
@@ -1039,7 +1039,7 @@ def help_command(table: CommandTable) -> Command:
 def stats_command() -> Command:
     """
     The ``stats`` command: the server's numbers as one line of ``key=value``
-    pairs (see :mod:`commandproto._stats`).
+    pairs (see :mod:`commandproto.server.stats`).
     """
 
     def stats(session: Session) -> str:

@@ -59,16 +59,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._codec import (
-    DEFAULT_MAX_LINE_LENGTH,
-    LF,
-    OVERLONG,
-    Frame,
-    LineFramer,
-    encode_line,
-    escape_controls,
-)
-from ._commands import (
+from ..commands.table import (
     CLOSING,
     INVALID_UTF8,
     UNKNOWN_COMMAND,
@@ -82,13 +73,22 @@ from ._commands import (
     too_many_connections,
     too_many_from_address,
 )
-from ._stats import (
+from ..server.stats import (
     CANCELLED,
     UNKNOWN,
     UNKNOWN_LABEL,
     ServerStats,
     count_elements,
     outcome_of,
+)
+from ..wire.codec import (
+    DEFAULT_MAX_LINE_LENGTH,
+    LF,
+    OVERLONG,
+    Frame,
+    LineFramer,
+    encode_line,
+    escape_controls,
 )
 
 log = Logger()

@@ -32,7 +32,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import implementer
 
-from ._codec import CR, CRLF, LF
+from ..wire.codec import CR, CRLF, LF
 
 log = Logger()
 
@@ -102,7 +102,7 @@ class LegacyServerEndpoint:
         self._endpoint = endpoint
 
     def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
-        from ._server import describe_address
+        from ..server.protocol import describe_address
 
         def listening(port: IListeningPort) -> IListeningPort:
             log.info(

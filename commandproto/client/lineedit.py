@@ -33,8 +33,8 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._codec import DEFAULT_MAX_LINE_LENGTH
-from ._history import History
+from ..client.history import History
+from ..wire.codec import DEFAULT_MAX_LINE_LENGTH
 
 Keys: Any = insults.ServerProtocol
 """

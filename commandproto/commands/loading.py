@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
-from ._commands import CommandTable
+from ..commands.table import CommandTable
 
 ENTRY_POINT_GROUP = "commandproto.commands"
 DEFAULT_ATTRIBUTE = "commands"

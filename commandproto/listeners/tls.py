@@ -51,7 +51,7 @@ class MutualTLSServerParser:
         backlog: str = "50",
     ) -> IStreamServerEndpoint:
         """
-        Build the endpoint (with :mod:`commandproto._halfclose`'s TLS
+        Build the endpoint (with :mod:`commandproto.listeners.halfclose`'s TLS
         connections, whose clients may half-close).
 
         :raises ValueError: if a file is missing or holds no certificate.
@@ -87,6 +87,6 @@ class MutualTLSServerParser:
             requireCertificate=True,
             caCerts=authorities,
         )
-        from ._halfclose import TLSServerEndpoint
+        from ..listeners.halfclose import TLSServerEndpoint
 
         return TLSServerEndpoint(reactor, int(port), options, int(backlog), interface)

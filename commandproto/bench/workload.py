@@ -27,9 +27,9 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ._codec import LF, encode_line, is_one_line
-from ._commands import CommandTable
-from ._histogram import LatencyHistogram
+from ..commands.table import CommandTable
+from ..server.histogram import LatencyHistogram
+from ..wire.codec import LF, encode_line, is_one_line
 
 
 @dataclass(frozen=True, slots=True)

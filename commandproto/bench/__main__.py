@@ -1,0 +1,7 @@
+"""
+``python -m commandproto.bench``.
+"""
+
+from .runner import main
+
+main()

@@ -1,0 +1,7 @@
+"""
+``python -m commandproto.client``.
+"""
+
+from .cli import main
+
+main()

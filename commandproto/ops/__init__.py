@@ -1,0 +1,3 @@
+"""
+Operating the server: logs, metrics, signals, systemd, workers.
+"""
