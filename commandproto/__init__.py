@@ -31,7 +31,8 @@ if TYPE_CHECKING:
         parse_help,
         with_builtins,
     )
-    from .server.protocol import CommandServerFactory, CommandServerProtocol
+    from .server.factory import CommandServerFactory
+    from .server.protocol import CommandServerProtocol
     from .wire.codec import (
         DEFAULT_MAX_LINE_LENGTH,
         LineFramer,
@@ -47,7 +48,7 @@ _EXPORTS = {
     "LineFramer": "wire.codec",
     "decode_line": "wire.codec",
     "encode_line": "wire.codec",
-    "CommandServerFactory": "server.protocol",
+    "CommandServerFactory": "server.factory",
     "CommandServerProtocol": "server.protocol",
 }
 

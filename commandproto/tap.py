@@ -41,7 +41,7 @@ from .ops.workers import (
     worker_endpoint,
     worker_identity,
 )
-from .server.protocol import (
+from .server import (
     DEFAULT_COMMAND_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,

@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, IOPump, connect
 
 from .commands.table import CommandTable, with_builtins
-from .server.protocol import (
+from .server import (
     DEFAULT_COMMAND_TIMEOUT,
     DEFAULT_MAX_UNANSWERED,
     CommandServerFactory,

@@ -12,7 +12,7 @@ from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublish
 from twisted.trial.unittest import SynchronousTestCase
 
 from commandproto.commands.table import CommandTable, with_builtins
-from commandproto.server.protocol import CommandServerFactory, CommandServerProtocol
+from commandproto.server import CommandServerFactory, CommandServerProtocol
 from commandproto.wire.codec import encode_line
 
 

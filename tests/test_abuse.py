@@ -31,7 +31,7 @@ from commandproto.commands.table import (
     too_many_from_address,
 )
 from commandproto.ops.signals import SignalService, reopen_log_files
-from commandproto.server.protocol import (
+from commandproto.server import (
     DEFAULT_SEND_BUFFER,
     REFUSAL_LINGER,
     REFUSAL_RESERVE,

@@ -71,8 +71,8 @@ from commandproto.commands.table import (
     default_commands,
     with_builtins,
 )
+from commandproto.server import CommandServerFactory
 from commandproto.server.histogram import LatencyHistogram, bucket_bounds, bucket_index
-from commandproto.server.protocol import CommandServerFactory
 from commandproto.wire.codec import LineFramer, encode_line
 
 from ._processes import subprocess_environment, unused_port

@@ -46,7 +46,7 @@ from commandproto.commands.table import (
     Reply,
     default_commands,
 )
-from commandproto.server.protocol import CommandServerFactory
+from commandproto.server import CommandServerFactory
 
 
 class FakeStdout(StringTransport):

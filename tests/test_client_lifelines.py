@@ -27,7 +27,7 @@ from commandproto.commands.table import (
     too_many_connections,
     unsolicited_kind,
 )
-from commandproto.server.protocol import CommandServerFactory
+from commandproto.server import CommandServerFactory
 
 from .test_client import Harness, Wired
 

@@ -21,7 +21,7 @@ from commandproto.commands.table import (
     UNKNOWN_COMMAND,
     line_too_long,
 )
-from commandproto.server.protocol import CommandServerFactory
+from commandproto.server import CommandServerFactory
 from commandproto.wire.codec import (
     CRLF,
     LF,

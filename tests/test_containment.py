@@ -18,7 +18,7 @@ from commandproto.commands.table import (
     Session,
     constant,
 )
-from commandproto.server.protocol import (
+from commandproto.server import (
     CLOSE_TIMEOUT,
     Phase,
 )
@@ -203,7 +203,7 @@ class BoundTests(SynchronousTestCase):
         clock, protocol, transport, _ = serve(table, max_unanswered=4)
         protocol.dataReceived(b"o\n" * 4096)
         clock.advance(0)
-        self.assertLessEqual(len(protocol._queue or ()), 4)
+        self.assertLessEqual(len(protocol._core._queue or ()), 4)
         for _ in range(1100):
             clock.advance(10)
         self.assertEqual(transport.value(), replies("x") * 4096)
@@ -261,6 +261,6 @@ class InputTests(SynchronousTestCase):
     def test_half_close_with_a_turn_pending_leaves_one_turn(self) -> None:
         _clock, protocol, _, _ = serve(CommandTable())
         protocol.dataReceived(b"nope\n" * 5000)
-        first = protocol._turn
+        first = protocol._core.timers.turn
         protocol.readConnectionLost()
-        self.assertIs(protocol._turn, first)
+        self.assertIs(protocol._core.timers.turn, first)

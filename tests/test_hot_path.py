@@ -24,7 +24,7 @@ from commandproto.commands.table import (
     constant,
     with_builtins,
 )
-from commandproto.server.protocol import (
+from commandproto.server import (
     CommandServerFactory,
     CommandServerProtocol,
 )

@@ -25,7 +25,7 @@ from commandproto.commands.table import (
     too_many_connections,
 )
 from commandproto.listeners.legacy import LegacyFactory, legacy_request
-from commandproto.server.protocol import CommandServerFactory
+from commandproto.server import CommandServerFactory
 
 from .test_client import FakeStdout
 

@@ -25,7 +25,7 @@ from commandproto.commands.table import (
     idle_timeout_reply,
     too_many_connections,
 )
-from commandproto.server.protocol import (
+from commandproto.server import (
     BATCH,
     CLOSE_TIMEOUT,
     CommandServerFactory,

@@ -21,7 +21,7 @@ from commandproto.commands.table import (
     line_too_long,
     with_builtins,
 )
-from commandproto.server.protocol import CommandServerFactory
+from commandproto.server import CommandServerFactory
 from commandproto.wire.codec import encode_line
 
 from ._helpers import LogCapture

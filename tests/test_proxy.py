@@ -36,7 +36,7 @@ from commandproto.listeners.proxy import (
     ProxyServerEndpoint,
     ProxyWrappingFactory,
 )
-from commandproto.server.protocol import CommandServerFactory
+from commandproto.server import CommandServerFactory
 from commandproto.tap import with_backlog
 
 from ._helpers import LogCapture, replies

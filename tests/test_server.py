@@ -24,7 +24,7 @@ from commandproto.commands.table import (
     constant,
     line_too_long,
 )
-from commandproto.server.protocol import (
+from commandproto.server import (
     BATCH,
     CommandServerFactory,
     CommandServerProtocol,
@@ -274,7 +274,7 @@ class FactoryTests(SynchronousTestCase):
 
     def test_max_line_length_reaches_protocol(self) -> None:
         protocol, _ = connect(CommandServerFactory(max_line_length=99))
-        self.assertEqual(protocol.max_line_length, 99)
+        self.assertEqual(protocol.MAX_LENGTH, 99)
 
 
 class LoggingTests(SynchronousTestCase):

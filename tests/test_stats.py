@@ -22,7 +22,7 @@ from commandproto.commands.table import (
     default_commands,
     with_builtins,
 )
-from commandproto.server.protocol import CommandServerFactory, CommandServerProtocol
+from commandproto.server import CommandServerFactory, CommandServerProtocol
 from commandproto.server.stats import (
     LATENCY_BUCKETS,
     Latency,
@@ -343,7 +343,7 @@ class SlowLogTests(SynchronousTestCase):
         return [m for m in self.logged.messages() if "slow command" in m]
 
     def test_threshold_compares_real_time(self) -> None:
-        import commandproto.server.protocol as module
+        import commandproto.server.dispatch as module
 
         now = [10.0]
         self.patch(module, "perf_counter", lambda: now[0])
@@ -363,7 +363,7 @@ class SlowLogTests(SynchronousTestCase):
         )
 
     def test_off(self) -> None:
-        import commandproto.server.protocol as module
+        import commandproto.server.dispatch as module
 
         now = [10.0]
         self.patch(module, "perf_counter", lambda: now[0])

@@ -102,7 +102,7 @@ class LegacyServerEndpoint:
         self._endpoint = endpoint
 
     def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
-        from ..server.protocol import describe_address
+        from ..wire.addresses import describe_address
 
         def listening(port: IListeningPort) -> IListeningPort:
             log.info(

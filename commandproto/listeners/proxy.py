@@ -52,7 +52,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
-from ..server.protocol import describe_address
+from ..wire.addresses import describe_address
 from ..wire.codec import escape_controls
 
 log = Logger()

@@ -59,8 +59,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from zope.interface import implementer
 
-from ..server.protocol import describe_address
 from ..server.stats import EVENTS, REFUSAL_REASONS, ServerStats
+from ..wire.addresses import describe_address
 
 log = Logger()
 

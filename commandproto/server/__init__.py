@@ -1,4 +1,78 @@
 """
-The command server: the connection protocol and its factory, its counters
-and latency histograms.
+The command server, by role:
+
+- :mod:`~commandproto.server.protocol`: the Twisted protocol, a
+  ``LineReceiver`` that adapts the connection core to a transport and keeps
+  the fast path;
+- :mod:`~commandproto.server.connection`: one connection's life, with no I/O;
+- :mod:`~commandproto.server.dispatch`: from a line to its reply;
+- :mod:`~commandproto.server.replies`: the ordered queue of replies;
+- :mod:`~commandproto.server.timers`: a connection's named timers;
+- :mod:`~commandproto.server.admission`: limits, handshakes, refusals, drain;
+- :mod:`~commandproto.server.factory`: the factory that owns what connections
+  share, the drain service, the open-file limit;
+- :mod:`~commandproto.server.stats`, :mod:`~commandproto.server.histogram`:
+  the counters.
 """
+
+from ..wire.addresses import address_key, describe_address
+from .admission import REFUSAL_RESERVE, Admission
+from .connection import (
+    BATCH,
+    CLOSE_TIMEOUT,
+    HOLD_LIMIT,
+    REFUSAL_LINGER,
+    Connection,
+    Phase,
+    Settings,
+)
+from .dispatch import Dispatcher
+from .factory import (
+    DEFAULT_COMMAND_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_LINE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+    DEFAULT_MAX_HANDSHAKES,
+    DEFAULT_MAX_UNANSWERED,
+    DEFAULT_SEND_BUFFER,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_SLOW_THRESHOLD,
+    CommandServerFactory,
+    DrainService,
+    LoggingServerEndpoint,
+    ensure_file_limit,
+)
+from .protocol import CommandServerProtocol
+
+__all__ = [
+    "BATCH",
+    "CLOSE_TIMEOUT",
+    "DEFAULT_COMMAND_TIMEOUT",
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_LINE_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_CONNECTIONS_PER_ADDRESS",
+    "DEFAULT_MAX_HANDSHAKES",
+    "DEFAULT_MAX_UNANSWERED",
+    "DEFAULT_SEND_BUFFER",
+    "DEFAULT_SHUTDOWN_TIMEOUT",
+    "DEFAULT_SLOW_THRESHOLD",
+    "HOLD_LIMIT",
+    "REFUSAL_LINGER",
+    "REFUSAL_RESERVE",
+    "Admission",
+    "CommandServerFactory",
+    "CommandServerProtocol",
+    "Connection",
+    "Dispatcher",
+    "DrainService",
+    "LoggingServerEndpoint",
+    "Phase",
+    "Settings",
+    "address_key",
+    "describe_address",
+    "ensure_file_limit",
+]

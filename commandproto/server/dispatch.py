@@ -1,0 +1,181 @@
+"""
+From a request line to its reply: decode, find the command, run it, encode
+the reply, count it, log it if slow.  No I/O: what it needs of the
+connection is :class:`Caller`.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import Protocol, cast
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..commands.table import (
+    INVALID_UTF8,
+    UNKNOWN_COMMAND,
+    CommandTable,
+    Reply,
+    Session,
+    line_too_long,
+)
+from ..wire.codec import OVERLONG, Frame, encode_line
+from .replies import Pending
+from .stats import CANCELLED, UNKNOWN, UNKNOWN_LABEL, ServerStats, outcome_of
+
+log = Logger()
+
+_UNKNOWN = encode_line(UNKNOWN_COMMAND)
+_INVALID_UTF8 = encode_line(INVALID_UTF8)
+
+#: The counters' names for what a client does wrong.
+OVER_LONG = "over_long_line"
+INVALID = "invalid_utf8"
+
+
+class Caller(Protocol):
+    """
+    What the dispatcher needs of the connection a line came on.
+    """
+
+    conn: str
+    peer: str
+
+    def session(self) -> Session:
+        """
+        The connection's session, made on first use.
+        """
+
+    def complain(self, event: str) -> bool:
+        """
+        Count a client's misbehaviour; whether it is the first of its kind.
+        """
+
+
+class Dispatcher:
+    """
+    Runs request lines against a command table, for every connection of a
+    server.
+
+    :ivar commands: the command table.
+    :ivar stats: the server's counters.
+    :ivar max_line_length: the limit named in the over-long line's error.
+    :ivar command_timeout: seconds before a command is cancelled, or
+        ``None``.
+    :ivar slow_threshold: seconds past which a reply is logged as slow, or
+        ``None``.
+    """
+
+    def __init__(
+        self,
+        commands: CommandTable,
+        stats: ServerStats,
+        *,
+        max_line_length: int,
+        command_timeout: float | None,
+        slow_threshold: float | None,
+    ) -> None:
+        self.commands = commands
+        self.stats = stats
+        self.max_line_length = max_line_length
+        self.command_timeout = command_timeout
+        self.slow_threshold = slow_threshold
+
+    def start(self, frame: Frame, caller: Caller) -> bytes | Pending:
+        """
+        Start the command one line names.
+
+        :returns: its encoded reply, or its place in the queue of replies if
+            it answers later or closes the connection; a :class:`Pending`
+            whose ``deferred`` is set is still running, and
+            :meth:`finish` must be called with its reply.
+        """
+        if frame is OVERLONG:
+            if caller.complain(OVER_LONG):
+                log.warn(
+                    "[{conn}] line longer than {limit} bytes from {peer}",
+                    conn=caller.conn,
+                    peer=caller.peer,
+                    limit=self.max_line_length,
+                )
+            return encode_line(line_too_long(self.max_line_length))
+        try:
+            text = frame.decode("utf-8")
+        except UnicodeDecodeError:
+            if caller.complain(INVALID):
+                log.warn(
+                    "[{conn}] invalid UTF-8 from {peer}",
+                    conn=caller.conn,
+                    peer=caller.peer,
+                )
+            return _INVALID_UTF8
+        found = self.commands.find(text)
+        if found is None:
+            self.stats.command_done(UNKNOWN_LABEL, UNKNOWN, None)
+            return _UNKNOWN
+        command, arguments = found
+        session = caller.session()
+        started = perf_counter()
+        result = command.run_text(arguments, session, self.command_timeout)
+        if type(result) is str:
+            try:
+                encoded = encode_line(result)
+            except UnicodeEncodeError:
+                result = command.contain(Failure(), session).text
+                encoded = encode_line(result)
+            self.done(command.name, outcome_of(command.name, result), started, caller)
+            return encoded
+        if type(result) is Reply:
+            text = result.text
+            try:
+                encoded = encode_line(text)
+            except UnicodeEncodeError:
+                text = command.contain(Failure(), session).text
+                encoded = encode_line(text)
+                result = Reply("", False)
+            self.done(command.name, outcome_of(command.name, text), started, caller)
+            if not result.close:
+                return encoded
+            pending = Pending(False, encoded)
+            pending.close = True
+            return pending
+        pending = Pending(not command.overlap)
+        pending.name = command.name
+        pending.started = started
+        pending.deferred = cast(Deferred[Reply], result)
+        return pending
+
+    def finish(self, pending: Pending, reply: Reply | None, caller: Caller) -> None:
+        """
+        A command that answered later has its reply (``None``: its connection
+        went away first, and nobody will read it).
+        """
+        pending.deferred = None
+        if reply is None:
+            self.done(pending.name, CANCELLED, pending.started, caller)
+            return
+        self.done(
+            pending.name, outcome_of(pending.name, reply.text), pending.started, caller
+        )
+        pending.reply = encode_line(reply.text)
+        pending.close = reply.close
+
+    def done(self, name: str, outcome: str, started: float, caller: Caller) -> None:
+        """
+        A command has its reply: count it, and log it if it was slow.
+        """
+        seconds = perf_counter() - started
+        stats = self.stats
+        stats.command_done(name, outcome, seconds if stats.timing else None)
+        threshold = self.slow_threshold
+        if threshold is not None and seconds >= threshold:
+            log.warn(
+                "[{conn}] slow command {command!r} from {peer}: {ms:.1f} ms",
+                command=name,
+                ms=seconds * 1000,
+                peer=caller.peer,
+                conn=caller.conn,
+                outcome=outcome,
+            )

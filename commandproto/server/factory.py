@@ -1,0 +1,333 @@
+"""
+The command server's factory, which makes a protocol for each connection and
+owns what they share (the command table's dispatcher, the settings, the
+admission of connections, the counters); the service that drains
+connections at shutdown; and the open-file limit.
+"""
+
+from __future__ import annotations
+
+import resource
+from typing import cast
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ..commands.table import CommandTable, default_commands
+from ..wire.addresses import describe_address
+from ..wire.codec import DEFAULT_MAX_LINE_LENGTH, encode_line
+from .admission import REFUSAL_RESERVE, Admission
+from .connection import Settings
+from .dispatch import Dispatcher
+from .protocol import CommandServerProtocol
+from .stats import ServerStats
+
+log = Logger()
+
+DEFAULT_MAX_CONNECTIONS = 10000
+DEFAULT_IDLE_TIMEOUT: float | None = None
+"""
+Idle clients are never disconnected by default, as in Redis (``timeout 0``)
+and memcached (``idle_timeout 0``): an idle connection costs about 1.6 KB
+(10,000 of them, at the connection limit, 16 MB), and interactive sessions
+and pooled connections sit idle for long stretches.
+"""
+DEFAULT_SHUTDOWN_TIMEOUT = 5.0
+DEFAULT_COMMAND_TIMEOUT = 30.0
+DEFAULT_MAX_UNANSWERED = 1024
+DEFAULT_LINE_TIMEOUT = 30.0
+DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 1000
+DEFAULT_HANDSHAKE_TIMEOUT = 5.0
+DEFAULT_MAX_HANDSHAKES = 1000
+DEFAULT_SEND_BUFFER = 65536
+"""
+The kernel's send buffer for each connection, in bytes (``SO_SNDBUF``).
+Linux grows an unbounded one to 4 MiB, which a client that does not read
+fills with replies the server computed for nobody; bounded, backpressure
+starts within about 200 KiB of unread replies (this, doubled by the kernel
+for its bookkeeping, plus the transport's 64 KiB).
+"""
+
+DEFAULT_SLOW_THRESHOLD = 0.1
+"""
+Seconds past which a command's reply is logged as slow: Redis's slowlog
+logs commands that run over 10 ms; ours counts the wait for an asynchronous
+reply too, so ten times that.
+"""
+
+
+class CommandServerFactory(Factory):
+    """
+    Makes a :attr:`protocol` (a :class:`CommandServerProtocol`, or a subclass
+    set in its place) for each connection, all sharing one command table,
+    and keeps the server-wide limits.
+
+    :ivar commands: the command table.
+    :ivar max_line_length: the longest request line accepted, in bytes.
+    :ivar max_connections: how many clients may be connected at once, closing
+        ones included (each holds a descriptor until it is gone).
+    :ivar max_connections_per_address: how many of them may come from one
+        address (see :func:`~commandproto.wire.addresses.address_key`), or
+        ``None`` for no limit.
+    :ivar idle_timeout: seconds without a whole line before a client is
+        disconnected, or ``None`` for no limit.
+    :ivar line_timeout: seconds a line may take to arrive from its first
+        byte, or ``None`` for no limit.
+    :ivar command_timeout: seconds a command may take to answer before it is
+        cancelled, or ``None`` for no limit.
+    :ivar max_unanswered: how many lines of one connection may await their
+        replies before the server stops reading it.
+    :ivar handshake_timeout: seconds a TLS client may take to complete its
+        handshake, or ``None`` for no limit.
+    :ivar max_handshakes: how many TLS handshakes may be in progress at once.
+    :ivar send_buffer: each connection's ``SO_SNDBUF`` in bytes, or ``None``
+        for the kernel's own.
+    :ivar stats: the server's counters (``stats``, ``--metrics``).
+    :ivar slow_threshold: seconds past which a command's reply is logged as
+        slow, or ``None`` for never.
+    :ivar admission: who may connect (:class:`Admission`).
+    :ivar dispatcher: from a line to its reply (:class:`Dispatcher`).
+    :ivar settings: the limits each connection keeps (:class:`Settings`).
+    """
+
+    protocol: type[CommandServerProtocol] = CommandServerProtocol  # type: ignore[assignment]
+    noisy = False
+
+    def __init__(
+        self,
+        commands: CommandTable | None = None,
+        *,
+        max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_connections_per_address: int | None = None,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        line_timeout: float | None = DEFAULT_LINE_TIMEOUT,
+        command_timeout: float | None = DEFAULT_COMMAND_TIMEOUT,
+        max_unanswered: int = DEFAULT_MAX_UNANSWERED,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
+        send_buffer: int | None = DEFAULT_SEND_BUFFER,
+        clock: IReactorTime | None = None,
+        stats: ServerStats | None = None,
+        slow_threshold: float | None = DEFAULT_SLOW_THRESHOLD,
+    ) -> None:
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = cast(IReactorTime, reactor)
+        self.clock = clock
+        self.stats = ServerStats(wall=clock.seconds) if stats is None else stats
+        self.send_buffer = send_buffer
+        self.settings = Settings(
+            idle_timeout=idle_timeout,
+            line_timeout=line_timeout,
+            handshake_timeout=handshake_timeout,
+            max_unanswered=max_unanswered,
+        )
+        self.dispatcher = Dispatcher(
+            default_commands() if commands is None else commands,
+            self.stats,
+            max_line_length=max_line_length,
+            command_timeout=command_timeout,
+            slow_threshold=slow_threshold,
+        )
+        self.admission = Admission(
+            self.stats,
+            clock,
+            max_connections=max_connections,
+            max_connections_per_address=max_connections_per_address,
+            max_handshakes=max_handshakes,
+        )
+        self._connection_ids = 0
+        self._reply_cache: dict[bytes, bytes] = {}
+        self._reply_cache_version = -1
+
+    def buildProtocol(self, addr: IAddress | None) -> CommandServerProtocol:  # type: ignore[override]
+        protocol = self.protocol()
+        protocol.factory = self
+        return protocol
+
+    # -- the settings, where they live
+
+    @property
+    def commands(self) -> CommandTable:
+        return self.dispatcher.commands
+
+    @commands.setter
+    def commands(self, table: CommandTable) -> None:
+        self.dispatcher.commands = table
+
+    @property
+    def max_line_length(self) -> int:
+        return self.dispatcher.max_line_length
+
+    @property
+    def command_timeout(self) -> float | None:
+        return self.dispatcher.command_timeout
+
+    @property
+    def slow_threshold(self) -> float | None:
+        return self.dispatcher.slow_threshold
+
+    @property
+    def idle_timeout(self) -> float | None:
+        return self.settings.idle_timeout
+
+    @property
+    def line_timeout(self) -> float | None:
+        return self.settings.line_timeout
+
+    @property
+    def handshake_timeout(self) -> float | None:
+        return self.settings.handshake_timeout
+
+    @property
+    def max_unanswered(self) -> int:
+        return self.settings.max_unanswered
+
+    @property
+    def max_connections(self) -> int:
+        return self.admission.max_connections
+
+    @property
+    def max_connections_per_address(self) -> int | None:
+        return self.admission.max_connections_per_address
+
+    @property
+    def max_handshakes(self) -> int:
+        return self.admission.max_handshakes
+
+    @property
+    def connections(self) -> set[CommandServerProtocol]:
+        """
+        The connections admitted and not yet gone.
+        """
+        return cast("set[CommandServerProtocol]", self.admission.connections)
+
+    @property
+    def handshakes(self) -> dict[CommandServerProtocol, None]:
+        """
+        TLS connections whose handshake is in progress, oldest first.
+        """
+        return cast("dict[CommandServerProtocol, None]", self.admission.handshakes)
+
+    @property
+    def refusing(self) -> set[CommandServerProtocol]:
+        """
+        Refused connections still closing.
+        """
+        return cast("set[CommandServerProtocol]", self.admission.refusing)
+
+    # --
+
+    def reply_cache(self) -> dict[bytes, bytes]:
+        """
+        The encoded replies of the table's constant commands, keyed by the
+        request line's bytes; rebuilt when the table changes.
+        """
+        commands = self.commands
+        if self._reply_cache_version != commands.version:
+            self._reply_cache = {
+                name.encode("utf-8"): encode_line(reply.text)
+                for name, reply in commands.constant_replies().items()
+            }
+            self._reply_cache_version = commands.version
+        return self._reply_cache
+
+    def new_connection_id(self) -> str:
+        """
+        A short id for a new connection: a counter, in hexadecimal.
+        """
+        self._connection_ids += 1
+        return format(self._connection_ids, "x")
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """
+        Close every connection gracefully (see :meth:`Admission.drain`).
+        """
+        return self.admission.drain(timeout)
+
+    def abort_all(self) -> None:
+        """
+        Abort every connection still open, TLS handshakes included.
+        """
+        self.admission.abort_all()
+
+
+class DrainService(Service):
+    """
+    Drains the factory's connections when the application stops: twistd
+    waits for the ``Deferred`` that ``stopService`` returns.
+    """
+
+    def __init__(self, factory: CommandServerFactory, timeout: float) -> None:
+        self.factory = factory
+        self.timeout = timeout
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        return self.factory.drain(self.timeout)
+
+
+@implementer(IStreamServerEndpoint)
+class LoggingServerEndpoint:
+    """
+    Wrap a server endpoint so that the address it actually listens on (the
+    port the OS picked for ``tcp:0``, say) is logged.
+    """
+
+    def __init__(self, endpoint: IStreamServerEndpoint) -> None:
+        self._endpoint = endpoint
+
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        def listening(port: IListeningPort) -> IListeningPort:
+            log.info("listening on {address}", address=describe_address(port.getHost()))
+            return port
+
+        return self._endpoint.listen(factory).addCallback(listening)
+
+
+def ensure_file_limit(connections: int, others: int = 0, spare: int = 32) -> int:
+    """
+    Raise this process's open-file limit so that ``connections`` clients fit,
+    as far as the hard limit allows (as Redis does for ``maxclients``),
+    beside ``others`` descriptors of other kinds (TLS handshakes in progress)
+    and :data:`~commandproto.server.admission.REFUSAL_RESERVE` for refusing
+    clients over the limit.
+
+    :param spare: descriptors for everything else: listening sockets, log
+        files, the event loop's own.
+    :returns: how many connections the limit now allows for.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    spare += others + REFUSAL_RESERVE
+    wanted = connections + spare
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+            soft = new_soft
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return connections
+    allowed = max(soft - spare, 1)
+    if allowed < connections:
+        log.warn(
+            "open-file limit {soft} allows only about {allowed} of "
+            "--max-connections {connections}: serving at most {allowed}",
+            soft=soft,
+            allowed=allowed,
+            connections=connections,
+        )
+    return min(allowed, connections)
