@@ -25,7 +25,9 @@ from zope.interface import implementer
 
 from commandproto import tap
 from commandproto.commands.table import (
+    CLOSING,
     GREETING,
+    idle_timeout_reply,
     line_took_too_long,
     too_many_connections,
     too_many_from_address,
@@ -216,6 +218,41 @@ class HandshakeTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         self.assertEqual(list(server.factory.handshakes), [second, third])
         self.assertEqual(server.factory.stats.events, {"handshake_dropped": 1})
+
+    def test_without_a_handshake_timeout_it_counts_against_the_limit(self) -> None:
+        """
+        ``--handshake-timeout 0`` (no limit) still admits a TLS connection
+        once its handshake is done: the third client at a limit of two is
+        refused.
+        """
+        server = Server(max_connections=2, handshake_timeout=None)
+        admitted = []
+        for _ in range(3):
+            protocol, transport = server.connect(TLSTransport())
+            protocol.handshakeCompleted()
+            admitted.append(transport)
+        self.assertEqual(len(server.factory.connections), 2)
+        self.assertEqual(server.factory.handshakes, {})
+        self.assertEqual(admitted[2].value(), replies(too_many_connections(2)))
+
+    def test_without_a_handshake_timeout_the_idle_timeout_applies(self) -> None:
+        server = Server(handshake_timeout=None, idle_timeout=10)
+        protocol, transport = server.connect(TLSTransport())
+        protocol.handshakeCompleted()
+        server.clock.advance(10)
+        self.assertEqual(transport.value(), replies(idle_timeout_reply(10)))
+        self.assertTrue(transport.disconnecting)
+
+    def test_without_a_handshake_timeout_it_is_drained(self) -> None:
+        server = Server(handshake_timeout=None)
+        protocol, transport = server.connect(TLSTransport())
+        protocol.handshakeCompleted()
+        protocol.dataReceived(b"Hello\n")
+        drained = server.factory.drain(5)
+        self.assertEqual(transport.value(), replies(GREETING, CLOSING))
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost()
+        self.assertIsNone(self.successResultOf(drained))
 
     def test_lost_during_handshake_frees_its_place(self) -> None:
         server = Server()
