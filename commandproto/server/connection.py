@@ -699,13 +699,24 @@ class Connection:
         out: list[bytes] = []
         self._out = out
         self._answering = True
-        answer = self.answer
+        get = self._cache.get
+        counts = stats.cached
+        answer = self._answer
         line_received = self._io.line_received
         plain = self.plain
         try:
             for index, frame in enumerate(frames):
                 if plain and frame is not OVERLONG:
-                    answer(frame)
+                    reply = get(frame)
+                    if reply is not None and not self._queue:
+                        # A constant command, nothing pending: the commonest
+                        # line of a mixed read, answered here.
+                        out.append(reply)
+                        counts[frame] = counts.get(frame, 0) + 1
+                        if timing:
+                            self._hits.append(frame)  # type: ignore[union-attr]
+                        continue
+                    answer(frame, reply)
                 else:
                     # Through the protocol: lineReceived, or
                     # lineLengthExceeded for every line too long.
@@ -736,7 +747,12 @@ class Connection:
         with the batch being answered, or at once outside of one; in order
         behind any reply still pending.
         """
-        reply = self._cache.get(frame)  # type: ignore[arg-type]
+        self._answer(frame, self._cache.get(frame))  # type: ignore[arg-type]
+
+    def _answer(self, frame: Frame, reply: bytes | None) -> None:
+        """
+        :meth:`answer`, once the line's cached reply (if any) is known.
+        """
         out = self._out
         started: bytes | Pending
         if reply is not None:
