@@ -338,7 +338,8 @@ class ConsoleProtocol(WebSocketServerProtocol):
             return
         if is_binary:
             # One line per text frame: a binary frame is not a line.
-            self.sendClose(1003, "text frames only")
+            # (autobahn sends only 1000 or an application's 3000-4999.)
+            self.sendClose(1000, "text frames only")
             return
         self.server.dataReceived(payload + b"\n")
 
