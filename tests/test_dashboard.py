@@ -16,8 +16,10 @@ import sys
 import tempfile
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionAborted
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from commandproto import tap
@@ -36,6 +38,7 @@ from commandproto.ops.dashboard import (
 from commandproto.server.protocol import CommandServerFactory
 from commandproto.server.stats import LATENCY_BUCKETS, TIMED_OUT, ServerStats
 
+from ._helpers import LogCapture
 from ._processes import SOURCE_ROOT
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
@@ -45,6 +48,12 @@ KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
 class AbortableTransport(StringTransport):
     aborted = False
+
+    def unregisterProducer(self) -> None:
+        # As a TCP transport does: with no producer, nothing to do (autobahn
+        # unregisters whether or not one is registered).
+        if self.producer is not None:
+            super().unregisterProducer()
 
     def abortConnection(self) -> None:
         self.aborted = True
@@ -303,6 +312,22 @@ class ConsoleBridgeTests(SynchronousTestCase):
             (self.dashboard.site.open, self.dashboard.site.consoles), (0, 0)
         )
 
+    def test_a_clean_close_is_logged_as_one(self) -> None:
+        """
+        autobahn aborts the TCP connection after a clean close handshake;
+        the server's log says the connection closed cleanly all the same.
+        """
+        logs = LogCapture(self)
+        socket, _ = self.dashboard.console()
+        socket.dataReceived(client_frame(b"quit"))
+        socket.dataReceived(client_frame(struct.pack("!H", 1000), opcode=0x8))
+        socket.connectionLost(Failure(ConnectionAborted()))
+        closed = [line for line in logs.messages() if "closed:" in line]
+        self.assertEqual(len(closed), 1, logs.messages())
+        self.assertIn(
+            "ws:127.0.0.1:40000 closed: Connection was closed cleanly", closed[0]
+        )
+
     def test_a_console_outlives_the_http_deadline(self) -> None:
         _, transport = self.dashboard.console()
         self.dashboard.clock.advance(DEADLINE * 2)
@@ -330,7 +355,10 @@ class OriginTests(SynchronousTestCase):
         self.assertEqual(self.dashboard.site.consoles, 0)
 
     def test_foreign_origin(self) -> None:
-        self.assert_refused("http://evil.example")
+        logs = LogCapture(self)
+        self.assert_refused("http://evil.example\x1b[2J")
+        (line,) = [line for line in logs.messages() if "refused a console" in line]
+        self.assertIn("Origin 'http://evil.example\\x1b[2J' is not this", line)
 
     def test_same_host_other_port(self) -> None:
         self.assert_refused("http://127.0.0.1:9999")

@@ -347,7 +347,9 @@ class ConsoleProtocol(WebSocketServerProtocol):
         super().connectionLost(reason)
         server, self.server = self.server, None
         if server is not None:
-            server.connectionLost(reason)
+            # After a clean close handshake autobahn aborts the TCP
+            # connection: for the server's log, that is a clean close.
+            server.connectionLost(connectionDone if self.wasClean else reason)
         if not self._released:
             self._released = True
             self.factory.site.release(console=True)
@@ -410,9 +412,10 @@ class ConsoleResource(Resource):
         if not own_origin(request):
             log.warn(
                 "dashboard: refused a console for {peer}: Origin {origin} is not "
-                "the dashboard's",
+                "this dashboard's, http(s)://{host}",
                 peer=peer,
-                origin=repr(request.getHeader(b"origin")),
+                origin=_text(request.getHeader(b"origin")),
+                host=_text(request.getHeader(b"host")),
             )
             return _plain(request, http.FORBIDDEN, "Forbidden: not this page's origin")
         if self._site.consoles >= self._site.max_consoles:
@@ -430,6 +433,13 @@ class ConsoleResource(Resource):
         channel.become_console()
         self._site.consoles += 1
         return cast(bytes | int, self._upgrade.render(request))
+
+
+def _text(header: bytes | None) -> str:
+    """
+    A client's header for a log line: quoted, control characters escaped.
+    """
+    return "(none)" if header is None else repr(header.decode("latin-1"))
 
 
 def _plain(request: Request, code: int, text: str) -> bytes:
