@@ -366,6 +366,14 @@ class OriginTests(SynchronousTestCase):
     def test_no_origin(self) -> None:
         self.assert_refused(None)
 
+    def test_a_plain_get_is_told_to_upgrade(self) -> None:
+        status, body = self.dashboard.request(get("/console", f"Origin: http://{HOST}"))
+        self.assertEqual(status, 426)
+        self.assertIn(b"WebSocket", body)
+        self.assertEqual(
+            (self.dashboard.site.open, self.dashboard.site.consoles), (1, 0)
+        )
+
     def test_own_origin_is_upgraded(self) -> None:
         channel, transport = self.dashboard.connect()
         channel.dataReceived(upgrade(f"http://{HOST}"))

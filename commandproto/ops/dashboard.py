@@ -418,6 +418,11 @@ class ConsoleResource(Resource):
                 host=_text(request.getHeader(b"host")),
             )
             return _plain(request, http.FORBIDDEN, "Forbidden: not this page's origin")
+        if (request.getHeader(b"upgrade") or b"").lower() != b"websocket":
+            request.setHeader(b"upgrade", b"websocket")
+            return _plain(
+                request, 426, "Upgrade Required: /console is the dashboard's WebSocket"
+            )
         if self._site.consoles >= self._site.max_consoles:
             log.warn("dashboard: refused a console for {peer}: too many", peer=peer)
             return _plain(
