@@ -39,7 +39,7 @@ from commandproto.server.protocol import CommandServerFactory
 from commandproto.server.stats import LATENCY_BUCKETS, TIMED_OUT, ServerStats
 
 from ._helpers import LogCapture
-from ._processes import SOURCE_ROOT
+from ._processes import SOURCE_ROOT, TWISTD, subprocess_environment
 
 PEER = IPv4Address("TCP", "127.0.0.1", 40000)
 HOST = "127.0.0.1:8080"
@@ -480,6 +480,68 @@ class OptionTests(SynchronousTestCase):
             raised.exception.code,
             "twistd commandserver: --dashboard shows one process's counters: "
             "use it with --workers 1",
+        )
+
+
+class StartUpTests(SynchronousTestCase):
+    """
+    The real ``twistd`` stops at start-up with one line saying what to do.
+    """
+
+    def twistd(self, prelude: str, *arguments: str) -> tuple[int, str]:
+        directory = tempfile.mkdtemp(prefix="commandproto-")
+        self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                prelude + TWISTD,
+                "-n",
+                "--pidfile=",
+                "commandserver",
+                *arguments,
+            ],
+            cwd=directory,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=subprocess_environment(),
+            timeout=60,
+        )
+        self.assertNotIn("Traceback", result.stdout + result.stderr)
+        self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+        return result.returncode, result.stderr.strip()
+
+    def test_without_the_extra(self) -> None:
+        self.assertEqual(
+            self.twistd(
+                "import sys; sys.modules['autobahn'] = None; ",
+                "--dashboard",
+                "tcp:0:interface=127.0.0.1",
+            ),
+            (
+                1,
+                "twistd commandserver: --dashboard needs autobahn: pip install "
+                "'commandproto[dashboard]'",
+            ),
+        )
+
+    def test_with_workers(self) -> None:
+        self.assertEqual(
+            self.twistd(
+                "",
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+                "--workers",
+                "2",
+                "--dashboard",
+                "tcp:0:interface=127.0.0.1",
+            ),
+            (
+                1,
+                "twistd commandserver: --dashboard shows one process's counters: "
+                "use it with --workers 1",
+            ),
         )
 
 
