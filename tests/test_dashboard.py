@@ -328,6 +328,17 @@ class ConsoleBridgeTests(SynchronousTestCase):
             "ws:127.0.0.1:40000 closed: Connection was closed cleanly", closed[0]
         )
 
+    def test_replies_after_the_browser_closed_are_dropped(self) -> None:
+        """
+        A reply written after the browser's close frame (a late reply, the
+        server's ``Closing down``) is dropped, not an error.
+        """
+        socket, transport = self.dashboard.console()
+        socket.dataReceived(client_frame(struct.pack("!H", 1000), opcode=0x8))
+        transport.clear()
+        self.dashboard.factory.drain(5.0)
+        self.assertEqual(transport.value(), b"")
+
     def test_a_console_outlives_the_http_deadline(self) -> None:
         _, transport = self.dashboard.console()
         self.dashboard.clock.advance(DEADLINE * 2)

@@ -48,6 +48,7 @@ from autobahn.twisted.websocket import (
     WebSocketServerFactory,
     WebSocketServerProtocol,
 )
+from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService
 from twisted.internet.defer import Deferred
@@ -268,7 +269,9 @@ class LineFrames:
         self._partial = b""
 
     def write(self, data: bytes) -> None:
-        if self.disconnecting:
+        if self.disconnecting or not self._open():
+            # The browser has closed (or is closing): nobody will read it,
+            # and autobahn refuses to send it.
             return
         *lines, self._partial = (self._partial + data).split(b"\r\n")
         for line in lines:
@@ -305,10 +308,15 @@ class LineFrames:
         self._tcp().unregisterProducer()
 
     def pauseProducing(self) -> None:
-        self._tcp().pauseProducing()
+        if self._open():
+            self._tcp().pauseProducing()
 
     def resumeProducing(self) -> None:
-        self._tcp().resumeProducing()
+        if self._open():
+            self._tcp().resumeProducing()
+
+    def _open(self) -> bool:
+        return bool(self._socket.state == WebSocketProtocol.STATE_OPEN)
 
     def _tcp(self) -> ServerTransport:
         return cast(ServerTransport, self._socket.transport)
