@@ -28,11 +28,13 @@ from commandproto.ops.dashboard import (
     DEADLINE,
     MAX_CONNECTIONS,
     MAX_CONSOLES,
+    UPLOT_VERSION,
     ConsoleProtocol,
     DashboardChannel,
     DashboardSite,
     dashboard_site,
     percentile,
+    read_asset,
     stats_json,
 )
 from commandproto.server.protocol import CommandServerFactory
@@ -554,6 +556,24 @@ class StartUpTests(SynchronousTestCase):
                 "use it with --workers 1",
             ),
         )
+
+
+class VendoredTests(SynchronousTestCase):
+    def test_uplot_version_is_the_one_recorded(self) -> None:
+        """
+        UPLOT_VERSION and the vendor README name the uPlot that is shipped.
+        """
+        script = read_asset("vendor/uPlot.iife.min.js")
+        self.assertTrue(
+            script.startswith(
+                f"/*! https://github.com/leeoniya/uPlot (v{UPLOT_VERSION})".encode()
+            ),
+            script[:80],
+        )
+        self.assertIn(
+            f"uPlot {UPLOT_VERSION} ".encode(), read_asset("vendor/README.txt")
+        )
+        self.assertIn(b"MIT License", read_asset("vendor/uPlot.LICENSE"))
 
 
 class PackagingTests(SynchronousTestCase):
