@@ -247,6 +247,23 @@ class Options(usage.Options):
             "(e.g. tcp:9100:interface=127.0.0.1); needs the metrics extra.",
             None,
         ],
+        [
+            "dashboard",
+            None,
+            None,
+            "Serve a live dashboard and a console in the browser on this Twisted "
+            "server endpoint (e.g. tcp:8080:interface=127.0.0.1: keep it on "
+            "loopback or behind authentication); needs the dashboard extra.",
+            None,
+        ],
+        [
+            "dashboard-token",
+            None,
+            None,
+            "Require this token of the dashboard's page, /stats and /console "
+            "(open /?token=TOKEN).",
+            None,
+        ],
     ]
 
     arguments: list[str] = []
@@ -333,6 +350,10 @@ class Options(usage.Options):
             self["listen"] = [DEFAULT_LISTEN]
         if self["metrics"] is not None:
             self._check_metrics(self["metrics"])
+        if self["dashboard"] is not None:
+            self._check_dashboard(self["dashboard"], self["dashboard-token"])
+        elif self["dashboard-token"] is not None:
+            _fail("--dashboard-token needs --dashboard")
         twistd: Mapping[str, object] = self.parent or {}
         if twistd.get("syslog") and self._own_observer():
             _fail("--log-format and --log-level do not work with twistd --syslog")
@@ -354,6 +375,20 @@ class Options(usage.Options):
             serverFromString(reactor, description)
         except Exception as e:
             _fail(f"bad --metrics endpoint {description!r}: {e}")
+
+    def _check_dashboard(self, description: str, token: str | None) -> None:
+        from twisted.internet import reactor
+
+        try:
+            import autobahn  # noqa: F401
+        except ImportError:
+            _fail("--dashboard needs autobahn: pip install 'commandproto[dashboard]'")
+        try:
+            serverFromString(reactor, description)
+        except Exception as e:
+            _fail(f"bad --dashboard endpoint {description!r}: {e}")
+        if token is not None and not token.strip():
+            _fail("--dashboard-token must not be empty")
 
     def _own_observer(self) -> bool:
         """
@@ -424,6 +459,8 @@ def makeService(options: Options) -> IService:
             # Each worker counts its own connections: one scrape would see
             # one worker's share only.
             _fail("--metrics serves one process's counters: use it with --workers 1")
+        if options["dashboard"] is not None:
+            _fail("--dashboard shows one process's counters: use it with --workers 1")
         try:
             supervisor = supervisor_service(
                 reactor,
@@ -455,8 +492,15 @@ def makeService(options: Options) -> IService:
         from .ops.metrics import MAX_CONNECTIONS
 
         others += MAX_CONNECTIONS
+    if options["dashboard"] is not None:
+        from .ops import dashboard
+
+        # Its consoles are among the server's connections already.
+        others += dashboard.MAX_CONNECTIONS - dashboard.MAX_CONSOLES
     max_connections = ensure_file_limit(options["max-connections"], others=others)
-    stats = ServerStats(timing=options["metrics"] is not None)
+    stats = ServerStats(
+        timing=options["metrics"] is not None or options["dashboard"] is not None
+    )
     factory = CommandServerFactory(
         options["table"],
         max_line_length=options["max-line-length"],
@@ -501,6 +545,16 @@ def makeService(options: Options) -> IService:
         from .ops.metrics import metrics_service
 
         metrics_service(reactor, options["metrics"], stats).setServiceParent(service)
+    if options["dashboard"] is not None:
+        from .ops.dashboard import dashboard_service
+
+        dashboard_service(
+            reactor,
+            options["dashboard"],
+            stats,
+            factory,
+            token=options["dashboard-token"],
+        ).setServiceParent(service)
     if worker is None:
         # Last: it says READY=1 once the listeners listen, and STOPPING=1
         # first. A worker leaves that to its supervisor.
