@@ -37,7 +37,7 @@ from commandproto.ops.dashboard import (
     read_asset,
     stats_json,
 )
-from commandproto.server.protocol import CommandServerFactory
+from commandproto.server import CommandServerFactory
 from commandproto.server.stats import LATENCY_BUCKETS, TIMED_OUT, ServerStats
 
 from ._helpers import LogCapture

@@ -71,12 +71,8 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 from zope.interface import implementer
 
-from ..server.protocol import (
-    CommandServerFactory,
-    CommandServerProtocol,
-    ServerTransport,
-    describe_address,
-)
+from ..server.factory import CommandServerFactory
+from ..server.protocol import CommandServerProtocol, ServerTransport
 from ..server.stats import (
     EVENTS,
     LATENCY_BUCKETS,
@@ -85,6 +81,7 @@ from ..server.stats import (
     TIMED_OUT,
     ServerStats,
 )
+from ..wire.addresses import describe_address
 
 log = Logger()
 
@@ -229,7 +226,7 @@ def stats_json(stats: ServerStats) -> dict[str, object]:
 class ConsoleAddress:
     """
     A console's peer: the browser's address, written ``ws:HOST:PORT`` (what
-    :func:`~commandproto.server.protocol.describe_address` logs for an
+    :func:`~commandproto.wire.addresses.describe_address` logs for an
     address it does not know: its ``repr``).
     """
 
