@@ -78,3 +78,39 @@ class ReadmeExampleTests(SynchronousTestCase):
         make: Callable[..., CommandTester] = CommandTester
         for test in tests.values():
             test(make)
+
+
+class ReadmeSubclassTests(SynchronousTestCase):
+    """
+    The README's ``LineReceiver`` subclass, as written, sees every line and
+    every reply, and the client is answered right.
+    """
+
+    def test_watching_protocol(self) -> None:
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import StringTransport
+
+        from ._helpers import LogCapture
+
+        (source,) = [b for b in code_blocks() if b.startswith("# watching.py")]
+        namespace: dict[str, Any] = {}
+        exec(compile(source, "README.rst (watching)", "exec"), namespace)
+        factory = namespace["factory"]
+        factory.clock = Clock()
+        logged = LogCapture(self)
+        protocol = factory.buildProtocol(None)
+        self.assertIsInstance(protocol, namespace["Watching"])
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"Hello\nnope\n")
+        self.assertEqual(transport.value(), b"Greetings!\r\nUnknown command.\r\n")
+        self.assertEqual(
+            [m for m in logged.messages() if "<-" in m or "->" in m],
+            # One read's lines, then their replies, sent together.
+            [
+                "[1] <- b'Hello'",
+                "[1] <- b'nope'",
+                "[1] -> b'Greetings!'",
+                "[1] -> b'Unknown command.'",
+            ],
+        )

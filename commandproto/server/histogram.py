@@ -38,7 +38,7 @@ def bucket_bounds(index: int) -> tuple[int, int]:
     """
     The values a bucket holds.
 
-    :param index: a bucket index from L{bucket_index}.
+    :param index: a bucket index from :func:`bucket_index`.
     :returns: the lowest and highest value in that bucket, both included.
     """
     if index < 2 * _HALF:
@@ -63,7 +63,7 @@ class LatencyHistogram:
 
     def record(self, value: int, count: int = 1) -> None:
         """
-        Add C{count} samples that all have the same value.
+        Add ``count`` samples that all have the same value.
 
         :param value: the value, a non-negative integer.
         :param count: how many samples have it.
@@ -103,7 +103,7 @@ class LatencyHistogram:
     def percentile(self, percent: float) -> int:
         """
         The nearest-rank percentile: the smallest sample that at least
-        C{percent} per cent of the samples are less than or equal to.
+        ``percent`` per cent of the samples are less than or equal to.
 
         Exact for values below 2048; above that, the highest value of the
         bucket that sample is in, but never above the exact maximum or below
@@ -127,7 +127,7 @@ class LatencyHistogram:
 
     def to_json(self) -> dict[str, object]:
         """
-        :returns: a JSON-ready form that L{from_json} reads back exactly.
+        :returns: a JSON-ready form that :meth:`from_json` reads back exactly.
         """
         return {
             "counts": [[index, count] for index, count in sorted(self.counts.items())],
@@ -140,9 +140,9 @@ class LatencyHistogram:
     @classmethod
     def from_json(cls, data: object) -> LatencyHistogram:
         """
-        Rebuild a histogram from L{to_json}'s output.
+        Rebuild a histogram from :meth:`to_json`'s output.
 
-        :raises ValueError: if C{data} is not such output.
+        :raises ValueError: if ``data`` is not such output.
         """
         histogram = cls()
         if not isinstance(data, dict):
