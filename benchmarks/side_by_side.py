@@ -39,19 +39,15 @@ import contextlib
 import datetime
 import importlib.metadata
 import importlib.util
-import io
 import json
 import os
-import platform
 import re
 import resource
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -59,57 +55,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _harness import (
+    ROOT,
+    TWISTD,
+    ServerProcess,
+    choose_cpus,
+    describe_machine,
+    free_port,
+    git_commit,
+    log,
+    number,
+    pin,
+    probe,
+    read_exactly,
+    resolve_tree,
+    simple_table,
+    write_docs,
+)
+
 # A JSON report: the generator's, or a measurement's.
 Report = dict[str, Any]
 
-ROOT = Path(__file__).resolve().parent.parent
 SERVERS = ROOT / "benchmarks" / "servers"
 DOCS = ROOT / "docs" / "benchmarks.rst"
 BEGIN = ".. results begin (written by benchmarks/side_by_side.py)"
 END = ".. results end"
 
-TWISTD = (
-    "import sys; from twisted.scripts.twistd import run; "
-    "sys.argv[0] = 'twistd'; sys.exit(run())"
-)
-START_TIMEOUT = 30.0
-
 # Request lines and the replies they must get, for the generator's -t.
 HELLO = "Hello"
 PING = "PING=+PONG"
-
-
-def _pin_to(cpu: int | None) -> Callable[[], None] | None:
-    if cpu is None:
-        return None
-
-    def pin() -> None:
-        os.sched_setaffinity(0, {cpu})
-
-    return pin
-
-
-def choose_cpus() -> tuple[int | None, int | None, str]:
-    """
-    Which CPU the servers get and which the generator gets.
-
-    :returns: the server's CPU, the generator's, and a sentence saying so.
-    """
-    if not hasattr(os, "sched_setaffinity"):
-        return None, None, "Processes were not pinned (no sched_setaffinity here)."
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        return (
-            cpus[0],
-            cpus[0],
-            f"Only CPU {cpus[0]} is available: server and generator share it.",
-        )
-    return (
-        cpus[0],
-        cpus[1],
-        f"Each server was pinned to CPU {cpus[0]} and the generator (and this "
-        f"script) to CPU {cpus[1]}, with os.sched_setaffinity.",
-    )
 
 
 @dataclass
@@ -173,46 +147,6 @@ def commandproto_spec(label: str, tree: Path, origin: str) -> ServerSpec:
         tree=tree,
         bench_commands=bench_commands,
     )
-
-
-def resolve_tree(where: str, archives: Path) -> tuple[Path, str]:
-    """
-    Find the commandproto checkout to measure.
-
-    :param where: a checkout's path, or a git revision of this repository,
-        which is then extracted with ``git archive``.
-    :param archives: where to extract revisions.
-    :returns: the checkout and a description of it.
-    :raises ValueError: if C{where} is neither.
-    """
-    if Path(where, "commandproto").is_dir():
-        tree = Path(where).resolve()
-        name = "this checkout" if tree == ROOT else f"``{tree}``"
-        return tree, f"{name} ({git_commit(tree)})"
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", f"{where}^{{commit}}"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.strip()
-        tree = archives / commit
-        tree.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", "--format=tar", commit],
-            capture_output=True,
-            timeout=60,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as e:
-        raise ValueError(f"{where!r} is neither a checkout nor a git revision") from e
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(tree, filter="data")
-        else:  # Python before 3.10.12: our own repository's files, trusted
-            tar.extractall(tree)
-    return tree, f"commit {commit} (``git archive``)"
 
 
 def server_specs(
@@ -325,94 +259,33 @@ def redis_version(redis: str) -> str:
     return f"redis-server {match.group(1)}" if match else "redis-server"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
-class RunningServer:
+class RunningServer(ServerProcess):
     """
-    A server process, pinned, with its output going to a file (so that it
-    never blocks on a full pipe).
+    A server of the comparison, pinned, with its output going to a file,
+    answering its mix's first request.
     """
 
     def __init__(self, spec: ServerSpec, cpu: int | None, directory: Path) -> None:
         self.spec = spec
-        self.log = directory / f"{re.sub(r'[^a-z]+', '-', spec.name.lower())}.log"
-        port = 0 if spec.announces else free_port()
         environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
         path = os.pathsep.join(
             [spec.environment.get("PYTHONPATH", str(ROOT)), str(ROOT)]
         )
         environment["PYTHONPATH"] = path
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                spec.command(port),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=directory,
-                env=environment,
-                preexec_fn=_pin_to(cpu),
-            )
-        self.pid = self.process.pid
-        self.port = port or self._wait_for_port()
-        self._wait_until_serving()
+        port = None if spec.announces else free_port()
+        super().__init__(
+            spec.command(port or 0),
+            directory / f"{re.sub(r'[^a-z]+', '-', spec.name.lower())}.log",
+            environment=environment,
+            cwd=directory,
+            cpu=cpu,
+            port=port,
+            serving=probe(*request_and_reply(spec.mix)),
+            name=spec.name,
+        )
 
-    def _wait_for_port(self) -> int:
-        deadline = time.monotonic() + START_TIMEOUT
-        pattern = re.compile(r"listening on (?:tcp:127\.0\.0\.1:)?(\d+)")
-        while time.monotonic() < deadline:
-            match = pattern.search(self.log.read_text(errors="replace"))
-            if match:
-                return int(match.group(1))
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{self.spec.name} did not start:\n{self.log.read_text()}")
-
-    def _wait_until_serving(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        request, reply = request_and_reply(self.spec.mix)
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-                    s.sendall(request)
-                    if read_exactly(s, len(reply)) == reply:
-                        return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{self.spec.name} is not answering")
-
-    def cpu_seconds(self) -> float:
-        """
-        CPU time the server has used, user and system.
-        """
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
-
-    def rss_kib(self) -> int:
-        """
-        The server's resident memory, from /proc/PID/status.
-        """
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def stop(self, timeout: float = 10.0, also: Sequence[int] = ()) -> None:
+        super().stop(timeout, also)
 
 
 def request_and_reply(mix: str) -> tuple[bytes, bytes]:
@@ -427,16 +300,6 @@ def request_and_reply(mix: str) -> tuple[bytes, bytes]:
 
     first = parse_mix(mix, expected_replies())[0]
     return encode_line(first.line), encode_line(first.reply)
-
-
-def read_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 @contextlib.contextmanager
@@ -533,7 +396,7 @@ def run_load(
             timeout=duration + 60,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             cwd=ROOT,
-            preexec_fn=_pin_to(cpu),
+            preexec_fn=pin(cpu),
         )
     except subprocess.TimeoutExpired:
         return {"error": "the generator timed out"}
@@ -640,7 +503,7 @@ def measure_client(
                 # python -m puts the working directory first on the path:
                 # run from the tree, so that it is that tree's client.
                 cwd=server.spec.tree,
-                preexec_fn=_pin_to(cpu),
+                preexec_fn=pin(cpu),
             )
         except subprocess.TimeoutExpired:
             return {"error": "the client timed out", "mode": mode}
@@ -676,30 +539,6 @@ def median_of(reports: Sequence[Report], key: str) -> float | None:
 def latency_of(reports: Sequence[Report], key: str) -> float | None:
     values = [float(r["latency_ms"][key]) for r in reports if "latency_ms" in r]
     return statistics.median(values) if values else None
-
-
-def simple_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """
-    A reST simple table.
-    """
-    widths = [
-        max(len(header[i]), *(len(row[i]) for row in rows)) if rows else len(header[i])
-        for i in range(len(header))
-    ]
-    rule = "  ".join("=" * w for w in widths)
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.ljust(w) for c, w in zip(cells, widths, strict=True)
-        ).rstrip()
-
-    return "\n".join([rule, line(header), rule, *(line(r) for r in rows), rule])
-
-
-def number(value: float | None, digits: int = 0) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:,.{digits}f}"
 
 
 def ratio(value: float | None, base: float | None) -> str:
@@ -826,59 +665,6 @@ def client_table(client: dict[str, list[Report]], names: list[str]) -> str:
             ]
         )
     return simple_table(["server and client", "mode", "lines/s"], rows)
-
-
-def describe_machine(pinning: str) -> str:
-    meminfo = (
-        Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
-    )
-    memory = re.search(r"MemTotal:\s+(\d+)", meminfo)
-    cpuinfo = (
-        Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    )
-    model = re.search(r"model name\s*:\s*(.*)", cpuinfo)
-    virtual = " (a virtual machine)" if re.search(r"\bhypervisor\b", cpuinfo) else ""
-    twisted = importlib.metadata.version("twisted")
-    lines = [
-        f"- CPU: {os.cpu_count()} x {model.group(1) if model else platform.processor()}"
-        f"{virtual}",
-        f"- memory: {int(memory.group(1)) // 1024 // 1024 if memory else '?'} GiB",
-        f"- kernel: {platform.system()} {platform.release()}",
-        f"- Python {platform.python_version()}, Twisted {twisted}",
-        f"- {pinning}",
-    ]
-    return "\n".join(lines)
-
-
-def git_commit(tree: Path) -> str:
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            # Changes to the code, not to docs/ (which this script writes).
-            [
-                "git",
-                "-C",
-                str(tree),
-                "status",
-                "--porcelain",
-                "--untracked-files=no",
-                "--",
-                "commandproto",
-                "benchmarks",
-                "twisted",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
-    return (head or "unknown") + (" (with uncommitted changes)" if dirty else "")
 
 
 def targets_table(
@@ -1062,25 +848,6 @@ def render(
     return "\n".join(parts) + "\n"
 
 
-def write_docs(path: Path, block: str) -> None:
-    """
-    Put the results between the markers of C{path}, keeping the rest.
-    """
-    text = path.read_text() if path.exists() else ""
-    if BEGIN in text and END in text:
-        head = text[: text.index(BEGIN)]
-        tail = text[text.index(END) + len(END) :].lstrip("\n")
-        text = head + block + ("\n" + tail if tail else "")
-    else:
-        text = (text + "\n" if text else "") + block
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="commandproto side by side with the alternatives."
@@ -1142,7 +909,9 @@ def measure(arguments: argparse.Namespace, trees: list[tuple[str, Path, str]]) -
     wanted_idle = arguments.idle_connections or (300 if quick else 10_000)
     client_lines = arguments.client_lines or (20_000 if quick else 500_000)
 
-    server_cpu, generator_cpu, pinning = choose_cpus()
+    server_cpu, generator_cpu, pinning = choose_cpus(
+        "the generator (and this script)", "generator"
+    )
     if generator_cpu is not None:
         os.sched_setaffinity(0, {generator_cpu})
     idle_connections = raise_file_limit(wanted_idle)
@@ -1235,7 +1004,7 @@ def measure(arguments: argparse.Namespace, trees: list[tuple[str, Path, str]]) -
             json.dumps({"loads": loads, "idle": idle, "client": client}, indent=1)
         )
     if not arguments.no_write:
-        write_docs(arguments.output, block)
+        write_docs(arguments.output, block, BEGIN, END)
         log(f"wrote {arguments.output}")
     return 0
 
