@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import importlib.metadata
 import importlib.util
@@ -70,6 +71,7 @@ from _harness import (
     read_exactly,
     resolve_tree,
     simple_table,
+    twistd_command,
     write_docs,
 )
 
@@ -101,6 +103,7 @@ class ServerSpec:
     :ivar tree: for commandproto, the checkout it runs from.
     :ivar bench_commands: it serves :mod:`commandproto.benchcommands`, so
         the scenarios with their own mix apply.
+    :ivar kv: it serves ``benchmarks/kvbench.py``, for ``--set-get``.
     """
 
     name: str
@@ -112,6 +115,7 @@ class ServerSpec:
     environment: dict[str, str] = field(default_factory=dict)
     tree: Path | None = None
     bench_commands: bool = False
+    kv: bool = False
 
 
 def commandproto_spec(label: str, tree: Path, origin: str) -> ServerSpec:
@@ -387,6 +391,18 @@ def run_load(
         "10",
         "--json",
     ]
+    return run_generator(server, command, duration, cpu)
+
+
+def run_generator(
+    server: RunningServer, command: list[str], duration: float, cpu: int | None
+) -> Report:
+    """
+    Run a generator that prints ``python -m commandproto.bench --json``'s
+    report, pinned to ``cpu``, and add the server's CPU use to its report.
+
+    :returns: the report, or the failure.
+    """
     server_before = server.cpu_seconds()
     try:
         result = subprocess.run(
@@ -848,6 +864,434 @@ def render(
     return "\n".join(parts) + "\n"
 
 
+# Set/get beside redis-server (issue 16).
+
+KVBENCH = ROOT / "benchmarks" / "kvbench.py"
+KVLOAD = ROOT / "benchmarks" / "kvload.py"
+SET_GET_BEGIN = (
+    ".. set/get results begin (written by benchmarks/side_by_side.py --set-get)"
+)
+SET_GET_END = ".. set/get results end"
+
+
+@dataclass(frozen=True)
+class KVScenario:
+    """
+    A set/get load: ``benchmarks/kvload.py``'s mixes for commandproto (the
+    :mod:`kvbench` commands) and for redis-server.
+
+    :ivar redis_mix: the mix for redis-server, or ``None`` if it has no
+        such command (the ``async def`` twins).
+    """
+
+    key: str
+    title: str
+    clients: int
+    pipeline: int
+    mix: str
+    redis_mix: str | None
+
+    def mix_for(self, spec: ServerSpec) -> str | None:
+        """
+        The mix for that server, or ``None`` if this load does not apply.
+        """
+        if spec.name == REDIS:
+            return self.redis_mix
+        return self.mix if spec.kv else None
+
+
+REDIS = "redis-server"
+
+SET_GET_SCENARIOS = [
+    KVScenario(
+        "set/get 50x64",
+        "set/get, 50 clients x 64 pipelined",
+        50,
+        64,
+        "set-get",
+        "redis-set-get",
+    ),
+    KVScenario(
+        "set/get 50x1",
+        "set/get, 50 clients request/response",
+        50,
+        1,
+        "set-get",
+        "redis-set-get",
+    ),
+    KVScenario("get 50x64", "get, 50 x 64 pipelined", 50, 64, "get", "redis-get"),
+    KVScenario("aget 50x64", "aget (async, no await), 50 x 64", 50, 64, "aget", None),
+    KVScenario("dget 50x64", "dget (awaits a Deferred), 50 x 64", 50, 64, "dget", None),
+]
+
+
+def serving_with(options: Sequence[str]) -> Callable[[int], list[str]]:
+    """
+    The command line of ``twistd -n commandserver`` with ``options``, given
+    its port.
+    """
+
+    def command(port: int) -> list[str]:
+        return twistd_command([f"tcp:{port}:interface=127.0.0.1"], options)
+
+    return command
+
+
+def set_get_specs(
+    trees: list[tuple[str, Path, str]], idle_connections: int
+) -> list[ServerSpec]:
+    """
+    For each tree, commandproto serving ``--commands kvbench:commands`` with
+    its defaults, and again with ``--metrics``; then redis-server, if it is
+    installed.
+    """
+    specs = []
+    for label, tree, origin in trees:
+        extra = ["--commands", "kvbench:commands"]
+        if "max-connections-per-ip" in (tree / "commandproto" / "tap.py").read_text():
+            # Every benchmark client comes from 127.0.0.1.
+            extra += ["--max-connections-per-ip", "0"]
+        for metrics in (False, True):
+            options = [*extra]
+            name = label
+            if metrics:
+                options += ["--metrics", "tcp:0:interface=127.0.0.1"]
+                name = f"{label} --metrics"
+            specs.append(
+                ServerSpec(
+                    name,
+                    f"``twistd -n commandserver {' '.join(options)}`` from "
+                    f"{origin}, every other option at its default",
+                    serving_with(options),
+                    environment={"PYTHONPATH": str(tree)},
+                    tree=tree,
+                    kv=True,
+                )
+            )
+    specs += [
+        dataclasses.replace(
+            spec,
+            description=spec.description.replace("inline ``PING``", "inline SET/GET"),
+            kv=True,
+        )
+        for spec in server_specs([], idle_connections)
+        if spec.name == REDIS
+    ]
+    return specs
+
+
+def run_kv_load(
+    server: RunningServer, scenario: KVScenario, duration: float, cpu: int | None
+) -> Report:
+    """
+    One ``benchmarks/kvload.py`` run against one server.
+    """
+    mix = scenario.mix_for(server.spec)
+    assert mix is not None
+    command = [
+        sys.executable,
+        str(KVLOAD),
+        "--port",
+        str(server.port),
+        "-c",
+        str(scenario.clients),
+        "-P",
+        str(scenario.pipeline),
+        "-t",
+        mix,
+        "--duration",
+        str(duration),
+        "--timeout",
+        "10",
+    ]
+    return run_generator(server, command, duration, cpu)
+
+
+def per_round_ratio(
+    results: dict[tuple[str, str], list[Report]],
+    scenario: str,
+    name: str,
+    base_scenario: str,
+    base: str,
+) -> float | None:
+    """
+    The median over rounds of each round's ratio of server CPU per command:
+    ``name`` in ``scenario`` over ``base`` in ``base_scenario``.  A round
+    where either run failed is left out.
+    """
+    ratios = []
+    pairs = zip(
+        results.get((scenario, name), []),
+        results.get((base_scenario, base), []),
+        strict=False,
+    )
+    for report, reference in pairs:
+        if "error" in report or "error" in reference:
+            continue
+        mine = float(report["server_us_per_request"])
+        theirs = float(reference["server_us_per_request"])
+        if theirs:
+            ratios.append(mine / theirs)
+    return statistics.median(ratios) if ratios else None
+
+
+def bound_by(reports: Sequence[Report]) -> str:
+    """
+    What limited the runs: the server (its CPU near a core), the generator
+    (its CPU near a core), or neither: waiting, on round trips or on other
+    work sharing the CPUs.
+    """
+    if not reports:
+        return "n/a"
+    server = median_of(reports, "server_cpu_percent") or 0.0
+    generator = median_of(reports, "generator_cpu_percent") or 0.0
+    if server >= 90:
+        return "server CPU"
+    if generator >= 90:
+        return "generator CPU"
+    return "neither (waits)"
+
+
+def set_get_tables(
+    specs: list[ServerSpec], results: dict[tuple[str, str], list[Report]]
+) -> str:
+    """
+    One table of every run (medians) and one of the targets (medians of
+    per-round ratios).
+    """
+    rows = []
+    for scenario in SET_GET_SCENARIOS:
+        for spec in specs:
+            if scenario.mix_for(spec) is None:
+                continue
+            reports = results.get((scenario.key, spec.name), [])
+            fine = good(reports)
+            if not fine:
+                errors = {str(r.get("error", "not run")) for r in reports}
+                failed = "failed: " + "; ".join(sorted(errors))[:60]
+                rows.append([scenario.key, spec.name, failed, "", "", "", "", ""])
+                continue
+            rows.append(
+                [
+                    scenario.key,
+                    spec.name,
+                    number(median_of(fine, "rps")),
+                    number(median_of(fine, "server_us_per_request"), 2),
+                    number(latency_of(fine, "p50"), 3),
+                    number(median_of(fine, "server_cpu_percent")),
+                    number(median_of(fine, "generator_cpu_percent")),
+                    bound_by(fine),
+                ]
+            )
+    runs = simple_table(
+        [
+            "load",
+            "server",
+            "req/s",
+            "server CPU us/cmd",
+            "p50 ms",
+            "server CPU %",
+            "gen CPU %",
+            "bound by",
+        ],
+        rows,
+    )
+
+    def verdict(value: float | None, goal: float | None) -> str:
+        if value is None:
+            return "not measured"
+        if goal is None:
+            return "reported"
+        return "met" if value <= goal else "not met"
+
+    def row(
+        what: str, value: float | None, goal: float | None, bound: str
+    ) -> list[str]:
+        shown = "n/a" if value is None else f"{value:.2f} x"
+        return [what, shown, verdict(value, goal), bound]
+
+    def bound(scenario: str, name: str) -> str:
+        return bound_by(good(results.get((scenario, name), [])))
+
+    targets = []
+    for spec in specs:
+        if not spec.kv or spec.name.endswith("--metrics"):
+            continue
+        name = spec.name
+        metrics = f"{name} --metrics"
+        for key, goal in (("set/get 50x64", 2.0), ("set/get 50x1", 3.0)):
+            targets.append(
+                row(
+                    f"{name}: {key} <= {goal:g} x redis-server",
+                    per_round_ratio(results, key, name, key, REDIS),
+                    goal,
+                    f"{bound(key, name)}; redis: {bound(key, REDIS)}",
+                )
+            )
+        targets.append(
+            row(
+                f"{name}: get 50x64 vs redis-server GET",
+                per_round_ratio(results, "get 50x64", name, "get 50x64", REDIS),
+                None,
+                f"{bound('get 50x64', name)}; redis: {bound('get 50x64', REDIS)}",
+            )
+        )
+        targets.append(
+            row(
+                f"{name}: aget <= 1.3 x get",
+                per_round_ratio(results, "aget 50x64", name, "get 50x64", name),
+                1.3,
+                bound("aget 50x64", name),
+            )
+        )
+        targets.append(
+            row(
+                f"{name}: dget (awaits a Deferred) vs get",
+                per_round_ratio(results, "dget 50x64", name, "get 50x64", name),
+                None,
+                bound("dget 50x64", name),
+            )
+        )
+        for scenario in SET_GET_SCENARIOS:
+            targets.append(
+                row(
+                    f"{name}: --metrics on/off, {scenario.key} <= 1.05",
+                    per_round_ratio(results, scenario.key, metrics, scenario.key, name),
+                    1.05,
+                    bound(scenario.key, metrics),
+                )
+            )
+    return (
+        runs + "\n\nTargets (server CPU per command; each value is the median over the "
+        "rounds of that round's ratio):\n\n"
+        + simple_table(["target", "measured", "verdict", "bound by"], targets)
+    )
+
+
+def render_set_get(
+    command: str,
+    arguments: argparse.Namespace,
+    specs: list[ServerSpec],
+    results: dict[tuple[str, str], list[Report]],
+    pinning: str,
+    started: datetime.datetime,
+    took: float,
+    load: str,
+) -> str:
+    mode = (
+        " (``--quick``: a smoke run, not numbers to quote)" if arguments.quick else ""
+    )
+    parts = [
+        SET_GET_BEGIN,
+        "",
+        f"Measured {started:%Y-%m-%d %H:%M} UTC{mode}; {arguments.rounds} "
+        f"interleaved round{'s' if arguments.rounds != 1 else ''} of "
+        f"{arguments.duration:g} s per run; the whole run took "
+        f"{took / 60:.1f} minutes.  Command::",
+        "",
+        f"    {command}",
+        "",
+        "The machine:",
+        "",
+        describe_machine(pinning),
+        *([f"- {load}"] if load else []),
+        "",
+        "Servers:",
+        "",
+        *(f"- **{spec.name}**: {spec.description}" for spec in specs),
+        "",
+        set_get_tables(specs, results),
+        "",
+        SET_GET_END,
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def measure_set_get(
+    arguments: argparse.Namespace, trees: list[tuple[str, Path, str]]
+) -> int:
+    """
+    The set/get comparison: every kv server through every set/get load, in
+    interleaved rounds; write its section of the docs.
+    """
+    command = " ".join(
+        ["python benchmarks/side_by_side.py", *(arguments.argv or [])]
+    ).rstrip()
+    server_cpu, generator_cpu, pinning = choose_cpus(
+        "the generator (and this script)", "generator"
+    )
+    if generator_cpu is not None:
+        os.sched_setaffinity(0, {generator_cpu})
+    specs = set_get_specs(trees, 200)
+    if arguments.servers:
+        chosen = {name.strip() for name in arguments.servers.split(",")}
+        specs = [spec for spec in specs if spec.name in chosen]
+    started = datetime.datetime.now(datetime.timezone.utc)
+    clock = time.monotonic()
+    results: dict[tuple[str, str], list[Report]] = {}
+    loads: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="side-by-side-kv-") as scratch:
+        directory = Path(scratch)
+        # A third-party command set, found in the directory the server
+        # starts in (as --commands MODULE:ATTRIBUTE looks there).
+        shutil.copy(KVBENCH, directory / KVBENCH.name)
+        with contextlib.ExitStack() as stack:
+            servers = []
+            for spec in specs:
+                log(f"starting {spec.name}")
+                servers.append(
+                    stack.enter_context(running(spec, server_cpu, directory))
+                )
+            for server in servers:
+                # Warm up: imports, allocations, caches; and every key set.
+                run_kv_load(
+                    server,
+                    SET_GET_SCENARIOS[0],
+                    min(arguments.duration, 1.0),
+                    generator_cpu,
+                )
+            for round_number in range(arguments.rounds):
+                for scenario in SET_GET_SCENARIOS:
+                    for server in servers:
+                        if scenario.mix_for(server.spec) is None:
+                            continue
+                        loads.append(os.getloadavg()[0])
+                        report = run_kv_load(
+                            server, scenario, arguments.duration, generator_cpu
+                        )
+                        results.setdefault((scenario.key, server.spec.name), []).append(
+                            report
+                        )
+                        shown = report.get("error") or (
+                            f"{float(report['rps']):,.0f} req/s, "
+                            f"{float(report['server_us_per_request']):.2f} us/cmd"
+                        )
+                        log(
+                            f"round {round_number + 1} {scenario.key:>13} "
+                            f"{server.spec.name}: {shown}"
+                        )
+    took = time.monotonic() - clock
+    load = ""
+    if loads:
+        load = (
+            f"load average (1 min) during the runs: {min(loads):.1f}-"
+            f"{max(loads):.1f}, median {statistics.median(loads):.1f}"
+        )
+    block = render_set_get(
+        command, arguments, specs, results, pinning, started, took, load
+    )
+    print(block)
+    if arguments.save_json:
+        arguments.save_json.write_text(
+            json.dumps({" / ".join(k): v for k, v in results.items()}, indent=1)
+        )
+    if not arguments.no_write:
+        write_docs(arguments.output, block, SET_GET_BEGIN, SET_GET_END)
+        log(f"wrote {arguments.output}")
+    failed = any("error" in r for reports in results.values() for r in reports)
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="commandproto side by side with the alternatives."
@@ -881,7 +1325,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--save-json", type=Path, default=None, help="raw results")
+    parser.add_argument(
+        "--set-get",
+        action="store_true",
+        help="instead: set/get with a third-party command set "
+        "(benchmarks/kvbench.py), with and without --metrics, beside "
+        "redis-server's SET/GET; writes its own section",
+    )
     arguments = parser.parse_args(argv)
+    arguments.argv = list(sys.argv[1:] if argv is None else argv)
     quick = arguments.quick
     arguments.rounds = arguments.rounds or (1 if quick else 3)
     arguments.duration = arguments.duration or (0.5 if quick else 3.0)
@@ -896,6 +1348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 trees.append((label, *resolve_tree(where, archives)))
             except ValueError as e:
                 parser.error(f"--commandproto {entry!r}: {e}")
+        if arguments.set_get:
+            return measure_set_get(arguments, trees)
         return measure(arguments, trees)
     finally:
         shutil.rmtree(archives, ignore_errors=True)
