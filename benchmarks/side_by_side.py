@@ -1115,7 +1115,7 @@ def set_get_tables(
 
     targets = []
     for spec in specs:
-        if not spec.kv or spec.name.endswith("--metrics"):
+        if spec.tree is None or spec.name.endswith("--metrics"):
             continue
         name = spec.name
         metrics = f"{name} --metrics"
