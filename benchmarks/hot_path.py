@@ -3,7 +3,8 @@ Microbenchmark of the server's per-read hot path, in process, no sockets:
 ``CommandServerProtocol.dataReceived`` on a transport that discards writes,
 against Twisted's plain ``LineReceiver`` answering the same protocol.
 
-Usage: python benchmarks/hot_path.py [--rounds N] [--profile SCENARIO]
+Usage: python benchmarks/hot_path.py [--rounds N] [--metrics]
+           [--profile SCENARIO]
 
 Prints the median nanoseconds of CPU time per command for each scenario,
 the ratio to the plain LineReceiver, and commandproto's ratio to its own
@@ -39,6 +40,7 @@ from twisted.protocols.basic import LineReceiver
 from commandproto import CommandServerFactory
 from commandproto.benchcommands import commands as bench_commands
 from commandproto.commands.table import with_builtins
+from commandproto.server.stats import ServerStats
 
 MIX = b"Hello\r\nAre you there?\r\nnope\r\necho hi\r\n"
 # benchmarks/side_by_side.py --set-get's lines, over 32 of kvbench's keys.
@@ -108,9 +110,14 @@ class PlainLineReceiver(LineReceiver):
         self.transport.write(self.replies.get(line, b"Unknown command.\r\n"))
 
 
-def make_commandproto() -> Callable[[bytes], None]:
+def make_commandproto(timing: bool = False) -> Callable[[bytes], None]:
+    """
+    :param timing: time every reply, as ``--metrics`` makes the server do.
+    """
     factory = CommandServerFactory(
-        with_builtins(bench_commands, kv_commands), clock=Clock()
+        with_builtins(bench_commands, kv_commands),
+        clock=Clock(),
+        stats=ServerStats(timing=timing),
     )
     protocol = factory.buildProtocol(None)
     protocol.makeConnection(NullTransport())  # type: ignore[no-untyped-call]
@@ -171,11 +178,22 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--profile", choices=sorted(SCENARIOS), default=None)
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="also commandproto timing every reply, as --metrics makes it; "
+        "its last column is its ratio to commandproto without",
+    )
     arguments = parser.parse_args()
     if arguments.profile is not None:
         profile(arguments.profile)
         return
-    servers = {"commandproto": make_commandproto, "plain LineReceiver": make_plain}
+    servers: dict[str, Callable[[], Callable[[bytes], None]]] = {
+        "commandproto": make_commandproto,
+        "plain LineReceiver": make_plain,
+    }
+    if arguments.metrics:
+        servers["with --metrics"] = lambda: make_commandproto(timing=True)
     print(f"{'scenario':34} {'server':20} {'ns/cmd':>8} {'ratio':>6} {'vs const':>8}")
     constant = None
     for title, data in SCENARIOS.values():
@@ -190,6 +208,9 @@ def main() -> None:
             if server == "commandproto":
                 constant = constant or median
                 versus = f"{median / constant:8.2f}"
+            elif server == "with --metrics":
+                off = statistics.median(samples["commandproto"])
+                versus = f"{median / off:8.2f} (on/off)"
             print(
                 f"{title:34} {server:20} {median:8.0f} {median / floor:6.2f} {versus}"
             )
