@@ -41,24 +41,20 @@ import argparse
 import contextlib
 import datetime
 import errno
-import io
 import itertools
 import json
 import multiprocessing
 import multiprocessing.connection
 import os
-import platform
 import re
 import resource
 import selectors
 import shutil
-import signal
 import socket
 import ssl
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -67,20 +63,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _harness
+from _harness import (
+    ROOT,
+    TWISTD,
+    TWISTD_LISTENING,
+    ServerProcess,
+    choose_cpus,
+    describe_machine,
+    environment_for,
+    log,
+    number,
+    pin,
+    simple_table,
+    twistd_command,
+    write_docs,
+)
+
 # One run's measurements, by name.
 Report = dict[str, Any]
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.rst"
 BEGIN = ".. abuse results begin (written by benchmarks/abuse.py)"
 END = ".. abuse results end"
-
-TWISTD = (
-    "import sys; from twisted.scripts.twistd import run; "
-    "sys.argv[0] = 'twistd'; sys.exit(run())"
-)
-START_TIMEOUT = 30.0
-LISTENING = re.compile(r"listening on tcp:127\.0\.0\.1:(\d+)")
 
 HELLO = b"Hello\n"
 GREETING = b"Greetings!"
@@ -88,46 +93,6 @@ TOO_MANY = b"Error: too many connections"
 
 
 # Processes and revisions.
-
-
-def _pin(cpu: int | None, files: int | None = None) -> Callable[[], None]:
-    def prepare() -> None:
-        if cpu is not None:
-            os.sched_setaffinity(0, {cpu})
-        if files is not None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
-
-    return prepare
-
-
-def choose_cpus() -> tuple[int | None, int | None, str]:
-    """
-    Which CPU the servers get and which the clients get.
-
-    :returns: the server's CPU, the clients', and a sentence saying so.
-    """
-    if not hasattr(os, "sched_setaffinity"):
-        return None, None, "Processes were not pinned (no sched_setaffinity here)."
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        return cpus[0], cpus[0], f"Only CPU {cpus[0]}: server and clients share it."
-    return (
-        cpus[0],
-        cpus[1],
-        f"Each server was pinned to CPU {cpus[0]}, and this script (every "
-        f"client) and the load generator to CPU {cpus[1]}, with "
-        "os.sched_setaffinity.",
-    )
-
-
-def git(*arguments: str, tree: Path = ROOT) -> str:
-    return subprocess.run(
-        ["git", "-C", str(tree), *arguments],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout.strip()
 
 
 @dataclass
@@ -157,43 +122,8 @@ def resolve_tree(label: str, where: str, archives: Path) -> Tree:
 
     :raises ValueError: if ``where`` is neither.
     """
-    if Path(where, "commandproto").is_dir():
-        path = Path(where).resolve()
-        try:
-            commit = git("rev-parse", "--short", "HEAD", tree=path)
-            dirty = git(
-                "status",
-                "--porcelain",
-                "--untracked-files=no",
-                "--",
-                "commandproto",
-                "twisted",
-                tree=path,
-            )
-        except (OSError, subprocess.SubprocessError):
-            commit, dirty = "unknown", ""
-        changes = " with uncommitted changes" if dirty else ""
-        name = "this checkout" if path == ROOT else f"``{path}``"
-        return Tree(label, path, f"{name} ({commit}{changes})")
-    try:
-        commit = git("rev-parse", "--short", f"{where}^{{commit}}")
-        archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", "--format=tar", commit],
-            capture_output=True,
-            timeout=60,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as e:
-        raise ValueError(f"{where!r} is neither a checkout nor a git revision") from e
-    path = archives / commit
-    path.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(path, filter="data")
-    return Tree(label, path, f"commit {commit} (``git archive``)")
-
-
-def environment_for(tree: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"}
+    path, origin = _harness.resolve_tree(where, archives)
+    return Tree(label, path, origin)
 
 
 def known_options(tree: Path) -> frozenset[str]:
@@ -211,9 +141,10 @@ def known_options(tree: Path) -> frozenset[str]:
     return frozenset(re.findall(r"--([a-z][a-z-]+)", output))
 
 
-class Server:
+class Server(ServerProcess):
     """
-    A ``twistd -n commandserver`` of one tree, pinned, logging to a file.
+    A ``twistd -n commandserver`` of one tree, pinned, logging to a file,
+    answering ``Hello`` on its last listener.
 
     :ivar ports: the loopback TCP ports it listens on, in ``--listen`` order.
     """
@@ -227,70 +158,17 @@ class Server:
         listeners: Sequence[str] = ("tcp:0:interface=127.0.0.1",),
         files: int | None = None,
     ) -> None:
-        self.log = directory / "server.log"
-        command = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "commandserver"]
-        for listener in listeners:
-            command += ["--listen", listener]
-        self.command = [*command, *options]
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                self.command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=directory,
-                env=environment_for(tree.path),
-                preexec_fn=_pin(cpu, files),
-            )
-        self.pid = self.process.pid
-        try:
-            self.ports = self._wait_for_ports(len(listeners))
-            self._wait_until_serving()
-        except BaseException:
-            self.stop()
-            raise
-
-    def _wait_for_ports(self, count: int) -> list[int]:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            ports = [int(p) for p in LISTENING.findall(self.log.read_text("utf-8"))]
-            if len(ports) >= count:
-                return ports[:count]
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f"the server did not start:\n{self.log.read_text()}")
-
-    def _wait_until_serving(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if hello(self.ports[-1], timeout=2.0):
-                return
-            time.sleep(0.05)
-        raise RuntimeError("the server is not answering")
-
-    @property
-    def port(self) -> int:
-        return self.ports[-1]
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        super().__init__(
+            twistd_command(listeners, options),
+            directory / "server.log",
+            environment=environment_for(tree.path),
+            cwd=directory,
+            cpu=cpu,
+            files=files,
+            listeners=len(listeners),
+            pattern=TWISTD_LISTENING,
+            serving=lambda port: hello(port, timeout=2.0),
+        )
 
 
 @contextlib.contextmanager
@@ -891,12 +769,6 @@ def held_text(report: Report) -> str:
     )
 
 
-def number(value: object, digits: int = 0) -> str:
-    if not isinstance(value, int | float):
-        return "n/a"
-    return f"{value:,.{digits}f}"
-
-
 # 1. Slowloris.
 
 
@@ -1274,7 +1146,7 @@ def greedy_run(tree: Tree, variant: Variant, c: Context) -> Report:
             stderr=subprocess.PIPE,
             env=environment_for(ROOT),
             cwd=ROOT,
-            preexec_fn=_pin(c.client_cpu),
+            preexec_fn=pin(c.client_cpu),
         )
         try:
             with probe:
@@ -1636,24 +1508,6 @@ def combine(reports: Sequence[Report]) -> Report:
     return combined
 
 
-def simple_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """
-    A reST simple table.
-    """
-    widths = [
-        max(len(header[i]), *(len(row[i]) for row in rows)) if rows else len(header[i])
-        for i in range(len(header))
-    ]
-    rule = "  ".join("=" * w for w in widths)
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.ljust(w) for c, w in zip(cells, widths, strict=True)
-        ).rstrip()
-
-    return "\n".join([rule, line(header), rule, *(line(r) for r in rows), rule])
-
-
 Results = dict[tuple[str, str, str], list[Report]]
 
 
@@ -1685,25 +1539,6 @@ def scenario_table(
             scenario.text(p),
             "",
             simple_table(header, rows),
-        ]
-    )
-
-
-def describe_machine(pinning: str) -> str:
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = re.search(r"model name\s*:\s*(.*)", cpuinfo)
-    virtual = " (a virtual machine)" if re.search(r"\bhypervisor\b", cpuinfo) else ""
-    meminfo = re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text())
-    import twisted
-
-    return "\n".join(
-        [
-            f"- CPU: {os.cpu_count()} x "
-            f"{model.group(1) if model else platform.processor()}{virtual}",
-            f"- memory: {int(meminfo.group(1)) >> 20 if meminfo else '?'} GiB",
-            f"- kernel: {platform.system()} {platform.release()}",
-            f"- Python {platform.python_version()}, Twisted {twisted.__version__}",
-            f"- {pinning}",
         ]
     )
 
@@ -1745,25 +1580,6 @@ def render(
         parts += [scenario_table(scenario, trees, results, p), ""]
     parts.append(END)
     return "\n".join(parts) + "\n"
-
-
-def write_docs(path: Path, block: str) -> None:
-    """
-    Put the results between this script's markers in ``path``, keeping the
-    rest; or append them, markers and all.
-    """
-    text = path.read_text() if path.exists() else ""
-    if BEGIN in text and END in text:
-        head = text[: text.index(BEGIN)]
-        tail = text[text.index(END) + len(END) :].lstrip("\n")
-        text = head + block + ("\n" + tail if tail else "")
-    else:
-        text = (text.rstrip("\n") + "\n\n" if text else "") + block
-    path.write_text(text)
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def summary(report: Report) -> str:
@@ -1894,7 +1710,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ["python benchmarks/abuse.py", *(sys.argv[1:] if argv is None else argv)]
     )
 
-    server_cpu, client_cpu, pinning = choose_cpus()
+    server_cpu, client_cpu, pinning = choose_cpus(
+        "this script (every client) and the load generator", "clients"
+    )
     if client_cpu is not None:
         os.sched_setaffinity(0, {client_cpu})
     raise_file_limit()
@@ -1933,7 +1751,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
     if not arguments.no_write:
-        write_docs(arguments.output, block)
+        write_docs(arguments.output, block, BEGIN, END)
         log(f"wrote {arguments.output}")
     return 0
 

@@ -36,22 +36,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import importlib.metadata
 import importlib.util
-import io
 import json
 import os
-import platform
 import re
 import resource
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -59,57 +56,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _harness import (
+    ROOT,
+    TWISTD,
+    ServerProcess,
+    choose_cpus,
+    describe_machine,
+    free_port,
+    git_commit,
+    log,
+    number,
+    pin,
+    probe,
+    read_exactly,
+    resolve_tree,
+    simple_table,
+    twistd_command,
+    write_docs,
+)
+
 # A JSON report: the generator's, or a measurement's.
 Report = dict[str, Any]
 
-ROOT = Path(__file__).resolve().parent.parent
 SERVERS = ROOT / "benchmarks" / "servers"
 DOCS = ROOT / "docs" / "benchmarks.rst"
 BEGIN = ".. results begin (written by benchmarks/side_by_side.py)"
 END = ".. results end"
 
-TWISTD = (
-    "import sys; from twisted.scripts.twistd import run; "
-    "sys.argv[0] = 'twistd'; sys.exit(run())"
-)
-START_TIMEOUT = 30.0
-
 # Request lines and the replies they must get, for the generator's -t.
 HELLO = "Hello"
 PING = "PING=+PONG"
-
-
-def _pin_to(cpu: int | None) -> Callable[[], None] | None:
-    if cpu is None:
-        return None
-
-    def pin() -> None:
-        os.sched_setaffinity(0, {cpu})
-
-    return pin
-
-
-def choose_cpus() -> tuple[int | None, int | None, str]:
-    """
-    Which CPU the servers get and which the generator gets.
-
-    :returns: the server's CPU, the generator's, and a sentence saying so.
-    """
-    if not hasattr(os, "sched_setaffinity"):
-        return None, None, "Processes were not pinned (no sched_setaffinity here)."
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        return (
-            cpus[0],
-            cpus[0],
-            f"Only CPU {cpus[0]} is available: server and generator share it.",
-        )
-    return (
-        cpus[0],
-        cpus[1],
-        f"Each server was pinned to CPU {cpus[0]} and the generator (and this "
-        f"script) to CPU {cpus[1]}, with os.sched_setaffinity.",
-    )
 
 
 @dataclass
@@ -127,6 +103,7 @@ class ServerSpec:
     :ivar tree: for commandproto, the checkout it runs from.
     :ivar bench_commands: it serves :mod:`commandproto.benchcommands`, so
         the scenarios with their own mix apply.
+    :ivar kv: it serves ``benchmarks/kvbench.py``, for ``--set-get``.
     """
 
     name: str
@@ -138,6 +115,7 @@ class ServerSpec:
     environment: dict[str, str] = field(default_factory=dict)
     tree: Path | None = None
     bench_commands: bool = False
+    kv: bool = False
 
 
 def commandproto_spec(label: str, tree: Path, origin: str) -> ServerSpec:
@@ -173,46 +151,6 @@ def commandproto_spec(label: str, tree: Path, origin: str) -> ServerSpec:
         tree=tree,
         bench_commands=bench_commands,
     )
-
-
-def resolve_tree(where: str, archives: Path) -> tuple[Path, str]:
-    """
-    Find the commandproto checkout to measure.
-
-    :param where: a checkout's path, or a git revision of this repository,
-        which is then extracted with ``git archive``.
-    :param archives: where to extract revisions.
-    :returns: the checkout and a description of it.
-    :raises ValueError: if C{where} is neither.
-    """
-    if Path(where, "commandproto").is_dir():
-        tree = Path(where).resolve()
-        name = "this checkout" if tree == ROOT else f"``{tree}``"
-        return tree, f"{name} ({git_commit(tree)})"
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", f"{where}^{{commit}}"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.strip()
-        tree = archives / commit
-        tree.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", "--format=tar", commit],
-            capture_output=True,
-            timeout=60,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as e:
-        raise ValueError(f"{where!r} is neither a checkout nor a git revision") from e
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(tree, filter="data")
-        else:  # Python before 3.10.12: our own repository's files, trusted
-            tar.extractall(tree)
-    return tree, f"commit {commit} (``git archive``)"
 
 
 def server_specs(
@@ -325,94 +263,33 @@ def redis_version(redis: str) -> str:
     return f"redis-server {match.group(1)}" if match else "redis-server"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
-class RunningServer:
+class RunningServer(ServerProcess):
     """
-    A server process, pinned, with its output going to a file (so that it
-    never blocks on a full pipe).
+    A server of the comparison, pinned, with its output going to a file,
+    answering its mix's first request.
     """
 
     def __init__(self, spec: ServerSpec, cpu: int | None, directory: Path) -> None:
         self.spec = spec
-        self.log = directory / f"{re.sub(r'[^a-z]+', '-', spec.name.lower())}.log"
-        port = 0 if spec.announces else free_port()
         environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
         path = os.pathsep.join(
             [spec.environment.get("PYTHONPATH", str(ROOT)), str(ROOT)]
         )
         environment["PYTHONPATH"] = path
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                spec.command(port),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=directory,
-                env=environment,
-                preexec_fn=_pin_to(cpu),
-            )
-        self.pid = self.process.pid
-        self.port = port or self._wait_for_port()
-        self._wait_until_serving()
+        port = None if spec.announces else free_port()
+        super().__init__(
+            spec.command(port or 0),
+            directory / f"{re.sub(r'[^a-z]+', '-', spec.name.lower())}.log",
+            environment=environment,
+            cwd=directory,
+            cpu=cpu,
+            port=port,
+            serving=probe(*request_and_reply(spec.mix)),
+            name=spec.name,
+        )
 
-    def _wait_for_port(self) -> int:
-        deadline = time.monotonic() + START_TIMEOUT
-        pattern = re.compile(r"listening on (?:tcp:127\.0\.0\.1:)?(\d+)")
-        while time.monotonic() < deadline:
-            match = pattern.search(self.log.read_text(errors="replace"))
-            if match:
-                return int(match.group(1))
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{self.spec.name} did not start:\n{self.log.read_text()}")
-
-    def _wait_until_serving(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        request, reply = request_and_reply(self.spec.mix)
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-                    s.sendall(request)
-                    if read_exactly(s, len(reply)) == reply:
-                        return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{self.spec.name} is not answering")
-
-    def cpu_seconds(self) -> float:
-        """
-        CPU time the server has used, user and system.
-        """
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
-
-    def rss_kib(self) -> int:
-        """
-        The server's resident memory, from /proc/PID/status.
-        """
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def stop(self, timeout: float = 10.0, also: Sequence[int] = ()) -> None:
+        super().stop(timeout, also)
 
 
 def request_and_reply(mix: str) -> tuple[bytes, bytes]:
@@ -427,16 +304,6 @@ def request_and_reply(mix: str) -> tuple[bytes, bytes]:
 
     first = parse_mix(mix, expected_replies())[0]
     return encode_line(first.line), encode_line(first.reply)
-
-
-def read_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
 
 
 @contextlib.contextmanager
@@ -524,6 +391,18 @@ def run_load(
         "10",
         "--json",
     ]
+    return run_generator(server, command, duration, cpu)
+
+
+def run_generator(
+    server: RunningServer, command: list[str], duration: float, cpu: int | None
+) -> Report:
+    """
+    Run a generator that prints ``python -m commandproto.bench --json``'s
+    report, pinned to ``cpu``, and add the server's CPU use to its report.
+
+    :returns: the report, or the failure.
+    """
     server_before = server.cpu_seconds()
     try:
         result = subprocess.run(
@@ -533,7 +412,7 @@ def run_load(
             timeout=duration + 60,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             cwd=ROOT,
-            preexec_fn=_pin_to(cpu),
+            preexec_fn=pin(cpu),
         )
     except subprocess.TimeoutExpired:
         return {"error": "the generator timed out"}
@@ -640,7 +519,7 @@ def measure_client(
                 # python -m puts the working directory first on the path:
                 # run from the tree, so that it is that tree's client.
                 cwd=server.spec.tree,
-                preexec_fn=_pin_to(cpu),
+                preexec_fn=pin(cpu),
             )
         except subprocess.TimeoutExpired:
             return {"error": "the client timed out", "mode": mode}
@@ -676,30 +555,6 @@ def median_of(reports: Sequence[Report], key: str) -> float | None:
 def latency_of(reports: Sequence[Report], key: str) -> float | None:
     values = [float(r["latency_ms"][key]) for r in reports if "latency_ms" in r]
     return statistics.median(values) if values else None
-
-
-def simple_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """
-    A reST simple table.
-    """
-    widths = [
-        max(len(header[i]), *(len(row[i]) for row in rows)) if rows else len(header[i])
-        for i in range(len(header))
-    ]
-    rule = "  ".join("=" * w for w in widths)
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.ljust(w) for c, w in zip(cells, widths, strict=True)
-        ).rstrip()
-
-    return "\n".join([rule, line(header), rule, *(line(r) for r in rows), rule])
-
-
-def number(value: float | None, digits: int = 0) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:,.{digits}f}"
 
 
 def ratio(value: float | None, base: float | None) -> str:
@@ -826,59 +681,6 @@ def client_table(client: dict[str, list[Report]], names: list[str]) -> str:
             ]
         )
     return simple_table(["server and client", "mode", "lines/s"], rows)
-
-
-def describe_machine(pinning: str) -> str:
-    meminfo = (
-        Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
-    )
-    memory = re.search(r"MemTotal:\s+(\d+)", meminfo)
-    cpuinfo = (
-        Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    )
-    model = re.search(r"model name\s*:\s*(.*)", cpuinfo)
-    virtual = " (a virtual machine)" if re.search(r"\bhypervisor\b", cpuinfo) else ""
-    twisted = importlib.metadata.version("twisted")
-    lines = [
-        f"- CPU: {os.cpu_count()} x {model.group(1) if model else platform.processor()}"
-        f"{virtual}",
-        f"- memory: {int(memory.group(1)) // 1024 // 1024 if memory else '?'} GiB",
-        f"- kernel: {platform.system()} {platform.release()}",
-        f"- Python {platform.python_version()}, Twisted {twisted}",
-        f"- {pinning}",
-    ]
-    return "\n".join(lines)
-
-
-def git_commit(tree: Path) -> str:
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            # Changes to the code, not to docs/ (which this script writes).
-            [
-                "git",
-                "-C",
-                str(tree),
-                "status",
-                "--porcelain",
-                "--untracked-files=no",
-                "--",
-                "commandproto",
-                "benchmarks",
-                "twisted",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
-    return (head or "unknown") + (" (with uncommitted changes)" if dirty else "")
 
 
 def targets_table(
@@ -1062,23 +864,432 @@ def render(
     return "\n".join(parts) + "\n"
 
 
-def write_docs(path: Path, block: str) -> None:
-    """
-    Put the results between the markers of C{path}, keeping the rest.
-    """
-    text = path.read_text() if path.exists() else ""
-    if BEGIN in text and END in text:
-        head = text[: text.index(BEGIN)]
-        tail = text[text.index(END) + len(END) :].lstrip("\n")
-        text = head + block + ("\n" + tail if tail else "")
-    else:
-        text = (text + "\n" if text else "") + block
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+# Set/get beside redis-server (issue 16).
+
+KVBENCH = ROOT / "benchmarks" / "kvbench.py"
+KVLOAD = ROOT / "benchmarks" / "kvload.py"
+SET_GET_BEGIN = (
+    ".. set/get results begin (written by benchmarks/side_by_side.py --set-get)"
+)
+SET_GET_END = ".. set/get results end"
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+@dataclass(frozen=True)
+class KVScenario:
+    """
+    A set/get load: ``benchmarks/kvload.py``'s mixes for commandproto (the
+    :mod:`kvbench` commands) and for redis-server.
+
+    :ivar redis_mix: the mix for redis-server, or ``None`` if it has no
+        such command (the ``async def`` twins).
+    """
+
+    key: str
+    title: str
+    clients: int
+    pipeline: int
+    mix: str
+    redis_mix: str | None
+
+    def mix_for(self, spec: ServerSpec) -> str | None:
+        """
+        The mix for that server, or ``None`` if this load does not apply.
+        """
+        if spec.name == REDIS:
+            return self.redis_mix
+        return self.mix if spec.kv else None
+
+
+REDIS = "redis-server"
+
+SET_GET_SCENARIOS = [
+    KVScenario(
+        "set/get 50x64",
+        "set/get, 50 clients x 64 pipelined",
+        50,
+        64,
+        "set-get",
+        "redis-set-get",
+    ),
+    KVScenario(
+        "set/get 50x1",
+        "set/get, 50 clients request/response",
+        50,
+        1,
+        "set-get",
+        "redis-set-get",
+    ),
+    KVScenario("get 50x64", "get, 50 x 64 pipelined", 50, 64, "get", "redis-get"),
+    KVScenario("aget 50x64", "aget (async, no await), 50 x 64", 50, 64, "aget", None),
+    KVScenario("dget 50x64", "dget (awaits a Deferred), 50 x 64", 50, 64, "dget", None),
+]
+
+
+def serving_with(options: Sequence[str]) -> Callable[[int], list[str]]:
+    """
+    The command line of ``twistd -n commandserver`` with ``options``, given
+    its port.
+    """
+
+    def command(port: int) -> list[str]:
+        return twistd_command([f"tcp:{port}:interface=127.0.0.1"], options)
+
+    return command
+
+
+def set_get_specs(
+    trees: list[tuple[str, Path, str]], idle_connections: int
+) -> list[ServerSpec]:
+    """
+    For each tree, commandproto serving ``--commands kvbench:commands`` with
+    its defaults, and again with ``--metrics``; then redis-server, if it is
+    installed.
+    """
+    specs = []
+    for label, tree, origin in trees:
+        extra = ["--commands", "kvbench:commands"]
+        if "max-connections-per-ip" in (tree / "commandproto" / "tap.py").read_text():
+            # Every benchmark client comes from 127.0.0.1.
+            extra += ["--max-connections-per-ip", "0"]
+        for metrics in (False, True):
+            options = [*extra]
+            name = label
+            if metrics:
+                options += ["--metrics", "tcp:0:interface=127.0.0.1"]
+                name = f"{label} --metrics"
+            specs.append(
+                ServerSpec(
+                    name,
+                    f"``twistd -n commandserver {' '.join(options)}`` from "
+                    f"{origin}, every other option at its default",
+                    serving_with(options),
+                    environment={"PYTHONPATH": str(tree)},
+                    tree=tree,
+                    kv=True,
+                )
+            )
+    specs += [
+        dataclasses.replace(
+            spec,
+            description=spec.description.replace("inline ``PING``", "inline SET/GET"),
+            kv=True,
+        )
+        for spec in server_specs([], idle_connections)
+        if spec.name == REDIS
+    ]
+    return specs
+
+
+def run_kv_load(
+    server: RunningServer, scenario: KVScenario, duration: float, cpu: int | None
+) -> Report:
+    """
+    One ``benchmarks/kvload.py`` run against one server.
+    """
+    mix = scenario.mix_for(server.spec)
+    assert mix is not None
+    command = [
+        sys.executable,
+        str(KVLOAD),
+        "--port",
+        str(server.port),
+        "-c",
+        str(scenario.clients),
+        "-P",
+        str(scenario.pipeline),
+        "-t",
+        mix,
+        "--duration",
+        str(duration),
+        "--timeout",
+        "10",
+    ]
+    return run_generator(server, command, duration, cpu)
+
+
+def per_round_ratio(
+    results: dict[tuple[str, str], list[Report]],
+    scenario: str,
+    name: str,
+    base_scenario: str,
+    base: str,
+) -> float | None:
+    """
+    The median over rounds of each round's ratio of server CPU per command:
+    ``name`` in ``scenario`` over ``base`` in ``base_scenario``.  A round
+    where either run failed is left out.
+    """
+    ratios = []
+    pairs = zip(
+        results.get((scenario, name), []),
+        results.get((base_scenario, base), []),
+        strict=False,
+    )
+    for report, reference in pairs:
+        if "error" in report or "error" in reference:
+            continue
+        mine = float(report["server_us_per_request"])
+        theirs = float(reference["server_us_per_request"])
+        if theirs:
+            ratios.append(mine / theirs)
+    return statistics.median(ratios) if ratios else None
+
+
+def bound_by(reports: Sequence[Report]) -> str:
+    """
+    What limited the runs: the server (its CPU near a core), the generator
+    (its CPU near a core), or neither: waiting, on round trips or on other
+    work sharing the CPUs.
+    """
+    if not reports:
+        return "n/a"
+    server = median_of(reports, "server_cpu_percent") or 0.0
+    generator = median_of(reports, "generator_cpu_percent") or 0.0
+    if server >= 90:
+        return "server CPU"
+    if generator >= 90:
+        return "generator CPU"
+    return "neither (waits)"
+
+
+def set_get_tables(
+    specs: list[ServerSpec], results: dict[tuple[str, str], list[Report]]
+) -> str:
+    """
+    One table of every run (medians) and one of the targets (medians of
+    per-round ratios).
+    """
+    rows = []
+    for scenario in SET_GET_SCENARIOS:
+        for spec in specs:
+            if scenario.mix_for(spec) is None:
+                continue
+            reports = results.get((scenario.key, spec.name), [])
+            fine = good(reports)
+            if not fine:
+                errors = {str(r.get("error", "not run")) for r in reports}
+                failed = "failed: " + "; ".join(sorted(errors))[:60]
+                rows.append([scenario.key, spec.name, failed, "", "", "", "", ""])
+                continue
+            rows.append(
+                [
+                    scenario.key,
+                    spec.name,
+                    number(median_of(fine, "rps")),
+                    number(median_of(fine, "server_us_per_request"), 2),
+                    number(latency_of(fine, "p50"), 3),
+                    number(median_of(fine, "server_cpu_percent")),
+                    number(median_of(fine, "generator_cpu_percent")),
+                    bound_by(fine),
+                ]
+            )
+    runs = simple_table(
+        [
+            "load",
+            "server",
+            "req/s",
+            "server CPU us/cmd",
+            "p50 ms",
+            "server CPU %",
+            "gen CPU %",
+            "bound by",
+        ],
+        rows,
+    )
+
+    def verdict(value: float | None, goal: float | None) -> str:
+        if value is None:
+            return "not measured"
+        if goal is None:
+            return "reported"
+        return "met" if value <= goal else "not met"
+
+    def row(
+        what: str, value: float | None, goal: float | None, bound: str
+    ) -> list[str]:
+        shown = "n/a" if value is None else f"{value:.2f} x"
+        return [what, shown, verdict(value, goal), bound]
+
+    def bound(scenario: str, name: str) -> str:
+        return bound_by(good(results.get((scenario, name), [])))
+
+    targets = []
+    for spec in specs:
+        if spec.tree is None or spec.name.endswith("--metrics"):
+            continue
+        name = spec.name
+        metrics = f"{name} --metrics"
+        for key, goal in (("set/get 50x64", 2.0), ("set/get 50x1", 3.0)):
+            targets.append(
+                row(
+                    f"{name}: {key} <= {goal:g} x redis-server",
+                    per_round_ratio(results, key, name, key, REDIS),
+                    goal,
+                    f"{bound(key, name)}; redis: {bound(key, REDIS)}",
+                )
+            )
+        targets.append(
+            row(
+                f"{name}: get 50x64 vs redis-server GET",
+                per_round_ratio(results, "get 50x64", name, "get 50x64", REDIS),
+                None,
+                f"{bound('get 50x64', name)}; redis: {bound('get 50x64', REDIS)}",
+            )
+        )
+        targets.append(
+            row(
+                f"{name}: aget <= 1.3 x get",
+                per_round_ratio(results, "aget 50x64", name, "get 50x64", name),
+                1.3,
+                bound("aget 50x64", name),
+            )
+        )
+        targets.append(
+            row(
+                f"{name}: dget (awaits a Deferred) vs get",
+                per_round_ratio(results, "dget 50x64", name, "get 50x64", name),
+                None,
+                bound("dget 50x64", name),
+            )
+        )
+        for scenario in SET_GET_SCENARIOS:
+            targets.append(
+                row(
+                    f"{name}: --metrics on/off, {scenario.key} <= 1.05",
+                    per_round_ratio(results, scenario.key, metrics, scenario.key, name),
+                    1.05,
+                    bound(scenario.key, metrics),
+                )
+            )
+    return (
+        runs + "\n\nTargets (server CPU per command; each value is the median over the "
+        "rounds of that round's ratio):\n\n"
+        + simple_table(["target", "measured", "verdict", "bound by"], targets)
+    )
+
+
+def render_set_get(
+    command: str,
+    arguments: argparse.Namespace,
+    specs: list[ServerSpec],
+    results: dict[tuple[str, str], list[Report]],
+    pinning: str,
+    started: datetime.datetime,
+    took: float,
+    load: str,
+) -> str:
+    mode = (
+        " (``--quick``: a smoke run, not numbers to quote)" if arguments.quick else ""
+    )
+    parts = [
+        SET_GET_BEGIN,
+        "",
+        f"Measured {started:%Y-%m-%d %H:%M} UTC{mode}; {arguments.rounds} "
+        f"interleaved round{'s' if arguments.rounds != 1 else ''} of "
+        f"{arguments.duration:g} s per run; the whole run took "
+        f"{took / 60:.1f} minutes.  Command::",
+        "",
+        f"    {command}",
+        "",
+        "The machine:",
+        "",
+        describe_machine(pinning),
+        *([f"- {load}"] if load else []),
+        "",
+        "Servers:",
+        "",
+        *(f"- **{spec.name}**: {spec.description}" for spec in specs),
+        "",
+        set_get_tables(specs, results),
+        "",
+        SET_GET_END,
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def measure_set_get(
+    arguments: argparse.Namespace, trees: list[tuple[str, Path, str]]
+) -> int:
+    """
+    The set/get comparison: every kv server through every set/get load, in
+    interleaved rounds; write its section of the docs.
+    """
+    command = " ".join(
+        ["python benchmarks/side_by_side.py", *(arguments.argv or [])]
+    ).rstrip()
+    server_cpu, generator_cpu, pinning = choose_cpus(
+        "the generator (and this script)", "generator"
+    )
+    if generator_cpu is not None:
+        os.sched_setaffinity(0, {generator_cpu})
+    specs = set_get_specs(trees, 200)
+    if arguments.servers:
+        chosen = {name.strip() for name in arguments.servers.split(",")}
+        specs = [spec for spec in specs if spec.name in chosen]
+    started = datetime.datetime.now(datetime.timezone.utc)
+    clock = time.monotonic()
+    results: dict[tuple[str, str], list[Report]] = {}
+    loads: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="side-by-side-kv-") as scratch:
+        directory = Path(scratch)
+        # A third-party command set, found in the directory the server
+        # starts in (as --commands MODULE:ATTRIBUTE looks there).
+        shutil.copy(KVBENCH, directory / KVBENCH.name)
+        with contextlib.ExitStack() as stack:
+            servers = []
+            for spec in specs:
+                log(f"starting {spec.name}")
+                servers.append(
+                    stack.enter_context(running(spec, server_cpu, directory))
+                )
+            for server in servers:
+                # Warm up: imports, allocations, caches; and every key set.
+                run_kv_load(
+                    server,
+                    SET_GET_SCENARIOS[0],
+                    min(arguments.duration, 1.0),
+                    generator_cpu,
+                )
+            for round_number in range(arguments.rounds):
+                for scenario in SET_GET_SCENARIOS:
+                    for server in servers:
+                        if scenario.mix_for(server.spec) is None:
+                            continue
+                        loads.append(os.getloadavg()[0])
+                        report = run_kv_load(
+                            server, scenario, arguments.duration, generator_cpu
+                        )
+                        results.setdefault((scenario.key, server.spec.name), []).append(
+                            report
+                        )
+                        shown = report.get("error") or (
+                            f"{float(report['rps']):,.0f} req/s, "
+                            f"{float(report['server_us_per_request']):.2f} us/cmd"
+                        )
+                        log(
+                            f"round {round_number + 1} {scenario.key:>13} "
+                            f"{server.spec.name}: {shown}"
+                        )
+    took = time.monotonic() - clock
+    load = ""
+    if loads:
+        load = (
+            f"load average (1 min) during the runs: {min(loads):.1f}-"
+            f"{max(loads):.1f}, median {statistics.median(loads):.1f}"
+        )
+    block = render_set_get(
+        command, arguments, specs, results, pinning, started, took, load
+    )
+    print(block)
+    if arguments.save_json:
+        arguments.save_json.write_text(
+            json.dumps({" / ".join(k): v for k, v in results.items()}, indent=1)
+        )
+    if not arguments.no_write:
+        write_docs(arguments.output, block, SET_GET_BEGIN, SET_GET_END)
+        log(f"wrote {arguments.output}")
+    failed = any("error" in r for reports in results.values() for r in reports)
+    return 1 if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1114,7 +1325,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--save-json", type=Path, default=None, help="raw results")
+    parser.add_argument(
+        "--set-get",
+        action="store_true",
+        help="instead: set/get with a third-party command set "
+        "(benchmarks/kvbench.py), with and without --metrics, beside "
+        "redis-server's SET/GET; writes its own section",
+    )
     arguments = parser.parse_args(argv)
+    arguments.argv = list(sys.argv[1:] if argv is None else argv)
     quick = arguments.quick
     arguments.rounds = arguments.rounds or (1 if quick else 3)
     arguments.duration = arguments.duration or (0.5 if quick else 3.0)
@@ -1129,6 +1348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 trees.append((label, *resolve_tree(where, archives)))
             except ValueError as e:
                 parser.error(f"--commandproto {entry!r}: {e}")
+        if arguments.set_get:
+            return measure_set_get(arguments, trees)
         return measure(arguments, trees)
     finally:
         shutil.rmtree(archives, ignore_errors=True)
@@ -1142,7 +1363,9 @@ def measure(arguments: argparse.Namespace, trees: list[tuple[str, Path, str]]) -
     wanted_idle = arguments.idle_connections or (300 if quick else 10_000)
     client_lines = arguments.client_lines or (20_000 if quick else 500_000)
 
-    server_cpu, generator_cpu, pinning = choose_cpus()
+    server_cpu, generator_cpu, pinning = choose_cpus(
+        "the generator (and this script)", "generator"
+    )
     if generator_cpu is not None:
         os.sched_setaffinity(0, {generator_cpu})
     idle_connections = raise_file_limit(wanted_idle)
@@ -1235,7 +1458,7 @@ def measure(arguments: argparse.Namespace, trees: list[tuple[str, Path, str]]) -
             json.dumps({"loads": loads, "idle": idle, "client": client}, indent=1)
         )
     if not arguments.no_write:
-        write_docs(arguments.output, block)
+        write_docs(arguments.output, block, BEGIN, END)
         log(f"wrote {arguments.output}")
     return 0
 

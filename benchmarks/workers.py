@@ -19,97 +19,56 @@ depend on that.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import re
-import signal
 import statistics
 import subprocess
 import sys
-import time
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
 
-TWISTD = (
-    "import sys; from twisted.scripts.twistd import run; "
-    "sys.argv[0] = 'twistd'; sys.exit(run())"
+from _harness import (
+    TWISTD_LISTENING,
+    ServerProcess,
+    children,
+    cpu_seconds,
+    twistd_command,
 )
-LISTENING = re.compile(rb"listening on tcp:127\.0\.0\.1:(\d+)")
-TICKS = os.sysconf("SC_CLK_TCK")
+
 RUN_TIMEOUT = 300.0
 
 
-def cpu_seconds(pid: int) -> float:
+class Server(ServerProcess):
     """
-    A process's user + system CPU time so far.
-    """
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    ``twistd -n commandserver --workers N`` on an OS-chosen loopback port,
+    its log in a file of ``directory``.
 
-
-def children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(child) for child in f.read().split()]
-
-
-class Server:
-    """
-    ``twistd -n commandserver --workers N`` on an OS-chosen loopback port.
+    :ivar pids: the supervisor's and, with several workers, each worker's.
     """
 
-    def __init__(self, workers: int) -> None:
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                TWISTD,
-                "-n",
-                "--pidfile=",
-                "commandserver",
-                "--listen",
-                "tcp:0:interface=127.0.0.1",
-                "--workers",
-                str(workers),
-                "--idle-timeout",
-                "0",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+    def __init__(self, workers: int, directory: Path) -> None:
+        super().__init__(
+            twistd_command(
+                ["tcp:0:interface=127.0.0.1"],
+                ["--workers", str(workers), "--idle-timeout", "0"],
+            ),
+            directory / "server.log",
+            environment={**os.environ, "PYTHONUNBUFFERED": "1"},
+            cwd=Path.cwd(),
+            listeners=workers,
+            pattern=TWISTD_LISTENING,
+            name="the server",
         )
-        assert self.process.stdout is not None
-        seen = 0
-        deadline = time.monotonic() + 30
-        self.port = 0
-        while seen < workers and time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                raise RuntimeError("the server exited at start-up")
-            match = LISTENING.search(line)
-            if match:
-                self.port = int(match.group(1))
-                seen += 1
-        if seen < workers:
-            raise RuntimeError("the server's workers did not all start")
-        # The log of 50 connections is small; drop it from now on.
-        subprocess.Popen(["cat"], stdin=self.process.stdout, stdout=subprocess.DEVNULL)
-        self.pids = [self.process.pid]
+        self.pids = [self.pid]
         if workers > 1:
-            self.pids += children(self.process.pid)
+            self.pids += children(self.pid)
 
     def cpu(self) -> float:
         return sum(cpu_seconds(pid) for pid in self.pids)
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                for pid in self.pids:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                self.process.wait()
+    def stop(self, timeout: float = 30.0, also: Sequence[int] = ()) -> None:
+        super().stop(timeout, [*also, *getattr(self, "pids", ())])
 
 
 def run_bench(port: int, requests: int, pipeline: int) -> dict[str, object]:
@@ -143,7 +102,11 @@ def measure(workers: int, requests: int, pipeline: int) -> tuple[float, float]:
     :returns: server CPU-seconds per million commands, and requests per
         second.
     """
-    server = Server(workers)
+    with tempfile.TemporaryDirectory(prefix="workers-") as directory:
+        return _measure(Server(workers, Path(directory)), requests, pipeline)
+
+
+def _measure(server: Server, requests: int, pipeline: int) -> tuple[float, float]:
     try:
         # Warm up (connections, caches) before measuring.
         run_bench(server.port, max(requests // 20, 1000), pipeline)
