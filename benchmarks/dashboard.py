@@ -26,7 +26,8 @@ import threading
 import time
 import urllib.request
 
-from workers import TWISTD, cpu_seconds, run_bench
+from _harness import TWISTD, cpu_seconds
+from workers import run_bench
 
 LISTENING = re.compile(rb"listening on tcp:127\.0\.0\.1:(\d+)")
 DASHBOARD = re.compile(rb"dashboard on tcp:127\.0\.0\.1:(\d+)")
