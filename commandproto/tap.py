@@ -31,6 +31,7 @@ from .ops.logs import (
     log_file,
     log_observer,
 )
+from .ops.pidfile import pid_file_problem
 from .ops.signals import SignalReactor, SignalService
 from .ops.systemd import NotifyService
 from .ops.workers import (
@@ -47,7 +48,6 @@ from .server.protocol import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_LINE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
     DEFAULT_MAX_HANDSHAKES,
     DEFAULT_MAX_UNANSWERED,
     DEFAULT_SEND_BUFFER,
@@ -78,6 +78,32 @@ def _fail(message: str) -> NoReturn:
     twistd would print its whole usage before a UsageError's message.
     """
     raise SystemExit(f"{PROGRAM}: {message}")
+
+
+_USAGE_WORDS = (
+    (re.compile(r"Parameter type enforcement failed: (.*)", re.S), "{0}"),
+    (re.compile(r"option (--?[^ ]+) not recognized"), "unknown option {0}"),
+    (re.compile(r"No such option '(.*)'"), "unknown option --{0}"),
+    (re.compile(r"option (--?[^ ]+) requires argument"), "{0} needs a value"),
+    (re.compile(r"Parameter '(.*)' requires an argument\."), "--{0} needs a value"),
+    (re.compile(r"option (--?[^ ]+) must not have an argument"), "{0} takes no value"),
+    (re.compile(r"option (--?[^ ]+) not a unique prefix"), "{0} is ambiguous"),
+    (re.compile(r"Wrong number of arguments\."), "takes options only, no arguments"),
+)
+
+
+def usage_problem(message: str) -> str:
+    """
+    A usage error of :class:`twisted.python.usage.Options` in our words, one
+    line ending in where to look.
+    """
+    for pattern, words in _USAGE_WORDS:
+        match = pattern.fullmatch(message)
+        if match is not None:
+            message = words.format(*match.groups())
+            break
+    line = " ".join(message.split())
+    return f"{line} (see {PROGRAM} --help)"
 
 
 def _at_least(
@@ -142,9 +168,9 @@ class Options(usage.Options):
         [
             "max-connections-per-ip",
             None,
-            DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            0,
             "Clients connected at once from one IPv4 address or IPv6 /64 "
-            "(0: no limit); more are refused with an error.",
+            "(0, the default: no limit); more are refused with an error.",
             _at_least("max-connections-per-ip", 0, int),
         ],
         [
@@ -254,7 +280,11 @@ class Options(usage.Options):
     def parseOptions(self, options: list[str] | None = None) -> None:
         # Kept for the workers, which run the same command line.
         self.arguments = list(sys.argv[1:] if options is None else options)
-        super().parseOptions(options)  # type: ignore[no-untyped-call]
+        try:
+            super().parseOptions(options)  # type: ignore[no-untyped-call]
+        except usage.UsageError as e:
+            # twistd would print its whole usage on standard output first.
+            _fail(usage_problem(str(e)))
 
     def opt_version(self) -> None:
         """Print commandproto's version and exit."""
@@ -334,6 +364,9 @@ class Options(usage.Options):
         if self["metrics"] is not None:
             self._check_metrics(self["metrics"])
         twistd: Mapping[str, object] = self.parent or {}
+        problem = pid_file_problem(str(twistd.get("pidfile") or ""))
+        if problem is not None:
+            _fail(problem)
         if twistd.get("syslog") and self._own_observer():
             _fail("--log-format and --log-level do not work with twistd --syslog")
         try:

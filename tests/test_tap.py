@@ -7,7 +7,6 @@ from __future__ import annotations
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
-from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from commandproto import tap
@@ -83,6 +82,30 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(len(factories), 1)
 
 
+class PerAddressLimitTests(SynchronousTestCase):
+    """
+    ``--max-connections-per-ip`` is opt-in: clients behind one NAT, load
+    balancer or connection pool share one address.
+    """
+
+    def factory(self, *argv: str) -> object:
+        service = tap.makeService(parse("--listen", "tcp:0", *argv))
+        (factory,) = {
+            s.factory
+            for s in service  # type: ignore[attr-defined]
+            if hasattr(s, "factory")
+        }
+        return factory
+
+    def test_no_limit_by_default(self) -> None:
+        factory = self.factory()
+        self.assertIsNone(factory.max_connections_per_address)  # type: ignore[attr-defined]
+
+    def test_limit_when_asked(self) -> None:
+        factory = self.factory("--max-connections-per-ip", "20")
+        self.assertEqual(factory.max_connections_per_address, 20)  # type: ignore[attr-defined]
+
+
 class PluginTests(SynchronousTestCase):
     """
     The plugin is discoverable the way twistd finds it.
@@ -105,13 +128,13 @@ class NumberOptionTests(SynchronousTestCase):
     """
 
     def test_nan_rejected(self) -> None:
-        self.assertRaises(usage.UsageError, parse, "--idle-timeout", "nan")
+        self.assertRaises(SystemExit, parse, "--idle-timeout", "nan")
 
     def test_negative_rejected(self) -> None:
-        self.assertRaises(usage.UsageError, parse, "--shutdown-timeout", "-1")
+        self.assertRaises(SystemExit, parse, "--shutdown-timeout", "-1")
 
     def test_zero_connections_rejected(self) -> None:
-        self.assertRaises(usage.UsageError, parse, "--max-connections", "0")
+        self.assertRaises(SystemExit, parse, "--max-connections", "0")
 
     def test_values_reach_options(self) -> None:
         options = parse("--idle-timeout", "2.5", "--max-line-length", "100")
