@@ -471,8 +471,8 @@ class ClientSession:
             )
             self._output_producer = True
         if self._fetch_commands:
-            # Once: on a reconnection the names are known (or never will be).
-            self._fetch_commands = False
+            # On every connection: a server restarted in between may serve
+            # other commands (one short line each time).
             self._hidden += 1
             self._unsent.appendleft(HELP.encode("utf-8"))
             self._outstanding += 1
