@@ -21,7 +21,8 @@ from .commands.loading import LoadError, installed_sets, load_table
 from .commands.table import with_builtins
 from .listeners.legacy import LegacyServerEndpoint
 from .listeners.listening import Listener, address_problem
-from .listeners.proxy import PROXY, ProxyServerEndpoint
+from .listeners.proxy import PROXY, PendingHeaders, ProxyServerEndpoint
+from .ops.descriptors import fit_file_limit
 from .ops.logs import (
     DEFAULT_FORMAT,
     DEFAULT_LEVEL,
@@ -56,7 +57,6 @@ from .server.protocol import (
     CommandServerFactory,
     DrainService,
     LoggingServerEndpoint,
-    ensure_file_limit,
 )
 from .server.stats import ServerStats
 from .wire.codec import DEFAULT_MAX_LINE_LENGTH
@@ -201,7 +201,8 @@ class Options(usage.Options):
             "max-handshakes",
             None,
             DEFAULT_MAX_HANDSHAKES,
-            "TLS handshakes in progress at once, apart from --max-connections.",
+            "TLS handshakes in progress at once, apart from --max-connections; "
+            "likewise proxy: connections awaiting their PROXY header.",
             _at_least("max-handshakes", 1, int),
         ],
         [
@@ -481,24 +482,34 @@ def makeService(options: Options) -> IService:
         become_worker(reactor, worker)
 
     # Past the open-file limit, clients would be dropped without a word:
-    # lower the connection limit so that they get the error line instead.
-    tls = any(_kind(d) in _TLS_KINDS for d in options["listen"])
-    others = options["max-handshakes"] if tls else 0
+    # every kind of connection gets its share of the descriptors, so that
+    # clients over the limit get the error line instead and no kind starves
+    # the others.
+    described = [d for d, _ in listeners]
+    tls = any(_kind(d) in _TLS_KINDS for d in described)
+    proxied = any(d.startswith(f"{PROXY}:") for d in described)
+    metrics = 0
     if options["metrics"] is not None:
         from .ops.metrics import MAX_CONNECTIONS
 
-        others += MAX_CONNECTIONS
-    max_connections = ensure_file_limit(options["max-connections"], others=others)
+        metrics = MAX_CONNECTIONS
+    budget = fit_file_limit(
+        options["max-connections"],
+        handshakes=options["max-handshakes"] if tls else 0,
+        proxy_headers=options["max-handshakes"] if proxied else 0,
+        metrics=metrics,
+    )
+    pending_headers = PendingHeaders(max(budget.proxy_headers, 1))
     stats = ServerStats(timing=options["metrics"] is not None)
     factory = CommandServerFactory(
         options["table"],
         max_line_length=options["max-line-length"],
-        max_connections=max_connections,
+        max_connections=budget.connections,
         max_connections_per_address=options["max-connections-per-ip"] or None,
         idle_timeout=options["idle-timeout"] or None,
         line_timeout=options["line-timeout"] or None,
         handshake_timeout=options["handshake-timeout"] or None,
-        max_handshakes=options["max-handshakes"],
+        max_handshakes=max(budget.handshakes, 1),
         send_buffer=options["send-buffer"] or None,
         command_timeout=options["command-timeout"] or None,
         max_unanswered=options["max-unanswered"],
@@ -526,6 +537,7 @@ def makeService(options: Options) -> IService:
             endpoint = from_ssl_endpoint(endpoint)
         if isinstance(endpoint, ProxyServerEndpoint):
             endpoint.header_timeout = options["handshake-timeout"] or None
+            endpoint.pending = pending_headers
         if worker is not None:
             endpoint = worker_endpoint(reactor, endpoint, worker.fds[index])
         listener = Listener(description, kind(endpoint), factory, _fail)

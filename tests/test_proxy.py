@@ -30,6 +30,7 @@ from commandproto.listeners.proxy import (
     LOCAL,
     V2_SIGNATURE,
     HeaderParser,
+    PendingHeaders,
     ProxyHeader,
     ProxyHeaderError,
     ProxyProtocolWrapper,
@@ -454,6 +455,81 @@ class WrapperTests(SynchronousTestCase):
             "Connection was closed cleanly.",
             self.log.messages(),
         )
+
+
+class PendingHeaderTests(SynchronousTestCase):
+    """
+    Connections that have not sent their PROXY header are counted and
+    capped, as TLS handshakes are: past the cap the oldest is dropped.
+    """
+
+    def setUp(self) -> None:
+        self.log = LogCapture(self)
+        self.clock = Clock()
+        self.server = CommandServerFactory(default_commands(), clock=self.clock)
+        self.pending = PendingHeaders(2)
+        self.factory = ProxyWrappingFactory(self.server, self.clock, 5.0, self.pending)
+
+    def connect(self) -> tuple[ProxyProtocolWrapper, ProxyTransport]:
+        protocol = self.factory.buildProtocol(HAPROXY)
+        assert protocol is not None
+        transport = ProxyTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_counted_until_the_header_arrives(self) -> None:
+        first, _ = self.connect()
+        first.dataReceived(b"PROXY TCP4 1.")
+        self.assertEqual(len(self.pending), 1)
+        first.dataReceived(CLIENT[len(b"PROXY TCP4 1.") :])
+        self.assertEqual(len(self.pending), 0)
+
+    def test_oldest_dropped_past_the_cap(self) -> None:
+        first, first_transport = self.connect()
+        _, second_transport = self.connect()
+        third, third_transport = self.connect()
+        self.assertEqual(
+            [first_transport.disconnected, second_transport.disconnected],
+            [True, False],
+        )
+        self.assertFalse(third_transport.disconnecting)
+        self.assertEqual(len(self.pending), 2)
+        self.assertEqual(
+            [m for m in self.log.messages() if "PROXY" in m],
+            [
+                "dropped tcp:127.0.0.1:40000 before its PROXY header: too many "
+                "PROXY headers pending"
+            ],
+        )
+        # The dropped connection's loss is no trouble, and the others serve.
+        first.connectionLost()
+        third.dataReceived(CLIENT + b"Hello\n")
+        self.assertEqual(third_transport.value(), replies(GREETING))
+        self.assertEqual(len(self.pending), 1)
+
+    def test_closed_or_rejected_leave_the_count(self) -> None:
+        first, _ = self.connect()
+        second, _ = self.connect()
+        first.connectionLost()
+        second.dataReceived(b"nonsense\n")
+        self.assertEqual(len(self.pending), 0)
+
+    def test_timed_out_leaves_the_count(self) -> None:
+        self.connect()
+        self.clock.advance(5)
+        self.assertEqual(len(self.pending), 0)
+
+    def test_listeners_share_one_cap(self) -> None:
+        other = ProxyWrappingFactory(self.server, self.clock, 5.0, self.pending)
+        _, first_transport = self.connect()
+        self.connect()
+        protocol = other.buildProtocol(HAPROXY)
+        assert protocol is not None
+        protocol.makeConnection(ProxyTransport())
+        self.assertTrue(first_transport.disconnected)
+
+    def test_cap_of_zero_rejected(self) -> None:
+        self.assertRaises(ValueError, PendingHeaders, 0)
 
 
 class EndpointTests(SynchronousTestCase):
