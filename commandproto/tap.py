@@ -336,6 +336,7 @@ class Options(usage.Options):
         except LoadError as e:
             _fail(str(e))
         self.setdefault("commands", []).append(table)
+        self.setdefault("command-sets", []).append(spec)
 
     opt_c = opt_commands
 
@@ -370,10 +371,36 @@ class Options(usage.Options):
             _fail(problem)
         if twistd.get("syslog") and self._own_observer():
             _fail("--log-format and --log-level do not work with twistd --syslog")
+        if self["workers"] > 1:
+            self._check_shared()
         try:
             self["table"] = with_builtins(*self.get("commands", []))
         except ValueError as e:
             _fail(f"--commands: {e}; a name can be served by one command set only")
+
+    def _check_shared(self) -> None:
+        """
+        Refuse what --workers would silently split: command sets whose state
+        lives in one process, and limits smaller than the worker count.
+        """
+        workers = self["workers"]
+        for spec, table in zip(
+            self.get("command-sets", []), self.get("commands", []), strict=True
+        ):
+            if table.per_process_state:
+                _fail(
+                    f"--commands {spec} keeps its state in each process, so "
+                    f"--workers {workers} would split it: serve it with "
+                    "--workers 1, or keep the state in an external store"
+                )
+        for name in ("max-connections", "max-connections-per-ip"):
+            limit = self[name]
+            if 0 < limit < workers:
+                _fail(
+                    f"--{name} {limit} cannot be shared among {workers} "
+                    f"workers (each enforces its own share): give at least "
+                    f"{workers}, or fewer --workers"
+                )
 
     def _check_metrics(self, description: str) -> None:
         from twisted.internet import reactor

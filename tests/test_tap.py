@@ -10,6 +10,12 @@ from twisted.plugin import getPlugins
 from twisted.trial.unittest import SynchronousTestCase
 
 from commandproto import tap
+from commandproto.commands.table import Command, CommandTable, Reply
+
+SHARED = CommandTable()
+SHARED.add(Command("ping", lambda: Reply("pong")))
+IN_MEMORY = CommandTable(per_process_state=True)
+IN_MEMORY.add(Command("count", lambda: Reply("1")))
 
 
 def parse(*argv: str) -> tap.Options:
@@ -104,6 +110,52 @@ class PerAddressLimitTests(SynchronousTestCase):
     def test_limit_when_asked(self) -> None:
         factory = self.factory("--max-connections-per-ip", "20")
         self.assertEqual(factory.max_connections_per_address, 20)  # type: ignore[attr-defined]
+
+
+class WorkersAsOneServerTests(SynchronousTestCase):
+    """
+    What ``--workers`` would silently split is refused at start-up, in one
+    line.
+    """
+
+    def refusal(self, *argv: str) -> str:
+        with self.assertRaises(SystemExit) as raised:
+            parse(*argv)
+        return str(raised.exception.code)
+
+    def test_per_process_state_refused_with_workers(self) -> None:
+        self.assertEqual(
+            self.refusal("--workers", "2", "--commands", "tests.test_tap:IN_MEMORY"),
+            "twistd commandserver: --commands tests.test_tap:IN_MEMORY keeps its "
+            "state in each process, so --workers 2 would split it: serve it "
+            "with --workers 1, or keep the state in an external store",
+        )
+
+    def test_per_process_state_served_by_one_worker(self) -> None:
+        options = parse("--commands", "tests.test_tap:IN_MEMORY")
+        self.assertIn("count", options["table"])
+
+    def test_shared_state_served_by_workers(self) -> None:
+        options = parse("--workers", "2", "--commands", "tests.test_tap:SHARED")
+        self.assertIn("ping", options["table"])
+
+    def test_connection_limit_below_the_worker_count(self) -> None:
+        self.assertEqual(
+            self.refusal("--workers", "3", "--max-connections", "1"),
+            "twistd commandserver: --max-connections 1 cannot be shared among 3 "
+            "workers (each enforces its own share): give at least 3, or fewer "
+            "--workers",
+        )
+
+    def test_per_address_limit_below_the_worker_count(self) -> None:
+        self.assertIn(
+            "--max-connections-per-ip 2 cannot be shared among 3 workers",
+            self.refusal("--workers", "3", "--max-connections-per-ip", "2"),
+        )
+
+    def test_limits_at_least_the_worker_count(self) -> None:
+        options = parse("--workers", "3", "--max-connections", "3")
+        self.assertEqual(options["max-connections"], 3)
 
 
 class PluginTests(SynchronousTestCase):

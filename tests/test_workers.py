@@ -84,7 +84,10 @@ class WorkerOptionTests(SynchronousTestCase):
 
     def test_shares_never_exceed_the_total(self) -> None:
         self.assertEqual(share(10000, 3), 3333)
-        self.assertEqual(share(1, 4), 1)
+        self.assertEqual(share(4, 4), 1)
+
+    def test_less_than_one_each_cannot_be_shared(self) -> None:
+        self.assertRaises(ValueError, share, 1, 4)
 
 
 class WorkerProcessTests(HardeningTestCase):

@@ -786,9 +786,20 @@ class CommandTable:
     Matching is exact and case-sensitive, as in the seed server: ``hello`` is
     not ``Hello``.  A line that names no command is answered with
     ``Unknown command.``.
+
+    :ivar per_process_state: whether the commands keep state in the
+        server's process (a store in memory): such a set cannot be served
+        by more than one worker, as each would hold a state of its own.
     """
 
-    def __init__(self, commands: Iterable[Command] = ()) -> None:
+    def __init__(
+        self, commands: Iterable[Command] = (), *, per_process_state: bool = False
+    ) -> None:
+        """
+        :param commands: the commands to start with.
+        :param per_process_state: see :attr:`per_process_state`.
+        """
+        self.per_process_state = per_process_state
         self._commands: dict[str, Command] = {}
         self._version = 0
         # The most spaces in any name: how far into a line a name can reach.

@@ -314,3 +314,9 @@ def test_module_table_has_the_commands() -> None:
 def test_entry_point_names_the_module_table() -> None:
     (found,) = entry_points(group="commandproto.commands", name="kvstore")
     assert found.load() is kvstore.commands
+
+
+def test_declares_its_state_per_process() -> None:
+    # The store is in memory: twistd --workers 2 must refuse to split it.
+    assert kvstore.commands.per_process_state
+    assert make_commands().per_process_state
