@@ -426,6 +426,15 @@ class Options(usage.Options):
         )
 
 
+# twistd's --help shows an opt_ method's docstring as it is, indentation and
+# all: one line each, so the help has no runs of spaces mid-sentence.
+for _name in dir(Options):
+    if _name.startswith("opt_"):
+        _method = getattr(Options, _name)
+        if _method.__doc__:
+            _method.__doc__ = " ".join(_method.__doc__.split())
+
+
 def _kind(description: str) -> str:
     """
     An endpoint string's kind (``tcp``, ``ssl``, ...), under any ``proxy:``.

@@ -4,6 +4,8 @@ Tests for the twistd plugin and ``commandproto.tap``.
 
 from __future__ import annotations
 
+import re
+
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
@@ -86,6 +88,20 @@ class MakeServiceTests(SynchronousTestCase):
             if hasattr(s, "factory")
         }
         self.assertEqual(len(factories), 1)
+
+
+class HelpTests(SynchronousTestCase):
+    """
+    ``twistd commandserver --help`` reads as prose.
+    """
+
+    def test_no_runs_of_spaces_inside_descriptions(self) -> None:
+        for line in str(tap.Options()).splitlines():
+            text = line.strip()
+            if text.startswith("-"):
+                # The option's column, then its description.
+                text = re.split(" {2,}", text, maxsplit=1)[-1]
+            self.assertNotIn("  ", text, line)
 
 
 class PerAddressLimitTests(SynchronousTestCase):
