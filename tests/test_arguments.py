@@ -245,6 +245,29 @@ class ArgumentTests(SynchronousTestCase):
         for line, reply in cases.items():
             self.assertEqual(answer(table, line), reply, line)
 
+    def test_numbers_are_ascii_decimal_only(self) -> None:
+        table = sample_table()
+        for words in (
+            "\u0663 1",  # ARABIC-INDIC DIGIT THREE
+            "\uff11 1",  # FULLWIDTH DIGIT ONE
+            "1_000 1",
+            "0x10 1",
+        ):
+            line = f"add {words}"
+            self.assertEqual(answer(table, line), "Error: usage: add A B", line)
+        for word in ("nan", "inf", "-Infinity", "1e999", "1_0.5", "\u0663.5", "."):
+            line = f"scale {word}"
+            self.assertEqual(
+                answer(table, line), "Error: usage: scale X [FACTOR]", line
+            )
+
+    def test_ascii_decimal_numbers_accepted(self) -> None:
+        table = sample_table()
+        self.assertEqual(answer(table, "add -2 +44"), "42")
+        self.assertEqual(answer(table, "add 007 0"), "7")
+        for word, reply in (("-0.5", "-1"), (".5", "1"), ("2.", "4"), ("1e1", "20")):
+            self.assertEqual(answer(table, f"scale {word}"), reply, word)
+
 
 class ResultTests(SynchronousTestCase):
     """
