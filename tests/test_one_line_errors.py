@@ -71,6 +71,20 @@ class ClientErrorTests(OneLineTestCase):
             "commandproto: --port takes a number from 1 to 65535, not 'abc'",
         )
 
+    def test_repeat_zero_names_the_option(self) -> None:
+        self.assert_one_line(
+            self.client("-r", "0", "Hello"),
+            2,
+            "commandproto: -r/--repeat takes a whole number of at least 1, not '0'",
+        )
+
+    def test_negative_timeout_names_the_option(self) -> None:
+        self.assert_one_line(
+            self.client("--timeout", "-1"),
+            2,
+            "commandproto: --timeout takes a number of seconds, 0 or more, not '-1'",
+        )
+
     def test_endpoint_without_port(self) -> None:
         self.assert_one_line(
             self.client("--connect", "tcp:localhost"),

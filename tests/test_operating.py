@@ -74,6 +74,19 @@ class JSONLogTests(SynchronousTestCase):
         self.assertIsInstance(record["peer"], str)
         self.assertEqual((record["conn"], record["seconds"]), (1, 1.5))
 
+    def test_milliseconds_rounded_as_in_the_message(self) -> None:
+        slow = {
+            **event(),
+            "log_format": "slow command from {peer}: {ms:.1f} ms",
+            "peer": "tcp:h:1",
+            "ms": 2001.6372918,
+        }
+        record = json.loads(format_json_line(slow))
+        self.assertEqual(
+            (record["ms"], record["message"]),
+            (2001.6, "slow command from tcp:h:1: 2001.6 ms"),
+        )
+
     def test_failure_carries_its_traceback(self) -> None:
         try:
             raise RuntimeError("boom")
