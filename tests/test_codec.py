@@ -26,6 +26,7 @@ from commandproto.commands.table import (
 from commandproto.server.protocol import CommandServerFactory
 from commandproto.wire.codec import (
     CRLF,
+    DEFAULT_MAX_LINE_LENGTH,
     LF,
     OVERLONG,
     Frame,
@@ -324,6 +325,27 @@ class LineFramerOverlongTests(SynchronousTestCase):
         self.assertEqual(framer.feed(b"abcde\r"), [])
         self.assertEqual(framer.feed(b"x"), [OVERLONG])
         self.assertEqual(framer.feed(b"\nok\n"), [b"ok"])
+
+    def test_default_limit_is_16384(self) -> None:
+        framer = LineFramer()
+        self.assertEqual((framer.max_length, DEFAULT_MAX_LINE_LENGTH), (16384, 16384))
+        self.assertEqual(framer.feed(b"x" * 16384 + LF), [b"x" * 16384])
+        self.assertEqual(framer.feed(b"x" * 16385 + LF), [OVERLONG])
+
+    def test_one_over_with_bare_lf_in_one_read_is_overlong(self) -> None:
+        framer = LineFramer(max_length=10)
+        self.assertEqual(framer.feed(b"x" * 11 + LF), [OVERLONG])
+        self.assertEqual(framer.feed(b"x" * 10 + LF), [b"x" * 10])
+
+    def test_overlong_spanning_reads_holds_nothing(self) -> None:
+        framer = LineFramer(max_length=10)
+        self.assertEqual(framer.feed(b"x" * 15), [OVERLONG])
+        self.assertEqual(framer.buffered, 0)
+        self.assertEqual(framer.feed(b"y" * 20), [])
+        self.assertEqual(framer.buffered, 0)
+        self.assertIsNone(framer.finish())
+        # A finished framer starts afresh: the next line is not discarded.
+        self.assertEqual(framer.feed(b"ok" + LF), [b"ok"])
 
     def test_endless_line_buffer_bounded(self) -> None:
         """

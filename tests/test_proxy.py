@@ -210,6 +210,34 @@ class ParserTests(SynchronousTestCase):
     def test_v2_wrong_version(self) -> None:
         self.assert_invalid(v2(version=1), "version 1")
 
+    def test_v1_exactly_107_bytes_accepted(self) -> None:
+        header = b"PROXY UNKNOWN " + b"x" * (107 - 16) + b"\r\n"
+        self.assertEqual(len(header), 107)
+        self.assertEqual(parse_whole(header + b"H"), (LOCAL, b"H"))
+        self.assertEqual(parse_bytewise(header + b"H"), (LOCAL, b"H"))
+
+    def test_v1_108_bytes_rejected(self) -> None:
+        header = b"PROXY UNKNOWN " + b"x" * (108 - 16) + b"\r\n"
+        self.assert_invalid(header, "longer than 107")
+        with self.assertRaises(ProxyHeaderError):
+            parse_whole(header)
+
+    def test_v2_wrong_version_fails_before_its_body(self) -> None:
+        # The fixed part says a 200-byte body follows: no need to wait for it.
+        fixed = v2(version=1, body=b"\x00" * 200)[:16]
+        with self.assertRaises(ProxyHeaderError) as caught:
+            HeaderParser().feed(fixed)
+        self.assertIn("version 1", str(caught.exception))
+
+    def test_v2_unix_destination(self) -> None:
+        body = struct.pack("!108s108s", b"/run/client", b"/run/server")
+        done = parse_bytewise(v2(family=3, body=body))
+        assert done is not None
+        self.assertEqual(
+            done[0],
+            ProxyHeader(UNIXAddress(b"/run/client"), UNIXAddress(b"/run/server")),
+        )
+
     def test_v2_unknown_command(self) -> None:
         self.assert_invalid(v2(command=2), "unknown v2 command")
 
