@@ -33,6 +33,12 @@ from .ops.logs import (
     log_observer,
 )
 from .ops.pidfile import pid_file_problem
+from .ops.sharedstats import (
+    SnapshotDirectory,
+    SnapshotService,
+    SupervisorStats,
+    WorkerStats,
+)
 from .ops.signals import SignalReactor, SignalService
 from .ops.systemd import NotifyService
 from .ops.workers import (
@@ -242,7 +248,7 @@ class Options(usage.Options):
             1,
             "Worker processes sharing the listeners (auto: one per CPU); "
             "--max-connections and --max-connections-per-ip are divided among "
-            "them.",
+            "them; stats and --metrics report them all.",
             parse_workers,
         ],
         [
@@ -490,10 +496,9 @@ def makeService(options: Options) -> IService:
     workers = options["workers"]
     worker = worker_identity()
     if worker is None and workers > 1:
-        if options["metrics"] is not None:
-            # Each worker counts its own connections: one scrape would see
-            # one worker's share only.
-            _fail("--metrics serves one process's counters: use it with --workers 1")
+        # Before the workers are spawned: they inherit its name.
+        snapshots = SnapshotDirectory.create()
+        reactor.addSystemEventTrigger("after", "shutdown", snapshots.remove)
         try:
             supervisor = supervisor_service(
                 reactor,
@@ -506,6 +511,14 @@ def makeService(options: Options) -> IService:
             _fail(str(e))
         top = LoggingService(_observer(options))
         supervisor.setServiceParent(top)
+        if options["metrics"] is not None:
+            # One scrape for the whole server: the workers' numbers, summed.
+            from .ops.metrics import metrics_service
+
+            whole = SupervisorStats(snapshots, timing=True)
+            metrics_service(
+                reactor, options["metrics"], whole, whole.refresh
+            ).setServiceParent(top)
         NotifyService(reactor).setServiceParent(top)  # type: ignore[no-untyped-call]
         return top
     if worker is not None:
@@ -536,7 +549,15 @@ def makeService(options: Options) -> IService:
         metrics=metrics,
     )
     pending_headers = PendingHeaders(max(budget.proxy_headers, 1))
-    stats = ServerStats(timing=options["metrics"] is not None)
+    timing = options["metrics"] is not None
+    shared = SnapshotDirectory.from_environment() if worker is not None else None
+    stats: ServerStats
+    if worker is not None and shared is not None:
+        # stats answers for the whole server; the supervisor's /metrics
+        # reads this worker's snapshots.
+        stats = WorkerStats(shared, worker.index, timing=timing)
+    else:
+        stats = ServerStats(timing=timing)
     factory = CommandServerFactory(
         options["table"],
         max_line_length=options["max-line-length"],
@@ -578,7 +599,10 @@ def makeService(options: Options) -> IService:
             endpoint = worker_endpoint(reactor, endpoint, worker.fds[index])
         listener = Listener(description, kind(endpoint), factory, _fail)
         listener.setServiceParent(service)  # type: ignore[no-untyped-call]
-    if options["metrics"] is not None:
+    if isinstance(stats, WorkerStats) and shared is not None:
+        snapshot_service = SnapshotService(reactor, shared, stats)
+        snapshot_service.setServiceParent(service)  # type: ignore[no-untyped-call]
+    if options["metrics"] is not None and worker is None:
         from .ops.metrics import metrics_service
 
         metrics_service(reactor, options["metrics"], stats).setServiceParent(service)
