@@ -38,8 +38,10 @@ class PlanTests(SynchronousTestCase):
 
     def test_tls_under_1024_serves_about_900(self) -> None:
         budget = plan(1024, 10000, handshakes=1000)
-        self.assertGreaterEqual(budget.connections, 900)
+        self.assertGreaterEqual(budget.connections, 880)
         self.assertGreaterEqual(budget.handshakes, 30)
+        # A burst over the limit is when the refusal reserve is needed.
+        self.assertEqual(budget.refusals, REFUSALS)
         self.assertLessEqual(budget.total, 1024)
 
     def test_every_reserve_under_1024(self) -> None:

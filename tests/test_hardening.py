@@ -299,7 +299,7 @@ class TLSTests(HardeningTestCase):
         found = re.search(r"open-file limit 1024 allows .* serving at most (\d+)", log)
         self.assertIsNotNone(found, log)
         assert found is not None
-        self.assertGreaterEqual(int(found.group(1)), 900, found.group(0))
+        self.assertGreaterEqual(int(found.group(1)), 880, found.group(0))
         context = ssl.create_default_context(cafile=str(self.dir / "ca.pem"))
         with contextlib.ExitStack() as stack:
             clients = [

@@ -13,7 +13,7 @@ them all, as far as the hard limit allows (as Redis does for
 ``maxclients``).  When it cannot be, the reserves are cut down in proportion
 to the limit rather than taken from it whole: a descriptor limit of 1024
 with an ``ssl:`` listener still serves about 900 clients, with about 40
-handshakes in progress at once.
+handshakes in progress at once and the whole refusal reserve.
 
 :func:`plan` is the arithmetic, with no I/O; :func:`fit_file_limit` applies
 it to this process.
@@ -44,10 +44,17 @@ resets it (the server's ``REFUSAL_RESERVE``).
 
 RESERVE_SHARE = 24
 """
-When the limit is short, a reserve (handshakes, PROXY headers, refusals)
-takes at most one part in this many of the descriptors left after the fixed
-ones: an honest handshake or header takes milliseconds, so a few dozen in
-progress serve a busy listener, and connections keep the rest.
+When the limit is short, a reserve for handshakes or PROXY headers takes at
+most one part in this many of the descriptors left after the fixed ones: an
+honest handshake or header takes milliseconds, so a few dozen in progress
+serve a busy listener, and connections keep the rest.
+"""
+
+REFUSAL_SHARE = 8
+"""
+The refusal reserve stays whole (:data:`REFUSALS`) unless that is more than
+one part in this many of what is left: a burst of clients over the limit is
+exactly when it is needed.
 """
 
 
@@ -157,7 +164,7 @@ def plan(
         handshakes=share(handshakes),
         proxy_headers=share(proxy_headers),
         metrics=metrics,
-        refusals=share(REFUSALS),
+        refusals=min(REFUSALS, max(left // REFUSAL_SHARE, 1)),
         spare=SPARE,
     )
     room = left - budget.handshakes - budget.proxy_headers - budget.refusals
