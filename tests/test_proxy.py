@@ -191,6 +191,14 @@ class ParserTests(SynchronousTestCase):
         self.assert_invalid(b"PROXY TCP4 1.2.3 1.2.3.4 1 2\r\n", "bad address")
         self.assert_invalid(b"PROXY TCP4 ::1 ::2 1 2\r\n", "bad address")
 
+    def test_v1_zone_id_with_control_characters_rejected(self) -> None:
+        self.assert_invalid(
+            b"PROXY TCP6 fe80::1%\x1b[2J ::1 4242 12345\r\n", "bad address"
+        )
+        done = parse_whole(b"PROXY TCP6 fe80::1%eth0 ::1 4242 12345\r\n")
+        assert done is not None
+        self.assertEqual(done[0].source, IPv6Address("TCP", "fe80::1%eth0", 4242))
+
     def test_v1_bad_port(self) -> None:
         self.assert_invalid(b"PROXY TCP4 1.2.3.4 1.2.3.4 65536 2\r\n", "bad port")
         self.assert_invalid(b"PROXY TCP4 1.2.3.4 1.2.3.4 -1 2\r\n", "bad port")

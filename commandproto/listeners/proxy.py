@@ -157,6 +157,10 @@ class HeaderParser:
 def _host(
     text: str, family: type[ipaddress.IPv4Address | ipaddress.IPv6Address]
 ) -> str:
+    # ipaddress takes any text as an IPv6 zone id (fe80::1%\x1b[2J): it
+    # would reach the log, and whoami, raw.
+    if not text.isprintable():
+        raise ProxyHeaderError(f"bad address {text!r}")
     try:
         return str(family(text))
     except ValueError:
