@@ -21,7 +21,8 @@ from .commands.loading import LoadError, installed_sets, load_table
 from .commands.table import with_builtins
 from .listeners.legacy import LegacyServerEndpoint
 from .listeners.listening import Listener, address_problem
-from .listeners.proxy import PROXY, ProxyServerEndpoint
+from .listeners.proxy import PROXY, PendingHeaders, ProxyServerEndpoint
+from .ops.descriptors import fit_file_limit
 from .ops.logs import (
     DEFAULT_FORMAT,
     DEFAULT_LEVEL,
@@ -30,6 +31,13 @@ from .ops.logs import (
     LoggingService,
     log_file,
     log_observer,
+)
+from .ops.pidfile import pid_file_problem
+from .ops.sharedstats import (
+    SnapshotDirectory,
+    SnapshotService,
+    SupervisorStats,
+    WorkerStats,
 )
 from .ops.signals import SignalReactor, SignalService
 from .ops.systemd import NotifyService
@@ -47,7 +55,6 @@ from .server import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_LINE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
     DEFAULT_MAX_HANDSHAKES,
     DEFAULT_MAX_UNANSWERED,
     DEFAULT_SEND_BUFFER,
@@ -56,7 +63,6 @@ from .server import (
     CommandServerFactory,
     DrainService,
     LoggingServerEndpoint,
-    ensure_file_limit,
 )
 from .server.stats import ServerStats
 from .wire.codec import DEFAULT_MAX_LINE_LENGTH
@@ -78,6 +84,32 @@ def _fail(message: str) -> NoReturn:
     twistd would print its whole usage before a UsageError's message.
     """
     raise SystemExit(f"{PROGRAM}: {message}")
+
+
+_USAGE_WORDS = (
+    (re.compile(r"Parameter type enforcement failed: (.*)", re.S), "{0}"),
+    (re.compile(r"option (--?[^ ]+) not recognized"), "unknown option {0}"),
+    (re.compile(r"No such option '(.*)'"), "unknown option --{0}"),
+    (re.compile(r"option (--?[^ ]+) requires argument"), "{0} needs a value"),
+    (re.compile(r"Parameter '(.*)' requires an argument\."), "--{0} needs a value"),
+    (re.compile(r"option (--?[^ ]+) must not have an argument"), "{0} takes no value"),
+    (re.compile(r"option (--?[^ ]+) not a unique prefix"), "{0} is ambiguous"),
+    (re.compile(r"Wrong number of arguments\."), "takes options only, no arguments"),
+)
+
+
+def usage_problem(message: str) -> str:
+    """
+    A usage error of :class:`twisted.python.usage.Options` in our words, one
+    line ending in where to look.
+    """
+    for pattern, words in _USAGE_WORDS:
+        match = pattern.fullmatch(message)
+        if match is not None:
+            message = words.format(*match.groups())
+            break
+    line = " ".join(message.split())
+    return f"{line} (see {PROGRAM} --help)"
 
 
 def _at_least(
@@ -142,9 +174,9 @@ class Options(usage.Options):
         [
             "max-connections-per-ip",
             None,
-            DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            0,
             "Clients connected at once from one IPv4 address or IPv6 /64 "
-            "(0: no limit); more are refused with an error.",
+            "(0, the default: no limit); more are refused with an error.",
             _at_least("max-connections-per-ip", 0, int),
         ],
         [
@@ -175,7 +207,8 @@ class Options(usage.Options):
             "max-handshakes",
             None,
             DEFAULT_MAX_HANDSHAKES,
-            "TLS handshakes in progress at once, apart from --max-connections.",
+            "TLS handshakes in progress at once, apart from --max-connections; "
+            "likewise proxy: connections awaiting their PROXY header.",
             _at_least("max-handshakes", 1, int),
         ],
         [
@@ -215,7 +248,7 @@ class Options(usage.Options):
             1,
             "Worker processes sharing the listeners (auto: one per CPU); "
             "--max-connections and --max-connections-per-ip are divided among "
-            "them.",
+            "them; stats and --metrics report them all.",
             parse_workers,
         ],
         [
@@ -271,7 +304,11 @@ class Options(usage.Options):
     def parseOptions(self, options: list[str] | None = None) -> None:
         # Kept for the workers, which run the same command line.
         self.arguments = list(sys.argv[1:] if options is None else options)
-        super().parseOptions(options)  # type: ignore[no-untyped-call]
+        try:
+            super().parseOptions(options)  # type: ignore[no-untyped-call]
+        except usage.UsageError as e:
+            # twistd would print its whole usage on standard output first.
+            _fail(usage_problem(str(e)))
 
     def opt_version(self) -> None:
         """Print commandproto's version and exit."""
@@ -322,6 +359,7 @@ class Options(usage.Options):
         except LoadError as e:
             _fail(str(e))
         self.setdefault("commands", []).append(table)
+        self.setdefault("command-sets", []).append(spec)
 
     opt_c = opt_commands
 
@@ -355,12 +393,41 @@ class Options(usage.Options):
         elif self["dashboard-token"] is not None:
             _fail("--dashboard-token needs --dashboard")
         twistd: Mapping[str, object] = self.parent or {}
+        problem = pid_file_problem(str(twistd.get("pidfile") or ""))
+        if problem is not None:
+            _fail(problem)
         if twistd.get("syslog") and self._own_observer():
             _fail("--log-format and --log-level do not work with twistd --syslog")
+        if self["workers"] > 1:
+            self._check_shared()
         try:
             self["table"] = with_builtins(*self.get("commands", []))
         except ValueError as e:
             _fail(f"--commands: {e}; a name can be served by one command set only")
+
+    def _check_shared(self) -> None:
+        """
+        Refuse what --workers would silently split: command sets whose state
+        lives in one process, and limits smaller than the worker count.
+        """
+        workers = self["workers"]
+        for spec, table in zip(
+            self.get("command-sets", []), self.get("commands", []), strict=True
+        ):
+            if table.per_process_state:
+                _fail(
+                    f"--commands {spec} keeps its state in each process, so "
+                    f"--workers {workers} would split it: serve it with "
+                    "--workers 1, or keep the state in an external store"
+                )
+        for name in ("max-connections", "max-connections-per-ip"):
+            limit = self[name]
+            if 0 < limit < workers:
+                _fail(
+                    f"--{name} {limit} cannot be shared among {workers} "
+                    f"workers (each enforces its own share): give at least "
+                    f"{workers}, or fewer --workers"
+                )
 
     def _check_metrics(self, description: str) -> None:
         from twisted.internet import reactor
@@ -398,6 +465,15 @@ class Options(usage.Options):
         return bool(
             self["log-format"] != DEFAULT_FORMAT or self["log-level"] != DEFAULT_LEVEL
         )
+
+
+# twistd's --help shows an opt_ method's docstring as it is, indentation and
+# all: one line each, so the help has no runs of spaces mid-sentence.
+for _name in dir(Options):
+    if _name.startswith("opt_"):
+        _method = getattr(Options, _name)
+        if _method.__doc__:
+            _method.__doc__ = " ".join(_method.__doc__.split())
 
 
 def _kind(description: str) -> str:
@@ -455,12 +531,11 @@ def makeService(options: Options) -> IService:
     workers = options["workers"]
     worker = worker_identity()
     if worker is None and workers > 1:
-        if options["metrics"] is not None:
-            # Each worker counts its own connections: one scrape would see
-            # one worker's share only.
-            _fail("--metrics serves one process's counters: use it with --workers 1")
         if options["dashboard"] is not None:
             _fail("--dashboard shows one process's counters: use it with --workers 1")
+        # Before the workers are spawned: they inherit its name.
+        snapshots = SnapshotDirectory.create()
+        reactor.addSystemEventTrigger("after", "shutdown", snapshots.remove)
         try:
             supervisor = supervisor_service(
                 reactor,
@@ -473,6 +548,14 @@ def makeService(options: Options) -> IService:
             _fail(str(e))
         top = LoggingService(_observer(options))
         supervisor.setServiceParent(top)
+        if options["metrics"] is not None:
+            # One scrape for the whole server: the workers' numbers, summed.
+            from .ops.metrics import metrics_service
+
+            whole = SupervisorStats(snapshots, timing=True)
+            metrics_service(
+                reactor, options["metrics"], whole, whole.refresh
+            ).setServiceParent(top)
         NotifyService(reactor).setServiceParent(top)  # type: ignore[no-untyped-call]
         return top
     if worker is not None:
@@ -485,31 +568,48 @@ def makeService(options: Options) -> IService:
         become_worker(reactor, worker)
 
     # Past the open-file limit, clients would be dropped without a word:
-    # lower the connection limit so that they get the error line instead.
-    tls = any(_kind(d) in _TLS_KINDS for d in options["listen"])
-    others = options["max-handshakes"] if tls else 0
+    # every kind of connection gets its share of the descriptors, so that
+    # clients over the limit get the error line instead and no kind starves
+    # the others.
+    described = [d for d, _ in listeners]
+    tls = any(_kind(d) in _TLS_KINDS for d in described)
+    proxied = any(d.startswith(f"{PROXY}:") for d in described)
+    metrics = 0
     if options["metrics"] is not None:
         from .ops.metrics import MAX_CONNECTIONS
 
-        others += MAX_CONNECTIONS
+        metrics = MAX_CONNECTIONS
     if options["dashboard"] is not None:
         from .ops import dashboard
 
-        # Its consoles are among the server's connections already.
-        others += dashboard.MAX_CONNECTIONS - dashboard.MAX_CONSOLES
-    max_connections = ensure_file_limit(options["max-connections"], others=others)
-    stats = ServerStats(
-        timing=options["metrics"] is not None or options["dashboard"] is not None
+        # The dashboard's HTTP connections, like the metrics' (its consoles
+        # are among the server's connections already).
+        metrics += dashboard.MAX_CONNECTIONS - dashboard.MAX_CONSOLES
+    budget = fit_file_limit(
+        options["max-connections"],
+        handshakes=options["max-handshakes"] if tls else 0,
+        proxy_headers=options["max-handshakes"] if proxied else 0,
+        metrics=metrics,
     )
+    pending_headers = PendingHeaders(max(budget.proxy_headers, 1))
+    timing = options["metrics"] is not None or options["dashboard"] is not None
+    shared = SnapshotDirectory.from_environment() if worker is not None else None
+    stats: ServerStats
+    if worker is not None and shared is not None:
+        # stats answers for the whole server; the supervisor's /metrics
+        # reads this worker's snapshots.
+        stats = WorkerStats(shared, worker.index, timing=timing)
+    else:
+        stats = ServerStats(timing=timing)
     factory = CommandServerFactory(
         options["table"],
         max_line_length=options["max-line-length"],
-        max_connections=max_connections,
+        max_connections=budget.connections,
         max_connections_per_address=options["max-connections-per-ip"] or None,
         idle_timeout=options["idle-timeout"] or None,
         line_timeout=options["line-timeout"] or None,
         handshake_timeout=options["handshake-timeout"] or None,
-        max_handshakes=options["max-handshakes"],
+        max_handshakes=max(budget.handshakes, 1),
         send_buffer=options["send-buffer"] or None,
         command_timeout=options["command-timeout"] or None,
         max_unanswered=options["max-unanswered"],
@@ -537,11 +637,15 @@ def makeService(options: Options) -> IService:
             endpoint = from_ssl_endpoint(endpoint)
         if isinstance(endpoint, ProxyServerEndpoint):
             endpoint.header_timeout = options["handshake-timeout"] or None
+            endpoint.pending = pending_headers
         if worker is not None:
             endpoint = worker_endpoint(reactor, endpoint, worker.fds[index])
         listener = Listener(description, kind(endpoint), factory, _fail)
         listener.setServiceParent(service)  # type: ignore[no-untyped-call]
-    if options["metrics"] is not None:
+    if isinstance(stats, WorkerStats) and shared is not None:
+        snapshot_service = SnapshotService(reactor, shared, stats)
+        snapshot_service.setServiceParent(service)  # type: ignore[no-untyped-call]
+    if options["metrics"] is not None and worker is None:
         from .ops.metrics import metrics_service
 
         metrics_service(reactor, options["metrics"], stats).setServiceParent(service)

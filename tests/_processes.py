@@ -117,6 +117,43 @@ class ServerProcess:
                     self.port = self.port or int(match.group(2))
                 return line
 
+    def expect_log(self, pattern: re.Pattern[str], timeout: float = IO_TIMEOUT) -> str:
+        """
+        The first log line matching ``pattern``, whether it was logged
+        already or comes within ``timeout``; fail if it does not.
+        """
+        for line in self.log_text().splitlines(keepends=True):
+            if pattern.search(line):
+                return line
+        return self.wait_for_log(pattern, timeout)
+
+    def socket_count(self) -> int:
+        """
+        How many sockets the server holds open now (listening ones
+        included), from /proc.
+        """
+        count = 0
+        for fd in os.listdir(f"/proc/{self.process.pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{self.process.pid}/fd/{fd}")
+            except OSError:
+                continue
+            count += target.startswith("socket:")
+        return count
+
+    def wait_for_sockets(self, count: int, timeout: float = IO_TIMEOUT) -> None:
+        """
+        Wait until the server holds at least ``count`` sockets (it has
+        accepted the connections a test opened), or fail.
+        """
+        deadline = time.monotonic() + timeout
+        while self.socket_count() < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"the server holds {self.socket_count()} sockets, not {count}"
+                )
+            time.sleep(0.01)
+
     def log_text(self, settle: float = 0.0) -> str:
         """
         Everything logged so far (after waiting ``settle`` seconds).

@@ -107,7 +107,7 @@ class PerAddressTests(HardeningTestCase):
                 self.assertEqual(
                     read_exactly(other, len(replies(GREETING))), replies(GREETING)
                 )
-        self.assertIn("too many connections from your address", server.log_text(0.2))
+        server.expect_log(re.compile("too many connections from your address"))
 
 
 class TLSSquatterTests(HardeningTestCase):
@@ -150,13 +150,15 @@ class TLSSquatterTests(HardeningTestCase):
             return read_exactly(sock, len(replies(GREETING)))
 
     def test_squatters_lock_out_no_one(self) -> None:
-        _server, tls_port, plain = self.start_pair("--max-connections", "2")
+        server, tls_port, plain = self.start_pair("--max-connections", "2")
+        before = server.socket_count()
         squatters = [
             socket.create_connection(("127.0.0.1", tls_port), timeout=IO_TIMEOUT)
             for _ in range(5)
         ]
         try:
-            time.sleep(0.3)
+            # Accepted, not left in the backlog: else this proves nothing.
+            server.wait_for_sockets(before + len(squatters))
             with socket.create_connection(
                 ("127.0.0.1", plain), timeout=IO_TIMEOUT
             ) as sock:
@@ -178,21 +180,22 @@ class TLSSquatterTests(HardeningTestCase):
             with contextlib.suppress(ConnectionResetError):
                 self.assertEqual(sock.recv(100), b"")
             self.assertLess(time.monotonic() - started, 5)
-        self.assertIn("handshake took longer than 0.5s", server.log_text(0.2))
+        server.expect_log(re.compile(r"handshake took longer than 0\.5s"))
 
     def test_squatters_make_room_for_a_real_handshake(self) -> None:
         server, tls_port, _ = self.start_pair("--max-handshakes", "5")
+        before = server.socket_count()
         squatters = [
             socket.create_connection(("127.0.0.1", tls_port), timeout=IO_TIMEOUT)
             for _ in range(5)
         ]
         try:
-            time.sleep(0.3)
+            server.wait_for_sockets(before + len(squatters))
             self.assertEqual(self.tls_hello(tls_port), replies(GREETING))
         finally:
             for sock in squatters:
                 sock.close()
-        self.assertIn("too many handshakes in progress", server.log_text(0.2))
+        server.expect_log(re.compile("too many handshakes in progress"))
 
 
 class StalledPipelinerTests(HardeningTestCase):
@@ -221,9 +224,9 @@ class StalledPipelinerTests(HardeningTestCase):
                     time.sleep(0.5)
                     if not any(_can_send(sock, chunk) for sock in clients):
                         break
-            time.sleep(0.5)
-            after = rss_kib(server.process.pid)
+            # Served: the server has handled what it read before measuring.
             assert_served(self, server)
+            after = rss_kib(server.process.pid)
         finally:
             for sock in clients:
                 sock.close()
@@ -327,8 +330,8 @@ class LogHygieneTests(HardeningTestCase):
             self.assertEqual(
                 read_exactly(sock, len(replies(GREETING))), replies(GREETING)
             )
-        text = server.log_text(0.3)
-        self.assertIn("evil\\x1b[31m\\n", text)
+        server.expect_log(re.compile(re.escape("evil\\x1b[31m\\n")))
+        text = server.log_text()
         self.assertNotIn("\x1b", text)
 
 

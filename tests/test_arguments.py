@@ -245,6 +245,82 @@ class ArgumentTests(SynchronousTestCase):
         for line, reply in cases.items():
             self.assertEqual(answer(table, line), reply, line)
 
+    def test_rest_command_with_only_spaces_is_usage(self) -> None:
+        self.assertEqual(
+            answer(sample_table(), "put    "), "Error: usage: put KEY VALUE"
+        )
+
+    def test_omitted_optional_rest_takes_its_default(self) -> None:
+        table = CommandTable()
+
+        @table.command("note")
+        def note(key: str, text: Rest = "none") -> str:
+            return f"{key}:{text}"
+
+        self.assertEqual(answer(table, "note k"), "k:none")
+        self.assertEqual(answer(table, "note k a  b "), "k:a  b ")
+
+    def test_non_numeric_word_for_int_args_is_usage(self) -> None:
+        table = CommandTable()
+
+        @table.command("sum")
+        def total(*numbers: int) -> int:
+            return sum(numbers)
+
+        self.assertEqual(answer(table, "sum 1 2"), "3")
+        self.assertEqual(answer(table, "sum 1 x"), "Error: usage: sum [NUMBERS...]")
+
+    def test_session_after_missing_optional_binds_by_name(self) -> None:
+        table = CommandTable()
+        unbound = Session("unbound", None, Clock())
+
+        @table.command("who")
+        def who(name: str = "anon", session: Session = unbound) -> str:
+            return f"{name}@{session.peer}"
+
+        session = Session("p", None, Clock())
+        self.assertEqual(answer(table, "who", session), "anon@p")
+        self.assertEqual(answer(table, "who z", session), "z@p")
+
+    def test_var_keyword_rejected_at_definition(self) -> None:
+        def handler(**options: str) -> str:
+            return ""
+
+        with self.assertRaises(ValueError) as caught:
+            CommandTable().command("h")(handler)
+        self.assertIn("'options'", str(caught.exception))
+
+    def test_keyword_only_word_rejected_at_definition(self) -> None:
+        def handler(*, word: str) -> str:
+            return word
+
+        with self.assertRaises(ValueError) as caught:
+            CommandTable().command("h")(handler)
+        self.assertIn("only a Session may be keyword-only", str(caught.exception))
+
+    def test_numbers_are_ascii_decimal_only(self) -> None:
+        table = sample_table()
+        for words in (
+            "\u0663 1",  # ARABIC-INDIC DIGIT THREE
+            "\uff11 1",  # FULLWIDTH DIGIT ONE
+            "1_000 1",
+            "0x10 1",
+        ):
+            line = f"add {words}"
+            self.assertEqual(answer(table, line), "Error: usage: add A B", line)
+        for word in ("nan", "inf", "-Infinity", "1e999", "1_0.5", "\u0663.5", "."):
+            line = f"scale {word}"
+            self.assertEqual(
+                answer(table, line), "Error: usage: scale X [FACTOR]", line
+            )
+
+    def test_ascii_decimal_numbers_accepted(self) -> None:
+        table = sample_table()
+        self.assertEqual(answer(table, "add -2 +44"), "42")
+        self.assertEqual(answer(table, "add 007 0"), "7")
+        for word, reply in (("-0.5", "-1"), (".5", "1"), ("2.", "4"), ("1e1", "20")):
+            self.assertEqual(answer(table, f"scale {word}"), reply, word)
+
 
 class ResultTests(SynchronousTestCase):
     """

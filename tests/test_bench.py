@@ -325,9 +325,12 @@ class ReplyCheckerTests(SynchronousTestCase):
         self.assertIn("2 requests unanswered", str(caught.exception))
 
     def test_close_with_everything_answered_is_fine(self) -> None:
-        checker = checker_with((1, 0.0))
-        checker.received(encode_line(GREETING), 0.0)
+        checker = checker_with((2, 0.0))
+        self.assertEqual(checker.received(encode_line(GREETING) * 2, 0.5), 2)
+        self.assertEqual((checker.outstanding, checker.answered), (0, 2))
+        # Raises ReplyError if it took the close for a missing reply.
         checker.closed()
+        self.assertEqual(checker.histogram.total, 2)
 
 
 class SchedulingTests(SynchronousTestCase):

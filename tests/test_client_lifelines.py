@@ -280,6 +280,24 @@ class ReconnectTests(SynchronousTestCase):
             )
         )
 
+    def test_reconnection_learns_the_new_server_commands(self) -> None:
+        wired, calls = self.wired(interactive=True, window=1, fetch_commands=True)
+        wired.session.replies_received(["Commands: Hello, quit"])
+        wired.session.replies_received([CLOSING])
+        wired.close()
+        wired.session.send(b"Hello")
+        self.assertEqual(calls, [1])
+        again = StringTransport()
+        wired.session.connected(again)
+        self.assertEqual(again.value(), b"help\r\nHello\r\n")
+        wired.session.replies_received(["Commands: Hello, quit, ping", GREETING])
+        self.assertEqual(wired.session.command_names, ["Hello", "quit", "ping"])
+        self.assertTrue(
+            wired.stdout.text().endswith(
+                f"{PROMPT}Server response: {GREETING}\n{PROMPT}"
+            )
+        )
+
     def test_shutdown_at_the_prompt_reconnects(self) -> None:
         wired, calls = self.wired(interactive=True, window=1)
         wired.session.replies_received([CLOSING])

@@ -6,6 +6,7 @@ against simple models.
 
 from __future__ import annotations
 
+import re
 from itertools import pairwise
 
 from hypothesis import given, settings
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from commandproto import __version__
 from commandproto.commands.table import (
     CLOSING,
     GREETING,
@@ -24,6 +26,7 @@ from commandproto.commands.table import (
 from commandproto.server import CommandServerFactory
 from commandproto.wire.codec import (
     CRLF,
+    DEFAULT_MAX_LINE_LENGTH,
     LF,
     OVERLONG,
     Frame,
@@ -323,6 +326,27 @@ class LineFramerOverlongTests(SynchronousTestCase):
         self.assertEqual(framer.feed(b"x"), [OVERLONG])
         self.assertEqual(framer.feed(b"\nok\n"), [b"ok"])
 
+    def test_default_limit_is_16384(self) -> None:
+        framer = LineFramer()
+        self.assertEqual((framer.max_length, DEFAULT_MAX_LINE_LENGTH), (16384, 16384))
+        self.assertEqual(framer.feed(b"x" * 16384 + LF), [b"x" * 16384])
+        self.assertEqual(framer.feed(b"x" * 16385 + LF), [OVERLONG])
+
+    def test_one_over_with_bare_lf_in_one_read_is_overlong(self) -> None:
+        framer = LineFramer(max_length=10)
+        self.assertEqual(framer.feed(b"x" * 11 + LF), [OVERLONG])
+        self.assertEqual(framer.feed(b"x" * 10 + LF), [b"x" * 10])
+
+    def test_overlong_spanning_reads_holds_nothing(self) -> None:
+        framer = LineFramer(max_length=10)
+        self.assertEqual(framer.feed(b"x" * 15), [OVERLONG])
+        self.assertEqual(framer.buffered, 0)
+        self.assertEqual(framer.feed(b"y" * 20), [])
+        self.assertEqual(framer.buffered, 0)
+        self.assertIsNone(framer.finish())
+        # A finished framer starts afresh: the next line is not discarded.
+        self.assertEqual(framer.feed(b"ok" + LF), [b"ok"])
+
     def test_endless_line_buffer_bounded(self) -> None:
         """
         An endless line fed in many chunks never makes the framer hold more
@@ -490,16 +514,32 @@ class LineFramerPropertyTests(SynchronousTestCase):
 
 SEED_REPLIES = {"Hello": GREETING, "Are you there?": PRESENT, "quit": CLOSING}
 
+# The built-ins beyond the seed, as a new user reads them in the README.
+BUILTIN_NAMES = ["Hello", "Are you there?", "quit", "help", "stats"]
+HELP_LIST = "Commands: Hello, Are you there?, quit, help, stats"
+HELP_DESCRIPTIONS = {
+    "Hello": "Hello - a greeting",
+    "Are you there?": "Are you there? - a liveness check",
+    "quit": "quit - end the session",
+    "help": "help [NAME] - list the commands, or describe one",
+    "stats": "stats - the server's numbers, as key=value pairs",
+}
+
 
 @st.composite
 def request_line(draw: st.DrawFn, max_length: int) -> bytes:
     """
-    One request line's content: a seed command, text, a blank line, invalid
-    UTF-8 or an over-long line.
+    One request line's content: a built-in command (with or without
+    arguments), text, a blank line, invalid UTF-8 or an over-long line.
     """
     text = st.text(st.characters(codec="utf-8"), max_size=30)
+    name = st.sampled_from(BUILTIN_NAMES)
     kinds = st.one_of(
-        st.sampled_from(sorted(SEED_REPLIES)).map(str.encode),
+        name.map(str.encode),
+        name.map(lambda name: f"help {name}".encode()),
+        st.tuples(name, st.sampled_from([" ", "  "]), st.one_of(name, text)).map(
+            lambda parts: "".join(parts).encode()
+        ),
         text.map(str.encode),
         st.just(b""),
         st.tuples(
@@ -512,26 +552,75 @@ def request_line(draw: st.DrawFn, max_length: int) -> bytes:
     return as_content(draw(kinds))
 
 
-def server_model(lines: list[bytes], max_line_length: int) -> tuple[bytes, bool]:
+def stats_pattern(commands: int, errors: int) -> re.Pattern[str]:
+    """
+    The ``stats`` reply on the only connection, after ``commands`` request
+    lines dispatched before this one, of which ``errors`` were answered with
+    an error.
+    Byte counts and uptime are not modelled.
+    """
+    return re.compile(
+        rf"uptime=\d+ connections=1 connections_total=1 commands={commands} "
+        rf"errors={errors} refused=0 bytes_in=\d+ bytes_out=\d+ "
+        rf"version={re.escape(__version__)}"
+    )
+
+
+def builtin_model(text: str) -> tuple[str, bool]:
+    """
+    The reply to one decoded request line other than ``stats``, and whether
+    it is an error.
+    """
+    if text in SEED_REPLIES:
+        return SEED_REPLIES[text], False
+    head, space, arguments = text.partition(" ")
+    if head == "help" and space:
+        name = arguments.strip(" ")
+        if not name:
+            return HELP_LIST, False
+        if name in HELP_DESCRIPTIONS:
+            return HELP_DESCRIPTIONS[name], False
+        return f"Error: no such command: {name}", True
+    if text == "help":
+        return HELP_LIST, False
+    # Every other line names no command: the seed's commands and ``stats``
+    # take no arguments, and "Are you there?" followed by text is no name.
+    return UNKNOWN_COMMAND, True
+
+
+def server_model(
+    lines: list[bytes], max_line_length: int
+) -> tuple[list[str | re.Pattern[str]], bool]:
     """
     What the server must send for these request lines, each terminated.
 
-    :returns: the bytes written and whether the connection is closed.
+    :returns: the reply lines (texts, or a pattern for ``stats``) and whether
+        the connection is closed.
     """
-    replies: list[bytes] = []
+    replies: list[str | re.Pattern[str]] = []
+    # What ``stats`` counts: the lines dispatched to a command table (not
+    # the over-long or undecodable ones), and those answered with an error.
+    commands = errors = 0
     for line in lines:
         if len(line) > max_line_length:
-            replies.append(encode_line(line_too_long(max_line_length)))
+            replies.append(line_too_long(max_line_length))
             continue
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
-            replies.append(encode_line(INVALID_UTF8))
+            replies.append(INVALID_UTF8)
             continue
-        replies.append(encode_line(SEED_REPLIES.get(text, UNKNOWN_COMMAND)))
+        if text == "stats":
+            replies.append(stats_pattern(commands, errors))
+            commands += 1
+            continue
+        reply, error = builtin_model(text)
+        replies.append(reply)
+        commands += 1
+        errors += error
         if text == "quit":
-            return b"".join(replies), True
-    return b"".join(replies), False
+            return replies, True
+    return replies, False
 
 
 class ServerPropertyTests(SynchronousTestCase):
@@ -545,8 +634,9 @@ class ServerPropertyTests(SynchronousTestCase):
         self, max_line_length: int, data: st.DataObject
     ) -> None:
         """
-        Any mix of request lines, split anywhere, gets one reply per line in
-        order, up to and including ``quit``, after which the connection is
+        Any mix of request lines (every built-in command among them), split
+        anywhere, gets one reply per line in order, up to and including
+        ``quit``, after which the connection is
         closed and nothing more is answered.
         """
         lines = data.draw(st.lists(request_line(max_line_length), max_size=15))
@@ -557,8 +647,16 @@ class ServerPropertyTests(SynchronousTestCase):
         protocol.makeConnection(transport)
         for chunk in chunks:
             protocol.dataReceived(chunk)
-        written, closed = server_model(lines, max_line_length)
-        self.assertEqual(transport.value(), written)
+        expected, closed = server_model(lines, max_line_length)
+        written = transport.value()
+        self.assertTrue(written == b"" or written.endswith(CRLF), written)
+        replies = [decode_line(raw) for raw in written.split(CRLF)[:-1]]
+        self.assertEqual(len(replies), len(expected), replies)
+        for reply, want in zip(replies, expected, strict=True):
+            if isinstance(want, re.Pattern):
+                self.assertIsNotNone(want.fullmatch(reply), reply)
+            else:
+                self.assertEqual(reply, want)
         self.assertEqual(transport.disconnecting, closed)
 
 

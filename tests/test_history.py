@@ -77,6 +77,16 @@ class HistoryFileTests(SynchronousTestCase):
         self.assertEqual(self.history().entries, ["Hello", "Are you there?"])
         self.assertEqual(self.warnings, [])
 
+    def test_control_characters_never_stored_raw(self) -> None:
+        self.history().add("Axx\x1b]0;PWNED\x07")
+        self.assertEqual(self.read(), "Axx\\x1b]0;PWNED\\x07\n")
+
+    def test_control_characters_in_old_file_loaded_escaped(self) -> None:
+        os.makedirs(os.path.dirname(self.path))
+        with open(self.path, "wb") as f:
+            f.write(b"Hello\nAxx\x1b]0;PWNED\x07\n")
+        self.assertEqual(self.history().entries, ["Hello", "Axx\\x1b]0;PWNED\\x07"])
+
     def test_file_is_one_command_a_line(self) -> None:
         history = self.history()
         history.add("Hello")

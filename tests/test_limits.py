@@ -31,7 +31,6 @@ from commandproto.server import (
     CommandServerFactory,
     CommandServerProtocol,
     DrainService,
-    ensure_file_limit,
 )
 
 from ._helpers import LogCapture, replies
@@ -501,15 +500,6 @@ class LoggingTests(SynchronousTestCase):
         self.assertEqual(
             self.lines_about_peer(), ["[1] invalid UTF-8 from tcp:127.0.0.1:40000"]
         )
-
-
-class FileLimitTests(SynchronousTestCase):
-    """
-    The open-file limit is raised to fit the connection limit.
-    """
-
-    def test_small_limit_fits(self) -> None:
-        self.assertEqual(ensure_file_limit(10), 10)
 
 
 class HalfCloseWhilePausedTests(SynchronousTestCase):

@@ -396,6 +396,39 @@ class CompletionKeyTests(SynchronousTestCase):
         self.assertEqual(editor.submitted, ["quit!"])
 
 
+class HostileNameTests(SynchronousTestCase):
+    """
+    A server's command names holding control characters reach the terminal
+    and the history escaped, never raw.
+    """
+
+    HOSTILE = "Axx\x1b]0;PWNED\x07"
+
+    def test_completed_name_drawn_escaped(self) -> None:
+        editor = Editor()
+        editor.names = [self.HOSTILE]
+        editor.keys(b"A\t")
+        drawn = editor.transport.value()
+        self.assertNotIn(b"\x1b]0;", drawn)
+        self.assertNotIn(b"\x07", drawn)
+        self.assertEqual(editor.row(), PROMPT + "Axx\\x1b]0;PWNED\\x07")
+
+    def test_listed_candidates_drawn_escaped(self) -> None:
+        editor = Editor()
+        editor.names = ["A\x1b[2J", "A\x1b]52;c;cHduZWQ=\x07"]
+        editor.keys(b"A\t", b"\t")
+        drawn = editor.transport.value()
+        self.assertNotIn(b"\x1b[2J", drawn)
+        self.assertNotIn(b"\x1b]52", drawn)
+        self.assertIn("A\\x1b[2J  A\\x1b]52;c;cHduZWQ=\\x07", editor.screen().rows())
+
+    def test_completed_name_stored_escaped(self) -> None:
+        editor = Editor()
+        editor.names = [self.HOSTILE]
+        editor.keys(b"A\t\r")
+        self.assertEqual(editor.history.entries, ["Axx\\x1b]0;PWNED\\x07"])
+
+
 class PauseTests(SynchronousTestCase):
     """
     While a command awaits its reply, keys wait; Ctrl-C interrupts.

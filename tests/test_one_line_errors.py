@@ -71,6 +71,20 @@ class ClientErrorTests(OneLineTestCase):
             "commandproto: --port takes a number from 1 to 65535, not 'abc'",
         )
 
+    def test_repeat_zero_names_the_option(self) -> None:
+        self.assert_one_line(
+            self.client("-r", "0", "Hello"),
+            2,
+            "commandproto: -r/--repeat takes a whole number of at least 1, not '0'",
+        )
+
+    def test_negative_timeout_names_the_option(self) -> None:
+        self.assert_one_line(
+            self.client("--timeout", "-1"),
+            2,
+            "commandproto: --timeout takes a number of seconds, 0 or more, not '-1'",
+        )
+
     def test_endpoint_without_port(self) -> None:
         self.assert_one_line(
             self.client("--connect", "tcp:localhost"),
@@ -121,7 +135,7 @@ class ClientErrorTests(OneLineTestCase):
         )
 
 
-class ServerErrorTests(OneLineTestCase):
+class TwistdTestCase(OneLineTestCase):
     def twistd(self, *arguments: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-c", TWISTD, *arguments],
@@ -133,6 +147,8 @@ class ServerErrorTests(OneLineTestCase):
             timeout=IO_TIMEOUT * 2,
         )
 
+
+class ServerErrorTests(TwistdTestCase):
     def taken_port(self) -> int:
         holder = socket.socket()
         self.addCleanup(holder.close)
@@ -198,3 +214,84 @@ class ServerErrorTests(OneLineTestCase):
             1,
             f"twistd commandserver: --listen 'ssl:0:privateKey=key.pem': {TLS_EXTRA}",
         )
+
+
+class StartupUsageErrorTests(TwistdTestCase):
+    """
+    Every usage error of ``twistd -n commandserver`` is one line on standard
+    error in our words, exit status 1: never twistd's usage on standard
+    output.
+    """
+
+    def assert_usage_error(self, line: str, *arguments: str) -> None:
+        result = self.twistd("-n", "--pidfile=", "commandserver", *arguments)
+        self.assert_one_line(result, 1, f"twistd commandserver: {line}")
+        self.assertEqual((result.stdout, len(result.stderr.splitlines())), ("", 1))
+
+    def test_number_out_of_range(self) -> None:
+        self.assert_usage_error(
+            "--max-connections must be a number of at least 1 "
+            "(see twistd commandserver --help)",
+            "--max-connections",
+            "0",
+        )
+
+    def test_not_one_of_the_choices(self) -> None:
+        self.assert_usage_error(
+            "--log-format takes one of text, json (see twistd commandserver --help)",
+            "--log-format",
+            "xml",
+        )
+
+    def test_not_a_number(self) -> None:
+        self.assert_usage_error(
+            "--workers takes a number or 'auto', not 'abc' "
+            "(see twistd commandserver --help)",
+            "--workers",
+            "abc",
+        )
+
+    def test_unknown_option(self) -> None:
+        self.assert_usage_error(
+            "unknown option --bogus (see twistd commandserver --help)", "--bogus"
+        )
+
+    def test_option_without_its_value(self) -> None:
+        self.assert_usage_error(
+            "--max-connections needs a value (see twistd commandserver --help)",
+            "--max-connections",
+        )
+
+
+class PidFileTests(TwistdTestCase):
+    """
+    A pid file twistd would refuse stops the start in one line.
+    """
+
+    def start(self, content: str) -> subprocess.CompletedProcess[str]:
+        Path(self.directory, "twistd.pid").write_text(content)
+        return self.twistd("-n", "--pidfile=twistd.pid", "commandserver")
+
+    def test_running_process(self) -> None:
+        # Our own process: surely running (as a stale file's number can be
+        # after a reboot).
+        result = self.start(f"{os.getpid()}\n")
+        self.assert_one_line(
+            result,
+            1,
+            f"twistd commandserver: the pid file twistd.pid names process "
+            f"{os.getpid()}, which is running (another server started here? "
+            "stop it; if not, remove the file, or choose another with twistd "
+            "--pidfile)",
+        )
+        self.assertEqual((result.stdout, len(result.stderr.splitlines())), ("", 1))
+
+    def test_not_a_process_id(self) -> None:
+        result = self.start("abc\n")
+        self.assert_one_line(
+            result,
+            1,
+            "twistd commandserver: the pid file twistd.pid holds no process "
+            "id: remove it, or choose another with twistd --pidfile",
+        )
+        self.assertEqual((result.stdout, len(result.stderr.splitlines())), ("", 1))

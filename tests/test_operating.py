@@ -14,7 +14,6 @@ import tempfile
 
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel
-from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
@@ -74,6 +73,19 @@ class JSONLogTests(SynchronousTestCase):
         record = event_as_record(event(conn=1, peer=object(), seconds=1.5))
         self.assertIsInstance(record["peer"], str)
         self.assertEqual((record["conn"], record["seconds"]), (1, 1.5))
+
+    def test_milliseconds_rounded_as_in_the_message(self) -> None:
+        slow = {
+            **event(),
+            "log_format": "slow command from {peer}: {ms:.1f} ms",
+            "peer": "tcp:h:1",
+            "ms": 2001.6372918,
+        }
+        record = json.loads(format_json_line(slow))
+        self.assertEqual(
+            (record["ms"], record["message"]),
+            (2001.6, "slow command from tcp:h:1: 2001.6 ms"),
+        )
 
     def test_failure_carries_its_traceback(self) -> None:
         try:
@@ -334,11 +346,11 @@ class OptionsTests(SynchronousTestCase):
         )
 
     def test_bad_format(self) -> None:
-        error = self.assertRaises(usage.UsageError, self.parse, "--log-format", "xml")
+        error = self.assertRaises(SystemExit, self.parse, "--log-format", "xml")
         self.assertIn("--log-format takes one of text, json", str(error))
 
     def test_bad_level(self) -> None:
-        error = self.assertRaises(usage.UsageError, self.parse, "--log-level", "loud")
+        error = self.assertRaises(SystemExit, self.parse, "--log-level", "loud")
         self.assertIn("--log-level takes one of", str(error))
 
     def test_bad_metrics_endpoint(self) -> None:

@@ -30,6 +30,7 @@ from commandproto.listeners.proxy import (
     LOCAL,
     V2_SIGNATURE,
     HeaderParser,
+    PendingHeaders,
     ProxyHeader,
     ProxyHeaderError,
     ProxyProtocolWrapper,
@@ -190,6 +191,14 @@ class ParserTests(SynchronousTestCase):
         self.assert_invalid(b"PROXY TCP4 1.2.3 1.2.3.4 1 2\r\n", "bad address")
         self.assert_invalid(b"PROXY TCP4 ::1 ::2 1 2\r\n", "bad address")
 
+    def test_v1_zone_id_with_control_characters_rejected(self) -> None:
+        self.assert_invalid(
+            b"PROXY TCP6 fe80::1%\x1b[2J ::1 4242 12345\r\n", "bad address"
+        )
+        done = parse_whole(b"PROXY TCP6 fe80::1%eth0 ::1 4242 12345\r\n")
+        assert done is not None
+        self.assertEqual(done[0].source, IPv6Address("TCP", "fe80::1%eth0", 4242))
+
     def test_v1_bad_port(self) -> None:
         self.assert_invalid(b"PROXY TCP4 1.2.3.4 1.2.3.4 65536 2\r\n", "bad port")
         self.assert_invalid(b"PROXY TCP4 1.2.3.4 1.2.3.4 -1 2\r\n", "bad port")
@@ -208,6 +217,34 @@ class ParserTests(SynchronousTestCase):
 
     def test_v2_wrong_version(self) -> None:
         self.assert_invalid(v2(version=1), "version 1")
+
+    def test_v1_exactly_107_bytes_accepted(self) -> None:
+        header = b"PROXY UNKNOWN " + b"x" * (107 - 16) + b"\r\n"
+        self.assertEqual(len(header), 107)
+        self.assertEqual(parse_whole(header + b"H"), (LOCAL, b"H"))
+        self.assertEqual(parse_bytewise(header + b"H"), (LOCAL, b"H"))
+
+    def test_v1_108_bytes_rejected(self) -> None:
+        header = b"PROXY UNKNOWN " + b"x" * (108 - 16) + b"\r\n"
+        self.assert_invalid(header, "longer than 107")
+        with self.assertRaises(ProxyHeaderError):
+            parse_whole(header)
+
+    def test_v2_wrong_version_fails_before_its_body(self) -> None:
+        # The fixed part says a 200-byte body follows: no need to wait for it.
+        fixed = v2(version=1, body=b"\x00" * 200)[:16]
+        with self.assertRaises(ProxyHeaderError) as caught:
+            HeaderParser().feed(fixed)
+        self.assertIn("version 1", str(caught.exception))
+
+    def test_v2_unix_destination(self) -> None:
+        body = struct.pack("!108s108s", b"/run/client", b"/run/server")
+        done = parse_bytewise(v2(family=3, body=body))
+        assert done is not None
+        self.assertEqual(
+            done[0],
+            ProxyHeader(UNIXAddress(b"/run/client"), UNIXAddress(b"/run/server")),
+        )
 
     def test_v2_unknown_command(self) -> None:
         self.assert_invalid(v2(command=2), "unknown v2 command")
@@ -454,6 +491,81 @@ class WrapperTests(SynchronousTestCase):
             "Connection was closed cleanly.",
             self.log.messages(),
         )
+
+
+class PendingHeaderTests(SynchronousTestCase):
+    """
+    Connections that have not sent their PROXY header are counted and
+    capped, as TLS handshakes are: past the cap the oldest is dropped.
+    """
+
+    def setUp(self) -> None:
+        self.log = LogCapture(self)
+        self.clock = Clock()
+        self.server = CommandServerFactory(default_commands(), clock=self.clock)
+        self.pending = PendingHeaders(2)
+        self.factory = ProxyWrappingFactory(self.server, self.clock, 5.0, self.pending)
+
+    def connect(self) -> tuple[ProxyProtocolWrapper, ProxyTransport]:
+        protocol = self.factory.buildProtocol(HAPROXY)
+        assert protocol is not None
+        transport = ProxyTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_counted_until_the_header_arrives(self) -> None:
+        first, _ = self.connect()
+        first.dataReceived(b"PROXY TCP4 1.")
+        self.assertEqual(len(self.pending), 1)
+        first.dataReceived(CLIENT[len(b"PROXY TCP4 1.") :])
+        self.assertEqual(len(self.pending), 0)
+
+    def test_oldest_dropped_past_the_cap(self) -> None:
+        first, first_transport = self.connect()
+        _, second_transport = self.connect()
+        third, third_transport = self.connect()
+        self.assertEqual(
+            [first_transport.disconnected, second_transport.disconnected],
+            [True, False],
+        )
+        self.assertFalse(third_transport.disconnecting)
+        self.assertEqual(len(self.pending), 2)
+        self.assertEqual(
+            [m for m in self.log.messages() if "PROXY" in m],
+            [
+                "dropped tcp:127.0.0.1:40000 before its PROXY header: too many "
+                "PROXY headers pending"
+            ],
+        )
+        # The dropped connection's loss is no trouble, and the others serve.
+        first.connectionLost()
+        third.dataReceived(CLIENT + b"Hello\n")
+        self.assertEqual(third_transport.value(), replies(GREETING))
+        self.assertEqual(len(self.pending), 1)
+
+    def test_closed_or_rejected_leave_the_count(self) -> None:
+        first, _ = self.connect()
+        second, _ = self.connect()
+        first.connectionLost()
+        second.dataReceived(b"nonsense\n")
+        self.assertEqual(len(self.pending), 0)
+
+    def test_timed_out_leaves_the_count(self) -> None:
+        self.connect()
+        self.clock.advance(5)
+        self.assertEqual(len(self.pending), 0)
+
+    def test_listeners_share_one_cap(self) -> None:
+        other = ProxyWrappingFactory(self.server, self.clock, 5.0, self.pending)
+        _, first_transport = self.connect()
+        self.connect()
+        protocol = other.buildProtocol(HAPROXY)
+        assert protocol is not None
+        protocol.makeConnection(ProxyTransport())
+        self.assertTrue(first_transport.disconnected)
+
+    def test_cap_of_zero_rejected(self) -> None:
+        self.assertRaises(ValueError, PendingHeaders, 0)
 
 
 class EndpointTests(SynchronousTestCase):

@@ -114,3 +114,23 @@ class ReadmeSubclassTests(SynchronousTestCase):
                 "[1] -> b'Unknown command.'",
             ],
         )
+
+
+class ReadmePromiseTests(SynchronousTestCase):
+    """
+    What the README says about the test suite is how it runs.
+    """
+
+    def test_says_when_the_seed_scripts_run(self) -> None:
+        from . import test_seed
+
+        with open(README) as f:
+            text = " ".join(f.read().split())
+        # The variable that points the suite at the post, and that the tests
+        # skip without it.
+        self.assertIn("COMMANDPROTO_SEED=", text)
+        self.assertIn("these tests are skipped", text)
+        with open(test_seed.__file__) as f:
+            source = f.read()
+        self.assertIn('"COMMANDPROTO_SEED"', source)
+        self.assertIn("skipTest", source)

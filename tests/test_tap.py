@@ -4,13 +4,20 @@ Tests for the twistd plugin and ``commandproto.tap``.
 
 from __future__ import annotations
 
+import re
+
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
-from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from commandproto import tap
+from commandproto.commands.table import Command, CommandTable, Reply
+
+SHARED = CommandTable()
+SHARED.add(Command("ping", lambda: Reply("pong")))
+IN_MEMORY = CommandTable(per_process_state=True)
+IN_MEMORY.add(Command("count", lambda: Reply("1")))
 
 
 def parse(*argv: str) -> tap.Options:
@@ -83,6 +90,90 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(len(factories), 1)
 
 
+class HelpTests(SynchronousTestCase):
+    """
+    ``twistd commandserver --help`` reads as prose.
+    """
+
+    def test_no_runs_of_spaces_inside_descriptions(self) -> None:
+        for line in str(tap.Options()).splitlines():
+            text = line.strip()
+            if text.startswith("-"):
+                # The option's column, then its description.
+                text = re.split(" {2,}", text, maxsplit=1)[-1]
+            self.assertNotIn("  ", text, line)
+
+
+class PerAddressLimitTests(SynchronousTestCase):
+    """
+    ``--max-connections-per-ip`` is opt-in: clients behind one NAT, load
+    balancer or connection pool share one address.
+    """
+
+    def factory(self, *argv: str) -> object:
+        service = tap.makeService(parse("--listen", "tcp:0", *argv))
+        (factory,) = {
+            s.factory
+            for s in service  # type: ignore[attr-defined]
+            if hasattr(s, "factory")
+        }
+        return factory
+
+    def test_no_limit_by_default(self) -> None:
+        factory = self.factory()
+        self.assertIsNone(factory.max_connections_per_address)  # type: ignore[attr-defined]
+
+    def test_limit_when_asked(self) -> None:
+        factory = self.factory("--max-connections-per-ip", "20")
+        self.assertEqual(factory.max_connections_per_address, 20)  # type: ignore[attr-defined]
+
+
+class WorkersAsOneServerTests(SynchronousTestCase):
+    """
+    What ``--workers`` would silently split is refused at start-up, in one
+    line.
+    """
+
+    def refusal(self, *argv: str) -> str:
+        with self.assertRaises(SystemExit) as raised:
+            parse(*argv)
+        return str(raised.exception.code)
+
+    def test_per_process_state_refused_with_workers(self) -> None:
+        self.assertEqual(
+            self.refusal("--workers", "2", "--commands", "tests.test_tap:IN_MEMORY"),
+            "twistd commandserver: --commands tests.test_tap:IN_MEMORY keeps its "
+            "state in each process, so --workers 2 would split it: serve it "
+            "with --workers 1, or keep the state in an external store",
+        )
+
+    def test_per_process_state_served_by_one_worker(self) -> None:
+        options = parse("--commands", "tests.test_tap:IN_MEMORY")
+        self.assertIn("count", options["table"])
+
+    def test_shared_state_served_by_workers(self) -> None:
+        options = parse("--workers", "2", "--commands", "tests.test_tap:SHARED")
+        self.assertIn("ping", options["table"])
+
+    def test_connection_limit_below_the_worker_count(self) -> None:
+        self.assertEqual(
+            self.refusal("--workers", "3", "--max-connections", "1"),
+            "twistd commandserver: --max-connections 1 cannot be shared among 3 "
+            "workers (each enforces its own share): give at least 3, or fewer "
+            "--workers",
+        )
+
+    def test_per_address_limit_below_the_worker_count(self) -> None:
+        self.assertIn(
+            "--max-connections-per-ip 2 cannot be shared among 3 workers",
+            self.refusal("--workers", "3", "--max-connections-per-ip", "2"),
+        )
+
+    def test_limits_at_least_the_worker_count(self) -> None:
+        options = parse("--workers", "3", "--max-connections", "3")
+        self.assertEqual(options["max-connections"], 3)
+
+
 class PluginTests(SynchronousTestCase):
     """
     The plugin is discoverable the way twistd finds it.
@@ -105,13 +196,13 @@ class NumberOptionTests(SynchronousTestCase):
     """
 
     def test_nan_rejected(self) -> None:
-        self.assertRaises(usage.UsageError, parse, "--idle-timeout", "nan")
+        self.assertRaises(SystemExit, parse, "--idle-timeout", "nan")
 
     def test_negative_rejected(self) -> None:
-        self.assertRaises(usage.UsageError, parse, "--shutdown-timeout", "-1")
+        self.assertRaises(SystemExit, parse, "--shutdown-timeout", "-1")
 
     def test_zero_connections_rejected(self) -> None:
-        self.assertRaises(usage.UsageError, parse, "--max-connections", "0")
+        self.assertRaises(SystemExit, parse, "--max-connections", "0")
 
     def test_values_reach_options(self) -> None:
         options = parse("--idle-timeout", "2.5", "--max-line-length", "100")

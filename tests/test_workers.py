@@ -12,11 +12,13 @@ import re
 import signal
 import socket
 import time
+import urllib.request
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from commandproto.commands.table import CLOSING, GREETING
 from commandproto.ops.workers import parse_workers, share
+from commandproto.server.stats import parse_pairs
 
 from ._helpers import replies
 from ._processes import IO_TIMEOUT, ServerProcess, read_exactly, read_until_closed
@@ -84,7 +86,10 @@ class WorkerOptionTests(SynchronousTestCase):
 
     def test_shares_never_exceed_the_total(self) -> None:
         self.assertEqual(share(10000, 3), 3333)
-        self.assertEqual(share(1, 4), 1)
+        self.assertEqual(share(4, 4), 1)
+
+    def test_less_than_one_each_cannot_be_shared(self) -> None:
+        self.assertRaises(ValueError, share, 1, 4)
 
 
 class WorkerProcessTests(HardeningTestCase):
@@ -109,6 +114,42 @@ class WorkerProcessTests(HardeningTestCase):
         # Each worker has its own listening socket on the port.
         for pid in workers:
             self.assertIn(f"(pid {pid})", server.log_text())
+
+    def test_metrics_and_stats_cover_every_worker(self) -> None:
+        server, _ = self.start_workers("--metrics", "tcp:0:interface=127.0.0.1")
+        line = server.expect_log(
+            re.compile(r"metrics on tcp:127\.0\.0\.1:(\d+) at /metrics")
+        )
+        metrics_port = int(re.findall(r":(\d+) at /metrics", line)[0])
+        for _ in range(12):
+            self.assertEqual(hello(server), replies(GREETING))
+
+        def scraped_hellos() -> float:
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=IO_TIMEOUT) as response:
+                text = response.read().decode()
+            found = re.search(
+                r'^commandproto_commands_total\{command="Hello",outcome="ok"\} (\S+)$',
+                text,
+                re.M,
+            )
+            return float(found.group(1)) if found else 0.0
+
+        # Snapshots are at most a second old: wait for them, boundedly.
+        wait_until(lambda: scraped_hellos() == 12)
+
+        def stats() -> dict[str, str]:
+            with server.connect() as sock:
+                sock.sendall(b"stats\n")
+                data = b""
+                while not data.endswith(b"\r\n"):
+                    chunk = sock.recv(4096)
+                    self.assertTrue(chunk, data)
+                    data += chunk
+            return parse_pairs(data.decode().strip())
+
+        wait_until(lambda: int(stats()["commands"]) >= 12)
+        self.assertIn(stats()["worker"], ("1", "2"))
 
     def test_unix_socket_is_shared(self) -> None:
         path = os.path.join(self.directory, "s.sock")

@@ -98,18 +98,44 @@ reading its input; it reads again once half of them are answered.
 """
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"must be at least 1, not {value}")
-    return value
+def _count(option: str) -> Callable[[str], int]:
+    """
+    An option's value as a whole number of at least 1; its errors name the
+    option.
+    """
+
+    def coerce(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ValueError(
+                f"{option} takes a whole number of at least 1, not {text!r}"
+            )
+        return value
+
+    return coerce
 
 
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"must be a number of seconds, 0 or more, not {text}")
-    return value
+def _seconds(option: str) -> Callable[[str], float]:
+    """
+    An option's value as a number of seconds, 0 or more; its errors name
+    the option.
+    """
+
+    def coerce(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(
+                f"{option} takes a number of seconds, 0 or more, not {text!r}"
+            )
+        return value
+
+    return coerce
 
 
 class Options(usage.Options):
@@ -148,7 +174,7 @@ class Options(usage.Options):
             "r",
             None,
             "Send the COMMANDs given as arguments COUNT times.",
-            _positive_int,
+            _count("-r/--repeat"),
         ],
         [
             "interval",
@@ -156,7 +182,7 @@ class Options(usage.Options):
             None,
             "With -r, wait SECONDS after each round of replies before the "
             "next (default 0).",
-            _seconds,
+            _seconds("-i/--interval"),
         ],
         [
             "timeout",
@@ -164,7 +190,7 @@ class Options(usage.Options):
             DEFAULT_TIMEOUT,
             "Seconds to wait for the connection and for each reply before "
             "giving up with exit status 1 (0: wait for ever).",
-            _seconds,
+            _seconds("--timeout"),
         ],
     ]
 
@@ -471,8 +497,8 @@ class ClientSession:
             )
             self._output_producer = True
         if self._fetch_commands:
-            # Once: on a reconnection the names are known (or never will be).
-            self._fetch_commands = False
+            # On every connection: a server restarted in between may serve
+            # other commands (one short line each time).
             self._hidden += 1
             self._unsent.appendleft(HELP.encode("utf-8"))
             self._outstanding += 1

@@ -4,7 +4,8 @@ The interactive client's command history, kept across runs in a file.
 The file holds one command per line, UTF-8, oldest first.  Each command is
 appended as it is entered, so two clients at once both keep theirs, and a
 client that is killed loses nothing; the file is cut back to the newest
-entries when it is loaded.
+entries when it is loaded.  Control characters are kept escaped (``\\x1b``),
+never raw, as the editor draws entries as they are.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Mapping
+
+from ..wire.codec import escape_controls
 
 HISTFILE_VARIABLE = "COMMANDPROTO_HISTFILE"
 DEFAULT_MAX_ENTRIES = 1000
@@ -87,7 +90,13 @@ class History:
         except OSError as e:
             self._give_up(f"cannot read history file {self.path}: {_reason(e)}")
             return
-        lines = [line for line in data.decode("utf-8", "replace").split("\n") if line]
+        # Escaped: the editor draws entries as they are, and a file written
+        # by an older client may hold a hostile server's control characters.
+        lines = [
+            escape_controls(line)
+            for line in data.decode("utf-8", "replace").split("\n")
+            if line
+        ]
         self.entries = lines[-self.max_entries :]
         if len(lines) >= 2 * self.max_entries:
             self._rewrite()
@@ -109,6 +118,7 @@ class History:
 
         Blank lines, and a repeat of the newest entry, are not recorded.
         """
+        line = escape_controls(line)
         if not line.strip() or (self.entries and self.entries[-1] == line):
             return
         self.entries.append(line)

@@ -34,7 +34,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..client.history import History
-from ..wire.codec import DEFAULT_MAX_LINE_LENGTH
+from ..wire.codec import DEFAULT_MAX_LINE_LENGTH, escape_controls
 
 Keys: Any = insults.ServerProtocol
 """
@@ -396,7 +396,11 @@ class LineEditor(insults.TerminalProtocol):
         taken further and several names fit, list them.
         """
         prefix = self.line.text[: self.line.cursor]
-        completed, candidates = complete(prefix, self._command_names())
+        # The names come from the server: one holding ESC or BEL would
+        # drive the terminal when drawn (a title, a clipboard write) and be
+        # saved in the history. Completed escaped, the line stays printable.
+        names = [escape_controls(name) for name in self._command_names()]
+        completed, candidates = complete(prefix, names)
         if completed != prefix:
             self.line.set(
                 completed + self.line.text[self.line.cursor :], len(completed)

@@ -16,6 +16,7 @@ their annotations (see :class:`CommandTable.command`).
 from __future__ import annotations
 
 import inspect
+import math
 import re
 import typing
 from collections.abc import Callable, Coroutine, Iterable, Iterator
@@ -338,7 +339,44 @@ class _Parameter:
     keyword: bool = False
 
 
-_CONVERTERS: dict[object, Callable[[str], Any]] = {str: str, int: int, float: float}
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def _ascii_int(word: str) -> int:
+    """
+    An ``int`` parameter's word: ASCII decimal digits with an optional sign.
+    Python's ``int`` would also take ``1_000``, ``٣`` and other scripts'
+    digits: not numbers a client means.
+
+    :raises ValueError: for anything else.
+    """
+    if _INTEGER.fullmatch(word) is None:
+        raise ValueError(f"not a decimal integer: {word!r}")
+    return int(word)
+
+
+def _ascii_float(word: str) -> float:
+    """
+    A ``float`` parameter's word: an ASCII decimal number (``2``, ``-0.5``,
+    ``1e3``), finite. Python's ``float`` would also take ``nan``, ``inf``,
+    ``1_000.5`` and other scripts' digits.
+
+    :raises ValueError: for anything else.
+    """
+    if _DECIMAL.fullmatch(word) is None:
+        raise ValueError(f"not a decimal number: {word!r}")
+    number = float(word)
+    if not math.isfinite(number):
+        raise ValueError(f"out of range: {word!r}")
+    return number
+
+
+_CONVERTERS: dict[object, Callable[[str], Any]] = {
+    str: str,
+    int: _ascii_int,
+    float: _ascii_float,
+}
 
 
 def _resolve(handler: Callable[..., Any], given: inspect.Parameter) -> Any:
@@ -786,9 +824,20 @@ class CommandTable:
     Matching is exact and case-sensitive, as in the seed server: ``hello`` is
     not ``Hello``.  A line that names no command is answered with
     ``Unknown command.``.
+
+    :ivar per_process_state: whether the commands keep state in the
+        server's process (a store in memory): such a set cannot be served
+        by more than one worker, as each would hold a state of its own.
     """
 
-    def __init__(self, commands: Iterable[Command] = ()) -> None:
+    def __init__(
+        self, commands: Iterable[Command] = (), *, per_process_state: bool = False
+    ) -> None:
+        """
+        :param commands: the commands to start with.
+        :param per_process_state: see :attr:`per_process_state`.
+        """
+        self.per_process_state = per_process_state
         self._commands: dict[str, Command] = {}
         self._version = 0
         # The most spaces in any name: how far into a line a name can reach.

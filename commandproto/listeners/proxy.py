@@ -43,6 +43,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamServerEndpoint,
     IStreamServerEndpointStringParser,
+    ITCPTransport,
     ITransport,
 )
 from twisted.internet.protocol import Protocol, connectionDone
@@ -156,6 +157,10 @@ class HeaderParser:
 def _host(
     text: str, family: type[ipaddress.IPv4Address | ipaddress.IPv6Address]
 ) -> str:
+    # ipaddress takes any text as an IPv6 zone id (fe80::1%\x1b[2J): it
+    # would reach the log, and whoami, raw.
+    if not text.isprintable():
+        raise ProxyHeaderError(f"bad address {text!r}")
     try:
         return str(family(text))
     except ValueError:
@@ -260,6 +265,55 @@ def parse_v2(header: bytes) -> ProxyHeader:
     raise ProxyHeaderError(f"unknown v2 address family {family}")
 
 
+DEFAULT_MAX_PENDING = 1000
+"""
+How many connections may await their PROXY header at once unless told
+otherwise (as ``--max-handshakes`` for TLS).
+"""
+
+
+class PendingHeaders:
+    """
+    The connections of one or more ``proxy:`` listeners that have not sent
+    their PROXY header yet, capped as TLS handshakes are: past the cap the
+    oldest is dropped, as an honest HAProxy sends its header at once and the
+    connection that has waited longest is the likeliest to be an attack.
+
+    Until its header arrives a connection is not the server's (it counts
+    against no connection limit), so without this cap a flood of half
+    headers could take every descriptor.
+
+    :ivar limit: how many may be pending at once.
+    """
+
+    def __init__(self, limit: int = DEFAULT_MAX_PENDING) -> None:
+        if limit < 1:
+            raise ValueError("the pending PROXY header limit must be at least 1")
+        self.limit = limit
+        # In the order they connected: a dict, so the oldest is first.
+        self._pending: dict[ProxyProtocolWrapper, None] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def begin(self, connection: ProxyProtocolWrapper) -> None:
+        """
+        A connection starts waiting for its header; if the cap is reached,
+        the oldest waiting is dropped first.
+        """
+        while len(self._pending) >= self.limit:
+            oldest = next(iter(self._pending))
+            del self._pending[oldest]
+            oldest.drop("too many PROXY headers pending")
+        self._pending[connection] = None
+
+    def end(self, connection: ProxyProtocolWrapper) -> None:
+        """
+        A connection's header arrived, or it was rejected or closed.
+        """
+        self._pending.pop(connection, None)
+
+
 @implementer(IHalfCloseableProtocol)
 class ProxyProtocolWrapper(ProtocolWrapper):
     """
@@ -286,6 +340,7 @@ class ProxyProtocolWrapper(ProtocolWrapper):
         timeout = self.factory.header_timeout
         if timeout is not None:
             self._timer = self.factory.clock.callLater(timeout, self._too_slow)
+        self.factory.pending.begin(self)
 
     def _peer_text(self) -> str:
         assert self.transport is not None
@@ -310,6 +365,7 @@ class ProxyProtocolWrapper(ProtocolWrapper):
             return
         self._parser = None
         self._stop_timer()
+        self.factory.pending.end(self)
         self.header, rest = done
         # From now on bytes go straight to the wrapped protocol.
         self.dataReceived = self.wrappedProtocol.dataReceived  # type: ignore[method-assign]
@@ -323,8 +379,25 @@ class ProxyProtocolWrapper(ProtocolWrapper):
         """
         self._parser = None
         self._stop_timer()
+        self.factory.pending.end(self)
         assert self.transport is not None
         self.transport.loseConnection()
+
+    def drop(self, why: str) -> None:
+        """
+        Give up waiting for this connection's header: log why and abort it
+        (its descriptor is wanted now, not after a graceful close).
+        """
+        log.warn(
+            "dropped {peer} before its PROXY header: {why}",
+            peer=self._peer_text(),
+            why=why,
+        )
+        self._parser = None
+        self._stop_timer()
+        self.factory.pending.end(self)
+        assert self.transport is not None
+        cast(ITCPTransport, self.transport).abortConnection()
 
     def _too_slow(self) -> None:
         self._timer = None
@@ -376,6 +449,7 @@ class ProxyProtocolWrapper(ProtocolWrapper):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stop_timer()
         self._parser = None
+        self.factory.pending.end(self)
         if self.header is not None:
             super().connectionLost(reason)
         else:
@@ -389,6 +463,7 @@ class ProxyWrappingFactory(WrappingFactory[ProxyProtocolWrapper]):
 
     :ivar clock: times the header.
     :ivar header_timeout: seconds to wait for the header, or ``None``.
+    :ivar pending: the connections awaiting their header, capped.
     """
 
     protocol = ProxyProtocolWrapper
@@ -399,10 +474,12 @@ class ProxyWrappingFactory(WrappingFactory[ProxyProtocolWrapper]):
         wrapped: IProtocolFactory,
         clock: IReactorTime,
         header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
+        pending: PendingHeaders | None = None,
     ) -> None:
         super().__init__(wrapped)
         self.clock = clock
         self.header_timeout = header_timeout
+        self.pending = PendingHeaders() if pending is None else pending
 
     def buildProtocol(self, addr: IAddress) -> ProxyProtocolWrapper | None:  # type: ignore[override]
         wrapped = self.wrappedFactory.buildProtocol(addr)
@@ -423,6 +500,8 @@ class ProxyServerEndpoint:
     :ivar inner: the endpoint it wraps.
     :ivar header_timeout: seconds to wait for a connection's header, or
         ``None``.
+    :ivar pending: the connections awaiting their header, capped; several
+        listeners may share one.
     """
 
     def __init__(
@@ -430,10 +509,12 @@ class ProxyServerEndpoint:
         inner: IStreamServerEndpoint,
         clock: IReactorTime,
         header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
+        pending: PendingHeaders | None = None,
     ) -> None:
         self.inner = inner
         self.clock = clock
         self.header_timeout = header_timeout
+        self.pending = PendingHeaders() if pending is None else pending
 
     def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
         from twisted.internet.endpoints import SSL4ServerEndpoint
@@ -449,7 +530,7 @@ class ProxyServerEndpoint:
             factory = halfclose.HalfCloseTLSFactory(inner._options, False, factory)
             inner = inner._tcp
         return inner.listen(
-            ProxyWrappingFactory(factory, self.clock, self.header_timeout)
+            ProxyWrappingFactory(factory, self.clock, self.header_timeout, self.pending)
         )
 
 

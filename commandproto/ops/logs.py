@@ -39,6 +39,9 @@ DEFAULT_LEVEL = "info"
 _RECORD_KEYS = ("time", "level", "namespace", "message", "traceback")
 # Fields of Twisted's legacy log bridge that repeat the record's own.
 _LEGACY_KEYS = frozenset({"format", "isError", "message", "system", "time", "why"})
+# Durations in milliseconds, kept to a tenth as the message shows them
+# ("2001.6 ms"), not to the float's last digit.
+_MILLISECOND_KEYS = frozenset({"ms"})
 
 
 def _plain(value: object) -> object:
@@ -69,6 +72,8 @@ def event_as_record(event: LogEvent) -> dict[str, Any]:
     for key, value in event.items():
         if key.startswith("log_") or key in _LEGACY_KEYS or key in _RECORD_KEYS:
             continue
+        if key in _MILLISECOND_KEYS and isinstance(value, float):
+            value = round(value, 1)
         record[key] = _plain(value)
     return record
 

@@ -23,7 +23,7 @@ clients do may cost the commands more than one rendering (about 0.3 ms):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import cast
 
 from prometheus_client.core import (
@@ -79,10 +79,19 @@ class StatsCollector(Collector):
     Reads a server's counters at each scrape.
     """
 
-    def __init__(self, stats: ServerStats) -> None:
+    def __init__(
+        self, stats: ServerStats, refresh: Callable[[], None] | None = None
+    ) -> None:
+        """
+        :param refresh: called before each scrape reads ``stats`` (the
+            supervisor of workers gathers their numbers into it).
+        """
         self._stats = stats
+        self._refresh = refresh
 
     def collect(self) -> Iterator[Metric]:
+        if self._refresh is not None:
+            self._refresh()
         stats = self._stats
         yield InfoMetricFamily(
             "commandproto", "The server's version.", value={"version": stats.version}
@@ -138,13 +147,17 @@ class StatsCollector(Collector):
         yield events
 
 
-def registry_for(stats: ServerStats) -> CollectorRegistry:
+def registry_for(
+    stats: ServerStats, refresh: Callable[[], None] | None = None
+) -> CollectorRegistry:
     """
     A registry of the server's counters and the process collectors
     (``process_*``, ``python_info``, ``python_gc_*``).
+
+    :param refresh: as for :class:`StatsCollector`.
     """
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(StatsCollector(stats))
+    registry.register(StatsCollector(stats, refresh))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
@@ -238,12 +251,18 @@ class MetricsSite(Site):
         pass
 
 
-def metrics_site(stats: ServerStats, clock: IReactorTime) -> MetricsSite:
+def metrics_site(
+    stats: ServerStats,
+    clock: IReactorTime,
+    refresh: Callable[[], None] | None = None,
+) -> MetricsSite:
     """
     The HTTP site: ``/metrics``, and nothing else.
+
+    :param refresh: as for :class:`StatsCollector`.
     """
     root = Resource()
-    root.putChild(PATH, MetricsResource(registry_for(stats)))
+    root.putChild(PATH, MetricsResource(registry_for(stats, refresh)))
     return MetricsSite(root, clock)
 
 
@@ -264,14 +283,20 @@ class _LoggingEndpoint:
 
 
 def metrics_service(
-    reactor: IReactorTime, description: str, stats: ServerStats
+    reactor: IReactorTime,
+    description: str,
+    stats: ServerStats,
+    refresh: Callable[[], None] | None = None,
 ) -> IService:
     """
     A service that serves the metrics on a Twisted server endpoint.
 
     :param description: the endpoint string (``tcp:9100:interface=127.0.0.1``).
+    :param refresh: as for :class:`StatsCollector`.
     """
     endpoint = _LoggingEndpoint(serverFromString(reactor, description))
-    service = StreamServerEndpointService(endpoint, metrics_site(stats, reactor))
+    service = StreamServerEndpointService(
+        endpoint, metrics_site(stats, reactor, refresh)
+    )
     service._raiseSynchronously = True
     return service

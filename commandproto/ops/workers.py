@@ -137,9 +137,14 @@ def worker_identity() -> WorkerIdentity | None:
 def share(total: int, workers: int) -> int:
     """
     One worker's share of a server-wide limit: the shares never add up to
-    more than ``total``, and each is at least 1.
+    more than ``total``.
+
+    :raises ValueError: if ``total`` is less than ``workers``: some worker's
+        share would be nothing.
     """
-    return max(total // workers, 1)
+    if total < workers:
+        raise ValueError(f"{total} cannot be shared among {workers} workers")
+    return total // workers
 
 
 # -- the endpoints under a listener

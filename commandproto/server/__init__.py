@@ -10,7 +10,7 @@ The command server, by role:
 - :mod:`~commandproto.server.timers`: a connection's named timers;
 - :mod:`~commandproto.server.admission`: limits, handshakes, refusals, drain;
 - :mod:`~commandproto.server.factory`: the factory that owns what connections
-  share, the drain service, the open-file limit;
+  share, the drain service;
 - :mod:`~commandproto.server.stats`, :mod:`~commandproto.server.histogram`:
   the counters.
 """
@@ -42,7 +42,6 @@ from .factory import (
     CommandServerFactory,
     DrainService,
     LoggingServerEndpoint,
-    ensure_file_limit,
 )
 from .protocol import CommandServerProtocol
 
@@ -74,5 +73,4 @@ __all__ = [
     "Settings",
     "address_key",
     "describe_address",
-    "ensure_file_limit",
 ]

@@ -1,13 +1,13 @@
 """
 The command server's factory, which makes a protocol for each connection and
 owns what they share (the command table's dispatcher, the settings, the
-admission of connections, the counters); the service that drains
-connections at shutdown; and the open-file limit.
+admission of connections, the counters); and the service that drains
+connections at shutdown.  (The open-file limit is
+:mod:`commandproto.ops.descriptors`'.)
 """
 
 from __future__ import annotations
 
-import resource
 from typing import cast
 
 from twisted.application.service import Service
@@ -26,7 +26,7 @@ from zope.interface import implementer
 from ..commands.table import CommandTable, default_commands
 from ..wire.addresses import describe_address
 from ..wire.codec import DEFAULT_MAX_LINE_LENGTH, encode_line
-from .admission import REFUSAL_RESERVE, Admission
+from .admission import Admission
 from .connection import Settings
 from .dispatch import Dispatcher
 from .protocol import CommandServerProtocol
@@ -295,39 +295,3 @@ class LoggingServerEndpoint:
             return port
 
         return self._endpoint.listen(factory).addCallback(listening)
-
-
-def ensure_file_limit(connections: int, others: int = 0, spare: int = 32) -> int:
-    """
-    Raise this process's open-file limit so that ``connections`` clients fit,
-    as far as the hard limit allows (as Redis does for ``maxclients``),
-    beside ``others`` descriptors of other kinds (TLS handshakes in progress)
-    and :data:`~commandproto.server.admission.REFUSAL_RESERVE` for refusing
-    clients over the limit.
-
-    :param spare: descriptors for everything else: listening sockets, log
-        files, the event loop's own.
-    :returns: how many connections the limit now allows for.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    spare += others + REFUSAL_RESERVE
-    wanted = connections + spare
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
-            soft = new_soft
-        except (ValueError, OSError):
-            pass
-    if soft == resource.RLIM_INFINITY:
-        return connections
-    allowed = max(soft - spare, 1)
-    if allowed < connections:
-        log.warn(
-            "open-file limit {soft} allows only about {allowed} of "
-            "--max-connections {connections}: serving at most {allowed}",
-            soft=soft,
-            allowed=allowed,
-            connections=connections,
-        )
-    return min(allowed, connections)

@@ -71,7 +71,8 @@ def make_commands(store: Store | None = None) -> CommandTable:
         ``select`` and ``whoami``.
     """
     store = Store() if store is None else store
-    commands = CommandTable()
+    # The store lives in this process: twistd --workers N would split it.
+    commands = CommandTable(per_process_state=True)
 
     def selected(session: Session) -> dict[str, str]:
         """
