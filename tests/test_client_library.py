@@ -1,0 +1,227 @@
+"""
+The client library on Twisted against the real server factory, in memory
+(iosim), with time from a Clock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+)
+from twisted.internet.task import Clock
+from twisted.test.iosim import (
+    IOPump,
+    makeFakeClient,
+    makeFakeServer,
+)
+from twisted.test.iosim import (
+    connect as pump_between,
+)
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+import commandproto
+from commandproto.client import Client, connect, errors
+from commandproto.commands.table import CommandTable, with_builtins
+from commandproto.server.protocol import CommandServerFactory
+
+
+def slow_commands() -> CommandTable:
+    table = CommandTable()
+
+    @table.command("echo")
+    def echo(text: commandproto.Rest) -> str:
+        return str(text)
+
+    @table.command("never")
+    def never() -> Deferred[str]:
+        return Deferred()
+
+    return table
+
+
+@implementer(IStreamClientEndpoint)
+class MemoryEndpoint:
+    """
+    Connects a client to a new server protocol of ``factory`` in memory.
+    """
+
+    def __init__(self, factory: CommandServerFactory, clock: Clock) -> None:
+        self.factory = factory
+        self.clock = clock
+        self.pumps: list[IOPump] = []
+        self.refuse: Exception | None = None
+
+    def connect(self, client_factory: IProtocolFactory) -> Deferred[IProtocol]:
+        if self.refuse is not None:
+            from twisted.internet.defer import fail
+
+            return fail(self.refuse)
+        server = self.factory.buildProtocol(None)
+        client = client_factory.buildProtocol(None)  # type: ignore[arg-type]
+        assert client is not None
+        pump = pump_between(
+            server,
+            makeFakeServer(server),
+            client,
+            makeFakeClient(client),
+            clock=self.clock,
+        )
+        self.pumps.append(pump)
+        return succeed(client)
+
+    def flush(self) -> None:
+        for _ in range(3):
+            for pump in self.pumps:
+                pump.flush()
+
+
+class LibraryTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.factory = CommandServerFactory(
+            with_builtins(slow_commands()), clock=self.clock, command_timeout=None
+        )
+        self.endpoint = MemoryEndpoint(self.factory, self.clock)
+
+    def connected(self) -> Client:
+        d = connect(self.clock, self.endpoint)
+        self.endpoint.flush()
+        return self.successResultOf(d)
+
+    def result(self, d: Deferred[Any]) -> Any:
+        self.endpoint.flush()
+        return self.successResultOf(d)
+
+
+class ClientTests(LibraryTestCase):
+    def test_request_gets_its_reply(self) -> None:
+        client = self.connected()
+        self.assertEqual(self.result(client.request("Hello")), "Greetings!")
+
+    def test_thousands_pipelined_in_order(self) -> None:
+        client = self.connected()
+        ds = [client.request(f"echo {n}") for n in range(3000)]
+        self.assertEqual(client.pending, 3000)
+        self.endpoint.flush()
+        self.assertEqual(
+            [self.successResultOf(d) for d in ds], [str(n) for n in range(3000)]
+        )
+
+    def test_error_reply_raises_reply_error(self) -> None:
+        client = self.connected()
+        d = client.request("help nope")
+        self.endpoint.flush()
+        failure = self.failureResultOf(d, commandproto.ReplyError)
+        self.assertEqual(failure.value.reply, "Error: no such command: nope")
+
+    def test_unknown_command_raises_unknown_command(self) -> None:
+        client = self.connected()
+        d = client.request("hello")
+        self.endpoint.flush()
+        self.failureResultOf(d, commandproto.UnknownCommand)
+
+    def test_timeout_raises_builtin_timeout_error(self) -> None:
+        client = self.connected()
+        d = client.request("never", timeout=2)
+        self.endpoint.flush()
+        self.assertNoResult(d)
+        self.clock.advance(2)
+        self.failureResultOf(d, TimeoutError)
+
+    def test_after_timeout_next_request_gets_its_own_reply(self) -> None:
+        table = CommandTable()
+        later: list[Deferred[str]] = []
+
+        @table.command("slow")
+        def slow() -> Deferred[str]:
+            later.append(Deferred())
+            return later[-1]
+
+        self.factory = CommandServerFactory(
+            with_builtins(table), clock=self.clock, command_timeout=None
+        )
+        self.endpoint = MemoryEndpoint(self.factory, self.clock)
+        client = self.connected()
+        first = client.request("slow", timeout=1)
+        self.endpoint.flush()
+        self.clock.advance(1)
+        self.failureResultOf(first, TimeoutError)
+        second = client.request("Hello")
+        later[0].callback("late reply")
+        self.assertEqual(self.result(second), "Greetings!")
+
+    def test_cancelled_then_next_request_gets_its_own_reply(self) -> None:
+        table = CommandTable()
+        later: list[Deferred[str]] = []
+
+        @table.command("slow")
+        def slow() -> Deferred[str]:
+            later.append(Deferred())
+            return later[-1]
+
+        self.factory = CommandServerFactory(
+            with_builtins(table), clock=self.clock, command_timeout=None
+        )
+        self.endpoint = MemoryEndpoint(self.factory, self.clock)
+        client = self.connected()
+        first = client.request("slow")
+        self.endpoint.flush()
+        first.cancel()
+        self.failureResultOf(first, CancelledError)
+        second = client.request("Hello")
+        later[0].callback("late reply")
+        self.assertEqual(self.result(second), "Greetings!")
+
+    def test_quit_then_requests_fail_closed(self) -> None:
+        client = self.connected()
+        self.assertEqual(self.result(client.request("quit")), "Closing down")
+        failure = self.failureResultOf(
+            client.request("Hello"), commandproto.ConnectionClosed
+        )
+        self.assertEqual(failure.value.why, errors.QUIT)
+        self.assertIsNone(self.successResultOf(client.when_closed()))
+
+    def test_close_waits_for_outstanding_replies(self) -> None:
+        client = self.connected()
+        d = client.request("Hello")
+        closed = client.close()
+        self.assertEqual(self.result(d), "Greetings!")
+        self.assertIsNone(self.result(closed))
+        self.failureResultOf(client.request("Hello"), commandproto.ConnectionClosed)
+
+    def test_idle_timeout_fails_later_requests_saying_idle(self) -> None:
+        self.factory.idle_timeout = 5
+        client = self.connected()
+        self.clock.advance(5)
+        self.endpoint.flush()
+        failure = self.failureResultOf(
+            client.request("Hello"), commandproto.ConnectionClosed
+        )
+        self.assertEqual(
+            (failure.value.why, str(failure.value)),
+            (errors.IDLE, "connection closed by the server: idle for 5 seconds"),
+        )
+
+    def test_refused_at_connect(self) -> None:
+        self.factory.max_connections = 1
+        self.connected()
+        d = connect(self.clock, self.endpoint)
+        self.endpoint.flush()
+        failure = self.failureResultOf(d, commandproto.ServerRefused)
+        self.assertEqual(str(failure.value), "Error: too many connections (limit is 1)")
+
+    def test_mute_server_connect_times_out(self) -> None:
+        @implementer(IStreamClientEndpoint)
+        class Mute:
+            def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+                return Deferred()
+
+        d = connect(self.clock, Mute(), timeout=3)
+        self.clock.advance(3)
+        self.failureResultOf(d, TimeoutError)
