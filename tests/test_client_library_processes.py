@@ -120,7 +120,7 @@ class AsyncioTests(LibraryProcessTestCase):
     def test_error_replies_raise(self) -> None:
         server = self.start_server()
 
-        async def main() -> tuple[BaseException, BaseException, str]:
+        async def main() -> tuple[object, object, str]:
             async with await connect("127.0.0.1", server.port) as client:
                 unknown, error = await asyncio.gather(
                     client.request("hello"),
@@ -211,7 +211,8 @@ class AsyncioTests(LibraryProcessTestCase):
             await client.wait_closed()
             with self.assertRaises(commandproto.ConnectionClosed) as caught:
                 await client.request("Hello")
-            return caught.exception
+            closed: commandproto.ConnectionClosed = caught.exception
+            return closed
 
         closed = self.run_async(main)
         self.assertEqual(
@@ -228,7 +229,8 @@ class AsyncioTests(LibraryProcessTestCase):
             await client.wait_closed()
             with self.assertRaises(commandproto.ConnectionClosed) as caught:
                 await client.request("Hello")
-            return caught.exception
+            closed: commandproto.ConnectionClosed = caught.exception
+            return closed
 
         closed = self.run_async(main)
         self.assertEqual(
