@@ -26,7 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 import commandproto
-from commandproto.client import Client, connect, errors
+from commandproto.client import Client, Pool, connect, errors
 from commandproto.commands.table import CommandTable, with_builtins
 from commandproto.server.protocol import CommandServerFactory
 
@@ -225,3 +225,95 @@ class ClientTests(LibraryTestCase):
         d = connect(self.clock, Mute(), timeout=3)
         self.clock.advance(3)
         self.failureResultOf(d, TimeoutError)
+
+
+class PoolTests(LibraryTestCase):
+    def slow_server(self) -> list[Deferred[str]]:
+        table = CommandTable()
+        later: list[Deferred[str]] = []
+
+        @table.command("slow")
+        def slow() -> Deferred[str]:
+            later.append(Deferred())
+            return later[-1]
+
+        self.factory = CommandServerFactory(
+            with_builtins(table), clock=self.clock, command_timeout=None
+        )
+        self.endpoint = MemoryEndpoint(self.factory, self.clock)
+        return later
+
+    def test_at_most_size_connections_and_the_rest_wait(self) -> None:
+        later = self.slow_server()
+        pool = Pool(self.clock, self.endpoint, size=2)
+        slow = [pool.request("slow") for _ in range(2)]
+        hello = pool.request("Hello")
+        self.endpoint.flush()
+        self.assertEqual((pool.connections, pool.waiting), (2, 1))
+        self.assertNoResult(hello)
+        later[0].callback("done")
+        self.assertEqual(self.result(slow[0]), "done")
+        self.assertEqual(self.result(hello), "Greetings!")
+        self.assertEqual(len(self.endpoint.pumps), 2)
+
+    def test_waiting_request_times_out(self) -> None:
+        self.slow_server()
+        pool = Pool(self.clock, self.endpoint, size=1)
+        pool.request("slow")
+        hello = pool.request("Hello", timeout=1)
+        self.endpoint.flush()
+        self.clock.advance(1)
+        self.failureResultOf(hello, TimeoutError)
+        self.assertEqual(pool.waiting, 0)
+
+    def test_timed_out_request_takes_its_connection_with_it(self) -> None:
+        later = self.slow_server()
+        pool = Pool(self.clock, self.endpoint, size=1)
+        slow = pool.request("slow", timeout=1)
+        self.endpoint.flush()
+        self.clock.advance(1)
+        self.failureResultOf(slow, TimeoutError)
+        hello = pool.request("Hello")
+        self.endpoint.flush()
+        later[0].callback("late")
+        self.assertEqual(self.result(hello), "Greetings!")
+        self.assertEqual(len(self.endpoint.pumps), 2)
+
+    def test_dead_connection_is_replaced(self) -> None:
+        pool = Pool(self.clock, self.endpoint, size=1)
+        self.assertEqual(self.result(pool.request("Hello")), "Greetings!")
+        # The server drops the connection.
+        self.endpoint.pumps[0].server.transport.loseConnection()
+        self.endpoint.flush()
+        self.assertEqual(pool.connections, 0)
+        self.assertEqual(self.result(pool.request("Hello")), "Greetings!")
+        self.assertEqual(len(self.endpoint.pumps), 2)
+
+    def test_request_on_a_connection_that_dies_is_not_sent_again(self) -> None:
+        self.slow_server()
+        pool = Pool(self.clock, self.endpoint, size=1)
+        slow = pool.request("slow")
+        self.endpoint.flush()
+        self.endpoint.pumps[0].server.transport.abortConnection()
+        self.endpoint.flush()
+        failure = self.failureResultOf(slow, commandproto.ConnectionClosed)
+        self.assertEqual(failure.value.why, errors.LOST)
+        self.assertEqual(len(self.endpoint.pumps), 1)
+
+    def test_connect_failure_fails_the_request_and_frees_its_place(self) -> None:
+        pool = Pool(self.clock, self.endpoint, size=1)
+        self.endpoint.refuse = ConnectionRefusedError()
+        self.failureResultOf(pool.request("Hello"), ConnectionRefusedError)
+        self.assertEqual(pool.connections, 0)
+        self.endpoint.refuse = None
+        self.assertEqual(self.result(pool.request("Hello")), "Greetings!")
+
+    def test_close_fails_waiting_requests(self) -> None:
+        self.slow_server()
+        pool = Pool(self.clock, self.endpoint, size=1)
+        pool.request("slow")
+        waiting = pool.request("Hello")
+        self.endpoint.flush()
+        pool.close()
+        self.failureResultOf(waiting, commandproto.ConnectionClosed)
+        self.failureResultOf(pool.request("Hello"), commandproto.ConnectionClosed)
