@@ -44,6 +44,22 @@ class _Protocol(asyncio.Protocol):
         self.core: ClientCore[asyncio.Future[str]] = ClientCore(max_reply_length)
         self.lost: asyncio.Future[None] = loop.create_future()
         self.transport: asyncio.Transport | None = None
+        self._out: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        """
+        Send bytes soon: what is sent in one turn of the loop goes out in
+        one write (one system call, not one per request).
+        """
+        out = self._out
+        out.append(data)
+        if len(out) == 1:
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(out))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -133,7 +149,7 @@ class Client:
         except (ConnectionClosed, ValueError) as e:
             future.set_exception(e)
             return future
-        self._transport.write(data)
+        self._protocol.send(data)
         if timeout is not None:
             timer = self._loop.call_later(timeout, _expire, future, timeout)
             future.add_done_callback(lambda _: timer.cancel())

@@ -48,6 +48,22 @@ class ClientProtocol(Protocol):
         self.core: ClientCore[Deferred[str]] = ClientCore(max_reply_length)
         self.lost = False
         self._lost_waiters: list[Deferred[None]] = []
+        self._out: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        """
+        Send bytes soon: what is sent in one turn of the reactor goes to the
+        transport in one write.
+        """
+        out = self._out
+        out.append(data)
+        if len(out) == 1:
+            self.clock.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if not self.lost:
+            self.transport.write(b"".join(out))
 
     transport: Any
 
@@ -147,7 +163,7 @@ class Client:
             data = self._core.request(line, d)
         except (ConnectionClosed, ValueError) as e:
             return fail(e)
-        self._transport.write(data)
+        self._protocol.send(data)
         if timeout is not None:
             call = self._clock.callLater(timeout, self._expire, d, timeout)
             d.addBoth(_cancel_call, call)
