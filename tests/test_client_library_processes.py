@@ -203,6 +203,17 @@ class AsyncioTests(LibraryProcessTestCase):
 
         self.assertEqual(self.run_async(main), ("Closing down", errors.QUIT))
 
+    def test_close_waits_for_outstanding_replies(self) -> None:
+        server = self.start_server()
+
+        async def main() -> tuple[str, bool]:
+            client = await connect("127.0.0.1", server.port)
+            waiting = client.request("wait 0.2")
+            await client.close()
+            return await waiting, client.usable
+
+        self.assertEqual(self.run_async(main), ("waited 0.2", False))
+
     def test_idle_close_says_idle(self) -> None:
         server = self.start_server("--idle-timeout", "0.3")
 
@@ -378,6 +389,21 @@ class TLSTests(LibraryProcessTestCase):
             return await client.request("Hello")
             """,
             endpoint=f"tls:localhost:{server.port}:trustRoots={self.dir}/trust",
+        )
+        self.assertEqual(reply, "Greetings!")
+
+    def test_twisted_mutual_tls(self) -> None:
+        server = self.start_server(
+            "--listen",
+            f"mtls:0:interface=127.0.0.1:{self.keys}:caCerts={self.dir}/ca.pem",
+        )
+        reply = self.run_twisted(
+            """
+            client = await connect(reactor, values["endpoint"])
+            return await client.request("Hello")
+            """,
+            endpoint=f"tls:localhost:{server.port}:trustRoots={self.dir}/trust"
+            f":certificate={self.dir}/client.pem:privateKey={self.dir}/client.key",
         )
         self.assertEqual(reply, "Greetings!")
 
