@@ -27,8 +27,8 @@ gives.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
-from typing import Generic, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import Generic, TypeVar, cast
 
 from ..commands.table import (
     CLOSING,
@@ -40,7 +40,7 @@ from ..commands.table import (
     UNKNOWN_COMMAND,
     unsolicited_kind,
 )
-from ..wire.codec import OVERLONG, LineFramer, escape_controls, is_one_line
+from ..wire.codec import OVERLONG, LineFramer, Overlong, escape_controls, is_one_line
 from . import errors
 from .errors import (
     ConnectionClosed,
@@ -51,6 +51,8 @@ from .errors import (
 )
 
 W = TypeVar("W")
+
+_QUIT = QUIT.encode("utf-8")
 
 MAX_REPLY_LENGTH = 1024 * 1024
 """
@@ -183,6 +185,41 @@ class ClientCore(Generic[W]):
                 "connection closed by the client", errors.CLOSED
             )
 
+    def expect(self, lines: Iterable[bytes], waiter: W) -> None:
+        """
+        Count requests that the caller encoded and sent itself (the
+        command-line client sends each line as typed, in any encoding).
+
+        :param lines: the request lines sent, without terminators, in order.
+        :param waiter: what to hand back with each of their replies.
+        """
+        for line in lines:
+            if line == _QUIT:
+                self._quits.append(self._sent)
+            self._sent += 1
+            self._pending.append(waiter)
+
+    @property
+    def buffered(self) -> int:
+        """
+        How many bytes of an unfinished reply line are held back.
+        """
+        return self._framer.buffered
+
+    @property
+    def quit_answered(self) -> bool:
+        """
+        Whether the server answered our ``quit`` (``Closing down``).
+        """
+        return self._quit_answered
+
+    @property
+    def last_word(self) -> str | None:
+        """
+        The line the server sent on its own before closing, once known.
+        """
+        return self._last_word
+
     def receive_data(self, data: bytes) -> list[tuple[W, Outcome]]:
         """
         Bytes from the server, split anywhere.
@@ -193,21 +230,44 @@ class ClientCore(Generic[W]):
             reply (:class:`ProtocolError`).
         """
         frames = self._framer.feed(data)
+        if not frames:
+            return []
+        items: list[str | Overlong]
+        if OVERLONG in frames:
+            items = [
+                frame if frame is OVERLONG else frame.decode("utf-8", "replace")
+                for frame in frames
+            ]
+        else:
+            # One decode for the whole read: no frame holds a LF, and an
+            # invalid sequence cannot run across one.
+            joined = b"\n".join(cast(list[bytes], frames))
+            items = list(joined.decode("utf-8", "replace").split("\n"))
+        return self._receive(items)
+
+    def receive_lines(self, texts: Iterable[str]) -> list[tuple[W, Outcome]]:
+        """
+        Reply lines the caller framed itself (the seed's wire format, where
+        one read is one reply), as :meth:`receive_data`.
+        """
+        return self._receive(texts)
+
+    def _receive(self, items: Iterable[str | Overlong]) -> list[tuple[W, Outcome]]:
         answered: list[tuple[W, Outcome]] = []
-        if not frames or self._last_word is not None or self.broken is not None:
+        if self._last_word is not None or self.broken is not None:
             return answered
-        for frame in frames:
+        for text in items:
             if self._held is not None:
                 # Another line came: the held one was a reply after all.
                 held, self._held = self._held, None
                 self._answer(held, answered)
-            if frame is OVERLONG:
+            if text is OVERLONG:
                 self._answer_with(
                     ProtocolError(f"reply longer than {self._max_reply_length} bytes"),
                     answered,
                 )
                 continue
-            text = frame.decode("utf-8", "replace")
+            assert isinstance(text, str)
             if text == CLOSING or text.startswith(ERROR_PREFIX):
                 kind = unsolicited_kind(text)
                 if kind is not None and not (
