@@ -27,7 +27,8 @@ gives.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
+from itertools import repeat
 from typing import Generic, TypeVar, cast
 
 from ..commands.table import (
@@ -118,7 +119,11 @@ class ClientCore(Generic[W]):
     def __init__(self, max_reply_length: int = MAX_REPLY_LENGTH) -> None:
         self._framer = LineFramer(max_reply_length)
         self._max_reply_length = max_reply_length
-        self._pending: deque[W] = deque()
+        # The waiters of every request not yet answered are
+        # _waiting[_answered - _dropped:]: a list and an index, so that a
+        # read's replies take their waiters in one slice.
+        self._waiting: list[W] = []
+        self._dropped = 0
         # Sequence numbers of our quit requests, and how many replies came.
         self._quits: deque[int] = deque()
         self._sent = 0
@@ -135,7 +140,7 @@ class ClientCore(Generic[W]):
         """
         How many requests await their replies (those given up on included).
         """
-        return len(self._pending)
+        return self._sent - self._answered
 
     @property
     def closing(self) -> bool:
@@ -148,7 +153,7 @@ class ClientCore(Generic[W]):
         """
         The waiters of the requests outstanding, oldest first.
         """
-        return iter(self._pending)
+        return iter(self._waiting[self._answered - self._dropped :])
 
     def request(self, line: str, waiter: W) -> bytes:
         """
@@ -171,7 +176,7 @@ class ClientCore(Generic[W]):
                 "connection closing: quit was sent", errors.QUIT
             )
         self._sent += 1
-        self._pending.append(waiter)
+        self._waiting.append(waiter)
         return line.encode("utf-8") + b"\r\n"
 
     def close(self) -> None:
@@ -193,11 +198,15 @@ class ClientCore(Generic[W]):
         :param lines: the request lines sent, without terminators, in order.
         :param waiter: what to hand back with each of their replies.
         """
-        for line in lines:
-            if line == _QUIT:
-                self._quits.append(self._sent)
-            self._sent += 1
-            self._pending.append(waiter)
+        if not isinstance(lines, Collection) or _QUIT in lines:
+            for line in lines:
+                if line == _QUIT:
+                    self._quits.append(self._sent)
+                self._sent += 1
+                self._waiting.append(waiter)
+        else:
+            self._sent += len(lines)
+            self._waiting.extend(repeat(waiter, len(lines)))
 
     @property
     def buffered(self) -> int:
@@ -241,8 +250,11 @@ class ClientCore(Generic[W]):
         else:
             # One decode for the whole read: no frame holds a LF, and an
             # invalid sequence cannot run across one.
-            joined = b"\n".join(cast(list[bytes], frames))
-            items = list(joined.decode("utf-8", "replace").split("\n"))
+            text = b"\n".join(cast(list[bytes], frames)).decode("utf-8", "replace")
+            texts = text.split("\n")
+            if self._plain(texts, text):
+                return self._answer_all(texts)
+            items = list(texts)
         return self._receive(items)
 
     def receive_lines(self, texts: Iterable[str]) -> list[tuple[W, Outcome]]:
@@ -250,7 +262,50 @@ class ClientCore(Generic[W]):
         Reply lines the caller framed itself (the seed's wire format, where
         one read is one reply), as :meth:`receive_data`.
         """
+        if isinstance(texts, list) and self._plain(texts, "\n".join(texts)):
+            return self._answer_all(texts)
         return self._receive(texts)
+
+    def _plain(self, texts: list[str], joined: str) -> bool:
+        # The common case, decided at C speed: every line answers the next
+        # request, none answers a quit, none is an error or could be a line
+        # the server sends on its own.
+        n = len(texts)
+        return (
+            self._held is None
+            and self._last_word is None
+            and self.broken is None
+            and n <= self._sent - self._answered
+            and (not self._quits or self._quits[0] >= self._answered + n)
+            and CLOSING not in texts
+            and UNKNOWN_COMMAND not in texts
+            and not joined.startswith(ERROR_PREFIX)
+            and "\n" + ERROR_PREFIX not in joined
+        )
+
+    def _take(self, n: int) -> list[W]:
+        # The waiters of the next n replies.
+        start = self._answered - self._dropped
+        waiters = self._waiting[start : start + n]
+        self._answered += n
+        start += n
+        if start > 1024 and start * 2 > len(self._waiting):
+            del self._waiting[:start]
+            self._dropped += start
+        return waiters
+
+    def _answer_all(self, texts: list[str]) -> list[tuple[W, Outcome]]:
+        return list(zip(self._take(len(texts)), texts, strict=True))
+
+    def receive_replies(self, texts: list[str]) -> list[Outcome]:
+        """
+        As :meth:`receive_lines`, for a caller that needs no waiters back
+        (the command-line client counts its requests): only the outcomes.
+        """
+        if self._plain(texts, "\n".join(texts)):
+            self._take(len(texts))
+            return cast(list[Outcome], texts)
+        return [outcome for _, outcome in self._receive(texts)]
 
     def _receive(self, items: Iterable[str | Overlong]) -> list[tuple[W, Outcome]]:
         answered: list[tuple[W, Outcome]] = []
@@ -273,7 +328,7 @@ class ClientCore(Generic[W]):
                 if kind is not None and not (
                     kind == CLOSING and self._quits and self._quits[0] == self._answered
                 ):
-                    if not self._pending:
+                    if self._sent == self._answered:
                         self._server_said_last_word(text)
                         break
                     self._held = text
@@ -290,7 +345,7 @@ class ClientCore(Generic[W]):
         self._answer_with(reply_outcome(text), answered)
 
     def _answer_with(self, outcome: Outcome, answered: list[tuple[W, Outcome]]) -> None:
-        if not self._pending:
+        if self._sent == self._answered:
             self.broken = ConnectionClosed(
                 "the server sent more replies than requests: protocol error "
                 "(is it a commandproto server?)",
@@ -298,8 +353,7 @@ class ClientCore(Generic[W]):
             )
             self.ended = self.ended or self.broken
             return
-        self._answered += 1
-        answered.append((self._pending.popleft(), outcome))
+        answered.append((self._take(1)[0], outcome))
 
     def _server_said_last_word(self, text: str) -> None:
         self._last_word = text
@@ -336,6 +390,5 @@ class ClientCore(Generic[W]):
                 errors.LOST,
             )
         self.ended = exception
-        waiters = list(self._pending)
-        self._pending.clear()
+        waiters = self._take(self._sent - self._answered)
         return exception, waiters
