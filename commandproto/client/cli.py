@@ -268,7 +268,10 @@ class ClientSession:
     A line the server sends on its own (:func:`unsolicited_kind`: too many
     connections, idle, ``Closing down`` that does not answer our ``quit``)
     is never taken as a reply: it is the server's last line before it
-    closes, and says why.
+    closes, and says why.  Which line answers which request, and which is
+    the server's last word, the library's
+    :class:`~commandproto.client.core.ClientCore` decides, as for every
+    client of the library.
 
     The session's life is one explicit :class:`_State`.  The events are its
     public methods (:meth:`connected`, :meth:`input_ended`,
