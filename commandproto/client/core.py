@@ -166,7 +166,8 @@ class ClientCore(Generic[W]):
         :raises ConnectionClosed: if no request may be sent any more.
         """
         if self.ended is not None:
-            raise self.ended
+            # Raised again and again: drop the last raise's traceback.
+            raise self.ended.with_traceback(None)
         if not is_one_line(line):
             raise ValueError(f"a request is one line, not {line!r}")
         if line == QUIT:
