@@ -3,8 +3,10 @@ commandproto: a small line-based command server and client on Twisted, and a
 framework for line-based command services.
 
 The public API: the command table and what handlers use (``Rest``,
-``Session``, ``CommandError``, ``Reply``), the line codec and the server
-factory.  Test helpers live in :mod:`commandproto.testing`.
+``Session``, ``CommandError``, ``Reply``), the line codec, the server
+factory, and what the client library raises (``ReplyError``...; the client
+itself is :mod:`commandproto.client` on Twisted and
+:mod:`commandproto.asyncio`).  Test helpers live in :mod:`commandproto.testing`.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -12,6 +14,13 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__ as __version__
 
 if TYPE_CHECKING:
+    from .client.errors import (
+        ConnectionClosed,
+        ProtocolError,
+        ReplyError,
+        ServerRefused,
+        UnknownCommand,
+    )
     from .commands.table import (
         CLOSING,
         GREETING,
@@ -50,6 +59,11 @@ _EXPORTS = {
     "encode_line": "wire.codec",
     "CommandServerFactory": "server.factory",
     "CommandServerProtocol": "server.protocol",
+    "ConnectionClosed": "client.errors",
+    "ProtocolError": "client.errors",
+    "ReplyError": "client.errors",
+    "ServerRefused": "client.errors",
+    "UnknownCommand": "client.errors",
 }
 
 
@@ -79,10 +93,15 @@ __all__ = [
     "CommandServerFactory",
     "CommandServerProtocol",
     "CommandTable",
+    "ConnectionClosed",
     "LineFramer",
+    "ProtocolError",
     "Reply",
+    "ReplyError",
     "Rest",
+    "ServerRefused",
     "Session",
+    "UnknownCommand",
     "constant",
     "decode_line",
     "default_commands",

@@ -885,6 +885,22 @@ class LifecycleTests(SynchronousTestCase):
             ["commandproto: connection to test-server closed: the server shut down"],
         )
 
+    def test_reply_that_looks_like_closing_down_then_another_is_a_reply(self) -> None:
+        # A command may answer "Closing down"; the next line shows that the
+        # server is not shutting down, however the reads split them.
+        wired = Wired()
+        wired.connect()
+        wired.session.send_lines([b"echo Closing down", b"Hello"])
+        wired.session.replies_received([CLOSING])
+        wired.session.replies_received([GREETING])
+        wired.session.input_ended()
+        wired.close()
+        self.assertEqual(
+            wired.stdout.text(),
+            f"Server response: {CLOSING}\nServer response: {GREETING}\n",
+        )
+        self.assertEqual((wired.exit_codes, wired.errors), ([EXIT_OK], []))
+
     def test_closing_down_answering_our_quit_exits_0(self) -> None:
         wired = Wired()
         wired.connect()

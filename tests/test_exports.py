@@ -20,7 +20,7 @@ class ExportsTests(SynchronousTestCase):
         self.assertEqual(len(commandproto.__all__), len(set(commandproto.__all__)))
 
     def test_exports_come_from_the_role_subpackages(self) -> None:
-        roles = ("wire", "commands", "server")
+        roles = ("wire", "commands", "server", "client")
         for name in commandproto.__all__:
             value = getattr(commandproto, name)
             module = getattr(value, "__module__", None)

@@ -57,7 +57,6 @@ from ..commands.table import (
     CLOSING,
     ERROR_PREFIX,
     HELP,
-    QUIT,
     default_commands,
     is_error_reply,
     parse_help,
@@ -70,8 +69,9 @@ from .connect import (
     describe_failure,
     make_endpoint,
 )
+from .core import ClientCore
+from .errors import ReplyError
 
-_QUIT = QUIT.encode("utf-8")
 PROMPT = "Execute command: "
 RESPONSE_PREFIX = "Server response: "
 PROGRAM = "commandproto"
@@ -248,6 +248,7 @@ class _State(Enum):
 
 
 _ENDED = (_State.FINISHING, _State.EXITED)
+_LIVE = (_State.RUNNING, _State.DRAINING, _State.CLOSED, _State.SERVER_CLOSING)
 
 
 @implementer(IPushProducer)
@@ -293,7 +294,10 @@ class ClientSession:
     A line the server sends on its own (:func:`unsolicited_kind`: too many
     connections, idle, ``Closing down`` that does not answer our ``quit``)
     is never taken as a reply: it is the server's last line before it
-    closes, and says why.
+    closes, and says why.  Which line answers which request, and which is
+    the server's last word, the library's
+    :class:`~commandproto.client.core.ClientCore` decides, as for every
+    client of the library.
 
     The session's life is one explicit :class:`_State`.  The events are its
     public methods (:meth:`connected`, :meth:`input_ended`,
@@ -430,9 +434,9 @@ class ClientSession:
         self._rounds_sent = 0
         self._next_round: IDelayedCall | None = None
         self._reply_timer: IDelayedCall | None = None
-        self._sent = 0
-        self._answered = 0
-        self._quits: deque[int] = deque()
+        # Which requests are on the wire, which line answers which, and
+        # which lines the server sent on its own: the library's core.
+        self._core: ClientCore[None] = ClientCore(MAX_REPLY_LENGTH)
         self._prompt_shown = False
         self._saw_error = False
         self._dropped = ""
@@ -487,6 +491,7 @@ class ClientSession:
             transport.loseConnection()
             return
         self._server = transport
+        self._core = ClientCore(MAX_REPLY_LENGTH)
         self.partial_reply = False
         if self._state is _State.CONNECTING:
             self._state = _State.RUNNING
@@ -502,8 +507,6 @@ class ClientSession:
             self._hidden += 1
             self._unsent.appendleft(HELP.encode("utf-8"))
             self._outstanding += 1
-            self._sent += 1
-            self._quits = deque(position + 1 for position in self._quits)
         self._pump()
         if self._script is not None and self._rounds_sent == 0:
             self._send_round()
@@ -538,15 +541,11 @@ class ClientSession:
             case _:
                 return
         self._prompt_shown = False
-        if _QUIT in lines:
-            self._quits.extend(
-                self._sent + index for index, line in enumerate(lines) if line == _QUIT
-            )
-        self._sent += len(lines)
         self._outstanding += len(lines)
         server = self._server
         if server is not None and not self._legacy and not self._unsent:
             # The common case, kept short: a pipelined batch in one write.
+            self._core.expect(lines, None)
             server.write(CRLF.join(lines) + CRLF)
             self._start_reply_timer()
         else:
@@ -565,8 +564,11 @@ class ClientSession:
             # The seed's server reads whatever has arrived as one command.
             if self._in_flight() > 0:
                 return
-            server.write(unsent.popleft() + self._terminator)
+            line = unsent.popleft()
+            self._core.expect((line,), None)
+            server.write(line + self._terminator)
         else:
+            self._core.expect(unsent, None)
             server.write(CRLF.join(unsent) + CRLF)
             unsent.clear()
         self._start_reply_timer()
@@ -599,31 +601,27 @@ class ClientSession:
         """
         Lines from the server: replies to the oldest outstanding requests,
         in order, perhaps ended by a line the server sends on its own before
-        it closes the connection.
+        it closes the connection.  The library's core
+        (:class:`~commandproto.client.core.ClientCore`) tells which is which,
+        as for every client of the library.
         """
         if not texts or self._state in _ENDED:
             return
-        # A line the server sends on its own is the last it sends.
-        last = texts[-1]
-        kind = (
-            unsolicited_kind(last)
-            if last == CLOSING or last.startswith(ERROR_PREFIX)
-            else None
-        )
-        answered_quit = kind == CLOSING and self._answers_our_quit(
-            self._answered + len(texts) - 1
-        )
-        if kind is not None and not answered_quit:
-            texts = texts[:-1]
-        else:
-            kind = None
-        in_flight = self._in_flight()
-        extra = len(texts) > in_flight
-        if extra:
-            # More replies than requests: not a server we can believe.
-            texts = texts[:in_flight]
+        core = self._core
+        quit_answered = core.quit_answered
+        last_word = core.last_word
+        replies = core.receive_replies(texts)
+        if set(map(type, replies)) - {str}:
+            # Error replies come as exceptions; print their lines.
+            replies = [
+                reply if type(reply) is str else cast(ReplyError, reply).reply
+                for reply in replies
+            ]
+        texts = cast(list[str], replies)
+        extra = core.broken is not None
+        last = core.last_word if last_word is None else None
+        answered_quit = core.quit_answered and not quit_answered
         answered = len(texts)
-        self._answered += answered
         self._outstanding -= answered
         if self._hidden:
             for text in texts[: self._hidden]:
@@ -639,8 +637,8 @@ class ClientSession:
                 "error (is it a commandproto server?)"
             )
             return
-        if kind is not None:
-            self._server_dropping(kind, last)
+        if last is not None:
+            self._server_dropping(last)
         elif answered_quit:
             self._closing_down()
         else:
@@ -649,13 +647,6 @@ class ClientSession:
                 self._all_answered()
         self._restart_reply_timer()
         self._update_flow()
-
-    def _answers_our_quit(self, position: int) -> bool:
-        # "Closing down" ends the session well only as the reply to our quit;
-        # anywhere else the server is shutting down under us.
-        while self._quits and self._quits[0] < position:
-            self._quits.popleft()
-        return bool(self._quits) and self._quits[0] == position
 
     def _all_answered(self) -> None:
         # No request awaits its reply.
@@ -683,7 +674,7 @@ class ClientSession:
                 # We closed after our quit was answered, or it is all over.
                 pass
 
-    def _server_dropping(self, kind: str, text: str) -> None:
+    def _server_dropping(self, text: str) -> None:
         # The server sent its last line on its own, and closes.
         match self._state:
             case (
@@ -749,6 +740,12 @@ class ClientSession:
         self._server = None
         self._server_full = False
         self._cancel_reply_timer()
+        last_word = self._core.last_word
+        ended, _ = self._core.connection_lost()
+        if last_word is None and ended.line is not None and self._state in _LIVE:
+            # The server's last line came while requests were outstanding:
+            # only the connection's end shows it was not a reply.
+            self._server_dropping(ended.line)
         if self._output_producer and IConsumer.providedBy(self._output):
             self._output_producer = False
             IConsumer(self._output).unregisterProducer()
@@ -769,7 +766,6 @@ class ClientSession:
         # reconnects.  Replies still owed will never come.
         lost = self._in_flight()
         self._outstanding -= lost
-        self._answered += lost
         self._hidden = 0
         self._state = _State.DISCONNECTED
         if self.interactive:

@@ -8,6 +8,7 @@ connections at shutdown.  (The open-file limit is
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import cast
 
 from twisted.application.service import Service
@@ -157,7 +158,8 @@ class CommandServerFactory(Factory):
         protocol.factory = self
         return protocol
 
-    # -- the settings, where they live
+    # -- the settings, where they live: set here, they apply to connections
+    # made from now on (the limits of the dispatcher and admission at once)
 
     @property
     def commands(self) -> CommandTable:
@@ -171,41 +173,81 @@ class CommandServerFactory(Factory):
     def max_line_length(self) -> int:
         return self.dispatcher.max_line_length
 
+    @max_line_length.setter
+    def max_line_length(self, value: int) -> None:
+        self.dispatcher.max_line_length = value
+
     @property
     def command_timeout(self) -> float | None:
         return self.dispatcher.command_timeout
+
+    @command_timeout.setter
+    def command_timeout(self, value: float | None) -> None:
+        self.dispatcher.command_timeout = value
 
     @property
     def slow_threshold(self) -> float | None:
         return self.dispatcher.slow_threshold
 
+    @slow_threshold.setter
+    def slow_threshold(self, value: float | None) -> None:
+        self.dispatcher.slow_threshold = value
+
     @property
     def idle_timeout(self) -> float | None:
         return self.settings.idle_timeout
+
+    @idle_timeout.setter
+    def idle_timeout(self, value: float | None) -> None:
+        self.settings = replace(self.settings, idle_timeout=value)
 
     @property
     def line_timeout(self) -> float | None:
         return self.settings.line_timeout
 
+    @line_timeout.setter
+    def line_timeout(self, value: float | None) -> None:
+        self.settings = replace(self.settings, line_timeout=value)
+
     @property
     def handshake_timeout(self) -> float | None:
         return self.settings.handshake_timeout
+
+    @handshake_timeout.setter
+    def handshake_timeout(self, value: float | None) -> None:
+        self.settings = replace(self.settings, handshake_timeout=value)
 
     @property
     def max_unanswered(self) -> int:
         return self.settings.max_unanswered
 
+    @max_unanswered.setter
+    def max_unanswered(self, value: int) -> None:
+        self.settings = replace(self.settings, max_unanswered=value)
+
     @property
     def max_connections(self) -> int:
         return self.admission.max_connections
+
+    @max_connections.setter
+    def max_connections(self, value: int) -> None:
+        self.admission.max_connections = value
 
     @property
     def max_connections_per_address(self) -> int | None:
         return self.admission.max_connections_per_address
 
+    @max_connections_per_address.setter
+    def max_connections_per_address(self, value: int | None) -> None:
+        self.admission.max_connections_per_address = value
+
     @property
     def max_handshakes(self) -> int:
         return self.admission.max_handshakes
+
+    @max_handshakes.setter
+    def max_handshakes(self, value: int) -> None:
+        self.admission.max_handshakes = value
 
     @property
     def connections(self) -> set[CommandServerProtocol]:
