@@ -1,12 +1,12 @@
 """
-The README's examples of commands of your own, run as written: the module
-its code blocks build and the complete test it shows.
+The examples that README.rst and the manual's tutorial tell a reader to run,
+run as written: the modules their code blocks build, the tests they show,
+and the transcripts of what the server answers.
 """
 
 from __future__ import annotations
 
-import os
-import re
+import doctest
 import sys
 import types
 from collections.abc import Callable
@@ -14,61 +14,69 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from commandproto import CommandTable
 from commandproto.testing import CommandTester
 
-README = os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.rst")
+from ._docs import literal_blocks, read, transcript
+
+TUTORIAL = "docs/tutorial/index.rst"
 
 
-def code_blocks() -> list[str]:
+def module_from(name: str, blocks: list[str], path: str) -> types.ModuleType:
     """
-    Every literal block of the README (the indented text after ``::``).
+    ``name``: the block that starts ``# name.py``, and every later block that
+    adds a command to it.
     """
-    with open(README) as f:
-        text = f.read()
-    blocks = []
-    for match in re.finditer(r"::\n\n((?:    .*\n|\n)+)", text):
-        lines = match.group(1).splitlines()
-        blocks.append("\n".join(line[4:] for line in lines).strip() + "\n")
-    return blocks
-
-
-def readme_module() -> types.ModuleType:
-    """
-    ``myapp``: the README's first block, and every later block that adds a
-    command to it.
-    """
-    blocks = code_blocks()
-    source = [b for b in blocks if b.startswith("# myapp.py")]
+    source = [b for b in blocks if b.startswith(f"# {name}.py")]
     source += [
-        b for b in blocks if "@commands.command(" in b and not b.startswith("# myapp")
+        b for b in blocks if "@commands.command(" in b and not b.startswith("# ")
     ]
-    module = types.ModuleType("myapp")
-    exec(compile("\n".join(source), "README.rst (myapp)", "exec"), module.__dict__)
+    module = types.ModuleType(name)
+    exec(compile("\n".join(source), f"{path} ({name})", "exec"), module.__dict__)
     return module
 
 
-class ReadmeExampleTests(SynchronousTestCase):
+def check_transcript(
+    case: SynchronousTestCase, pairs: list[tuple[str, str]], *tables: CommandTable
+) -> None:
     """
-    The README's command module and its test, as written.
+    Each request of a transcript gets the reply it shows (``stats``, whose
+    numbers vary, only its shape).
+    """
+    case.assertTrue(pairs)
+    client = CommandTester(*tables).connect()
+    for request, reply in pairs:
+        if request == "stats":
+            case.assertEqual(client.request(request).split("=")[0], reply.split("=")[0])
+        else:
+            case.assertEqual((request, client.request(request)), (request, reply))
+
+
+class TutorialTests(SynchronousTestCase):
+    """
+    The tutorial's command module, its transcript, its test and its use from
+    code, as written.
     """
 
     def setUp(self) -> None:
-        self.myapp = readme_module()
+        self.blocks = literal_blocks(read(TUTORIAL))
+        self.myapp = module_from("myapp", self.blocks, TUTORIAL)
         sys.modules["myapp"] = self.myapp
         self.addCleanup(sys.modules.pop, "myapp", None)
 
     def test_transcript(self) -> None:
+        [shown] = [b for b in self.blocks if b.startswith("-> echo")]
+        pairs = transcript(shown)
+        # Its help line was written before wait and select join the module.
+        *pairs, (request, reply) = pairs
+        check_transcript(self, pairs, self.myapp.commands)
         client = CommandTester(self.myapp.commands).connect()
-        self.assertEqual(client.request("echo hello  world"), "hello  world")
-        self.assertEqual(client.request("add 2 40"), "42")
-        self.assertEqual(client.request("add two 40"), "Error: usage: add A B")
-        self.assertEqual(client.request("help add"), "add A B - Add two integers.")
-        self.assertTrue(client.request("help").endswith(", echo, add, wait, select"))
+        self.assertEqual(client.request(request), reply + ", wait, select")
 
-    def test_readme_test_passes(self) -> None:
-        (test_source,) = [b for b in code_blocks() if b.startswith("# test_myapp.py")]
+    def test_tutorial_test_passes(self) -> None:
+        (test_source,) = [b for b in self.blocks if b.startswith("# test_myapp.py")]
         namespace: dict[str, Any] = {}
-        exec(compile(test_source, "README.rst (test_myapp)", "exec"), namespace)
+        exec(compile(test_source, f"{TUTORIAL} (test_myapp)", "exec"), namespace)
         tests = {
             name: test
             for name, test in namespace.items()
@@ -78,3 +86,43 @@ class ReadmeExampleTests(SynchronousTestCase):
         make: Callable[..., CommandTester] = CommandTester
         for test in tests.values():
             test(make)
+
+    def test_use_from_code(self) -> None:
+        parser = doctest.DocTestParser()
+        test = parser.get_doctest(read(TUTORIAL), {}, TUTORIAL, TUTORIAL, 0)
+        self.assertTrue(test.examples)
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        result = runner.run(test, out=lambda text: None)
+        self.assertEqual((result.failed, result.attempted), (0, len(test.examples)))
+
+
+class ReadmeTests(SynchronousTestCase):
+    """
+    The README's protocol transcript and its command of your own.
+    """
+
+    def setUp(self) -> None:
+        self.blocks = literal_blocks(read("README.rst"))
+
+    def test_protocol_transcript(self) -> None:
+        [shown] = [b for b in self.blocks if b.startswith("-> Hello")]
+        check_transcript(self, transcript(shown), CommandTable())
+
+    def test_command_of_your_own(self) -> None:
+        greet = module_from("greet", self.blocks, "README.rst")
+        [shown] = [b for b in self.blocks if b.startswith("-> greet")]
+        check_transcript(self, transcript(shown), greet.commands)
+
+    def test_short(self) -> None:
+        self.assertLess(len(read("README.rst").splitlines()), 250)
+
+
+class ProtocolReferenceTests(SynchronousTestCase):
+    """
+    The reference's transcript of the built-in commands.
+    """
+
+    def test_transcript(self) -> None:
+        blocks = literal_blocks(read("docs/reference/protocol.rst"))
+        [shown] = [b for b in blocks if b.startswith("-> Hello")]
+        check_transcript(self, transcript(shown), CommandTable())

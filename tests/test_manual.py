@@ -1,0 +1,120 @@
+"""
+The manual's option reference against the programs' own ``--help``: every
+option that ``twistd commandserver --help`` and ``commandproto --help``
+print has its entry, with its true default, and no entry describes an
+option that does not exist.  (The entries are generated from the
+``Options`` classes by ``docs/_ext/optionsref.py``; this renders the
+manual's pages through it, as the Sphinx build does, without Sphinx.)
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from commandproto import tap
+from commandproto.client import cli
+
+from ._docs import docs_extension_path, read
+
+docs_extension_path()
+import optionsref  # noqa: E402
+
+DIRECTIVE = re.compile(
+    r"^\.\. commandproto-options:: (\S+)\n   :program: (.+)\n((?:\n|   .*\n)*)",
+    re.MULTILINE,
+)
+USAGE_OPTION = re.compile(r"^  (?:-\w, |    )--([a-z][\w-]*)", re.MULTILINE)
+
+
+def documented(page: str) -> dict[str, tuple[str, list[str]]]:
+    """
+    What each ``commandproto-options`` directive of a manual page renders,
+    by the dotted name of its Options class: its program and reST lines.
+    """
+    found = {}
+    for dotted, program, body in DIRECTIVE.findall(read(page)):
+        details = optionsref.parse_details(textwrap.dedent(body).splitlines())
+        options = optionsref.gather(optionsref.load(dotted))
+        found[dotted] = (program, optionsref.render(program, options, details))
+    return found
+
+
+def help_options(options_class: type[Any]) -> set[str]:
+    """
+    The long options that ``--help`` prints.
+    """
+    return set(USAGE_OPTION.findall(str(options_class())))
+
+
+class OptionReferenceTests(SynchronousTestCase):
+    """
+    docs/reference/server.rst and client.rst list every option.
+    """
+
+    def check(self, page: str, options_class: type[Any], program: str) -> None:
+        dotted = f"{options_class.__module__}.{options_class.__name__}"
+        rendered = documented(page)
+        self.assertIn(dotted, rendered)
+        shown_program, lines = rendered[dotted]
+        self.assertEqual(shown_program, program)
+        entries = {
+            match.group(1)
+            for line in lines
+            if (match := re.match(r"\.\. option:: --([\w-]+)", line))
+        }
+        expected = help_options(options_class)
+        self.assertIn("help", expected)
+        self.assertEqual(entries, expected)
+
+    def test_server_options(self) -> None:
+        self.check("docs/reference/server.rst", tap.Options, "twistd commandserver")
+
+    def test_client_options(self) -> None:
+        self.check("docs/reference/client.rst", cli.Options, "commandproto")
+
+    def test_prose_defaults_are_the_true_ones(self) -> None:
+        for page in ("docs/reference/server.rst", "docs/reference/client.rst"):
+            for _, (_, lines) in documented(page).items():
+                text = "\n".join(lines)
+                for entry in text.split(".. option:: ")[1:]:
+                    stated = re.findall(r"\(default\s+``([^`]+)``", entry)
+                    true = re.findall(r"Default: ``([^`]+)``\.", entry)
+                    for value in stated:
+                        self.assertEqual(
+                            [value], true, entry.splitlines()[0] + " in " + page
+                        )
+
+
+class RenderTests(SynchronousTestCase):
+    """
+    The generator refuses prose that has drifted from the options.
+    """
+
+    def test_unknown_option(self) -> None:
+        details = optionsref.parse_details(["--no-such-thing N", "   Prose."])
+        with self.assertRaises(optionsref.DetailsError):
+            optionsref.render("p", optionsref.gather(cli.Options), details)
+
+    def test_flag_given_a_value(self) -> None:
+        details = optionsref.parse_details(["--raw MODE", "   Prose."])
+        with self.assertRaises(optionsref.DetailsError):
+            optionsref.render("p", optionsref.gather(cli.Options), details)
+
+    def test_default_and_short_name(self) -> None:
+        details = optionsref.parse_details(
+            ["--repeat COUNT", "   Prose.", "--timeout SECONDS", "   More."]
+        )
+        text = "\n".join(
+            optionsref.render("p", optionsref.gather(cli.Options), details)
+        )
+        entries = {
+            entry.splitlines()[0]: entry for entry in text.split(".. option:: ")[1:]
+        }
+        self.assertNotIn("Default", entries["--repeat COUNT, -r COUNT"])
+        self.assertIn("Prose.", entries["--repeat COUNT, -r COUNT"])
+        self.assertIn("More.", entries["--timeout SECONDS"])
+        self.assertIn("Default: ``5``.", entries["--timeout SECONDS"])
