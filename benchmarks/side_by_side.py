@@ -183,7 +183,7 @@ def resolve_tree(where: str, archives: Path) -> tuple[Path, str]:
         which is then extracted with ``git archive``.
     :param archives: where to extract revisions.
     :returns: the checkout and a description of it.
-    :raises ValueError: if C{where} is neither.
+    :raises ValueError: if ``where`` is neither.
     """
     if Path(where, "commandproto").is_dir():
         tree = Path(where).resolve()
@@ -716,7 +716,7 @@ def load_table(
 ) -> str:
     """
     A scenario's table.  Where the scenario has its own mix, the ratios are
-    to the same server's constant path (C{constant}) instead of to the floor
+    to the same server's constant path (``constant``) instead of to the floor
     and to redis-server.
     """
     floor = median_of(results.get("LineReceiver", []), "rps")
@@ -1064,7 +1064,7 @@ def render(
 
 def write_docs(path: Path, block: str) -> None:
     """
-    Put the results between the markers of C{path}, keeping the rest.
+    Put the results between the markers of ``path``, keeping the rest.
     """
     text = path.read_text() if path.exists() else ""
     if BEGIN in text and END in text:

@@ -9,6 +9,7 @@ manual's pages through it, as the Sphinx build does, without Sphinx.)
 
 from __future__ import annotations
 
+import os
 import re
 import textwrap
 from typing import Any
@@ -18,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from commandproto import tap
 from commandproto.client import cli
 
-from ._docs import docs_extension_path, read
+from ._docs import ROOT, docs_extension_path, read
 
 docs_extension_path()
 import optionsref  # noqa: E402
@@ -118,3 +119,31 @@ class RenderTests(SynchronousTestCase):
         self.assertIn("Prose.", entries["--repeat COUNT, -r COUNT"])
         self.assertIn("More.", entries["--timeout SECONDS"])
         self.assertIn("Default: ``5``.", entries["--timeout SECONDS"])
+
+
+class DocstringDialectTests(SynchronousTestCase):
+    """
+    One docstring dialect: reST with Sphinx roles, no epytext.
+    """
+
+    # commandproto/server/ is being rewritten, and converted with it.
+    NOT_YET = os.path.join("commandproto", "server")
+    EPYTEXT = re.compile(
+        r"(?<![\w$])[LCIB]\{[^{}]*\}|^\s*@(param|return|ivar|type|raise)"
+    )
+
+    def test_no_epytext(self) -> None:
+        found = []
+        for top in ("commandproto", "tests", "benchmarks", "examples", "twisted"):
+            for directory, _, names in os.walk(os.path.join(ROOT, top)):
+                if os.path.relpath(directory, ROOT).startswith(self.NOT_YET):
+                    continue
+                for name in names:
+                    if not name.endswith(".py"):
+                        continue
+                    path = os.path.join(directory, name)
+                    with open(path) as f:
+                        for number, line in enumerate(f, 1):
+                            if self.EPYTEXT.search(line):
+                                found.append(f"{path}:{number}: {line.strip()}")
+        self.assertEqual(found, [])
