@@ -82,7 +82,7 @@ class OptionReferenceTests(SynchronousTestCase):
             for _, (_, lines) in documented(page).items():
                 text = "\n".join(lines)
                 for entry in text.split(".. option:: ")[1:]:
-                    stated = re.findall(r"\(default\s+``([^`]+)``", entry)
+                    stated = re.findall(r"(?<!the )default\s+``([^`]+)``", entry)
                     true = re.findall(r"Default: ``([^`]+)``\.", entry)
                     for value in stated:
                         self.assertEqual(
