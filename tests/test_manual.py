@@ -9,6 +9,7 @@ manual's pages through it, as the Sphinx build does, without Sphinx.)
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import textwrap
@@ -20,14 +21,17 @@ from commandproto import tap
 from commandproto.client import cli
 
 from ._docs import ROOT, docs_extension_path, read
+from .test_log_formats import LEVELS, PACKAGE, _is_logger
 
 docs_extension_path()
+import logevents  # noqa: E402
 import optionsref  # noqa: E402
 
 DIRECTIVE = re.compile(
     r"^\.\. commandproto-options:: (\S+)\n   :program: (.+)\n((?:\n|   .*\n)*)",
     re.MULTILINE,
 )
+LOGS_PAGE = "docs/reference/logs-metrics.rst"
 USAGE_OPTION = re.compile(r"^  (?:-\w, |    )--([a-z][\w-]*)", re.MULTILINE)
 
 
@@ -119,6 +123,43 @@ class RenderTests(SynchronousTestCase):
         self.assertIn("Prose.", entries["--repeat COUNT, -r COUNT"])
         self.assertIn("More.", entries["--timeout SECONDS"])
         self.assertIn("Default: ``5``.", entries["--timeout SECONDS"])
+
+
+class LogEventsTests(SynchronousTestCase):
+    """
+    The reference's list of log lines (docs/reference/logs-metrics.rst) has
+    every log call of the package, at its level.
+    """
+
+    def setUp(self) -> None:
+        self.events = logevents.events(PACKAGE)
+
+    def test_every_log_call(self) -> None:
+        calls = 0
+        for path in PACKAGE.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in LEVELS - {"emit"}
+                    and _is_logger(node.func.value)
+                ):
+                    calls += 1
+        self.assertEqual(len(self.events), calls)
+
+    def test_levels(self) -> None:
+        by_format = {event.format: event for event in self.events}
+        failed = by_format["[{conn}] command {command!r} failed for {peer}"]
+        self.assertEqual((failed.level, failed.traceback), ("error", True))
+        self.assertEqual(failed.module, "commandproto.commands.table")
+        invalid = by_format["[{conn}] invalid UTF-8 from {peer}"]
+        self.assertEqual((invalid.level, invalid.traceback), ("warn", False))
+
+    def test_rendered(self) -> None:
+        text = "\n".join(logevents.render(self.events))
+        for event in self.events:
+            self.assertIn(f"``{event.format}``", text)
+        self.assertIn(".. commandproto-log-events::", read(LOGS_PAGE))
 
 
 class DocstringDialectTests(SynchronousTestCase):

@@ -1,11 +1,14 @@
 """
 Sphinx glue for the manual: ``.. commandproto-options:: DOTTED.Options``
 lists every option of a :class:`twisted.python.usage.Options` class, with
-the prose its body gives for each (see :mod:`optionsref`).
+the prose its body gives for each (see :mod:`optionsref`), and
+``.. commandproto-log-events::`` every log line the package emits (see
+:mod:`logevents`).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 from docutils import nodes
@@ -14,6 +17,7 @@ from docutils.statemachine import StringList
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
+import logevents
 import optionsref
 
 
@@ -43,6 +47,26 @@ class OptionsDirective(SphinxDirective):
         return list(container.children)
 
 
+class LogEventsDirective(SphinxDirective):
+    """
+    Every log event of the commandproto package, as a table.
+    """
+
+    def run(self) -> list[nodes.Node]:
+        import commandproto
+
+        found = logevents.events(Path(commandproto.__file__).parent)
+        container = nodes.Element()
+        container.document = self.state.document
+        self.state.nested_parse(
+            StringList(logevents.render(found), source=self.get_source_info()[0]),
+            self.content_offset,
+            container,
+        )
+        return list(container.children)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("commandproto-options", OptionsDirective)
+    app.add_directive("commandproto-log-events", LogEventsDirective)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
