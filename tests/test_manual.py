@@ -18,6 +18,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from commandproto import tap
+from commandproto.bench import runner
 from commandproto.client import cli
 
 from ._docs import ROOT, docs_extension_path, read
@@ -30,6 +31,11 @@ import optionsref  # noqa: E402
 DIRECTIVE = re.compile(
     r"^\.\. commandproto-options:: (\S+)\n   :program: (.+)\n((?:\n|   .*\n)*)",
     re.MULTILINE,
+)
+PAGES = (
+    "docs/reference/server.rst",
+    "docs/reference/client.rst",
+    "docs/reference/bench.rst",
 )
 LOGS_PAGE = "docs/reference/logs-metrics.rst"
 USAGE_OPTION = re.compile(r"^  (?:-\w, |    )--([a-z][\w-]*)", re.MULTILINE)
@@ -81,8 +87,11 @@ class OptionReferenceTests(SynchronousTestCase):
     def test_client_options(self) -> None:
         self.check("docs/reference/client.rst", cli.Options, "commandproto")
 
+    def test_bench_options(self) -> None:
+        self.check("docs/reference/bench.rst", runner.Options, "commandproto-bench")
+
     def test_prose_defaults_are_the_true_ones(self) -> None:
-        for page in ("docs/reference/server.rst", "docs/reference/client.rst"):
+        for page in PAGES:
             for _, (_, lines) in documented(page).items():
                 text = "\n".join(lines)
                 for entry in text.split(".. option:: ")[1:]:
