@@ -12,7 +12,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from commandproto import CommandTable
 from commandproto.testing import CommandTester
@@ -115,6 +115,25 @@ class ReadmeTests(SynchronousTestCase):
 
     def test_short(self) -> None:
         self.assertLess(len(read("README.rst").splitlines()), 250)
+
+    def test_valid_rest(self) -> None:
+        """
+        It renders without a warning (it is the package's long description).
+        """
+        try:
+            from docutils.core import publish_doctree
+            from docutils.utils import SystemMessage
+        except ImportError:
+            raise SkipTest(
+                "docutils is not installed (pip install '.[docs]')"
+            ) from None
+        try:
+            publish_doctree(
+                read("README.rst"),
+                settings_overrides={"halt_level": 2, "report_level": 5},
+            )
+        except SystemMessage as e:
+            self.fail(f"README.rst: {e}")
 
 
 class ProtocolReferenceTests(SynchronousTestCase):
