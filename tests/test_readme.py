@@ -7,7 +7,11 @@ and the transcripts of what the server answers.
 from __future__ import annotations
 
 import doctest
+import os
+import shlex
+import shutil
 import sys
+import tempfile
 import types
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +22,7 @@ from commandproto import CommandTable
 from commandproto.testing import CommandTester
 
 from ._docs import literal_blocks, read, transcript
+from ._processes import ServerProcess, run_client
 
 TUTORIAL = "docs/tutorial/index.rst"
 
@@ -94,6 +99,47 @@ class TutorialTests(SynchronousTestCase):
         runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
         result = runner.run(test, out=lambda text: None)
         self.assertEqual((result.failed, result.attempted), (0, len(test.examples)))
+
+
+class TutorialProcessTests(SynchronousTestCase):
+    """
+    The tutorial's shell commands, run: the real ``twistd -n commandserver``
+    started as it says, in a directory holding its ``myapp.py``, and the real
+    client run as its ``$`` lines show, printing what they show.
+    """
+
+    def setUp(self) -> None:
+        text = read(TUTORIAL)
+        self.blocks = literal_blocks(text)
+        self.directory = tempfile.mkdtemp(prefix="commandproto-")
+        self.addCleanup(shutil.rmtree, self.directory, ignore_errors=True)
+        source = [b for b in self.blocks if b.startswith("# myapp.py")]
+        source += [
+            b
+            for b in self.blocks
+            if "@commands.command(" in b and not b.startswith("# ")
+        ]
+        with open(os.path.join(self.directory, "myapp.py"), "w") as f:
+            f.write("\n".join(source))
+
+    def test_serve_and_call(self) -> None:
+        [serve] = [b for b in self.blocks if "commandserver --commands" in b]
+        words = shlex.split(serve)
+        self.assertEqual(
+            words[:4], [".venv/bin/twistd", "-n", "--pidfile=", "commandserver"]
+        )
+        server = ServerProcess(self.directory, *words[4:])
+        self.addCleanup(server.stop)
+        sessions = [b for b in self.blocks if b.startswith("$ .venv/bin/commandproto")]
+        self.assertEqual(len(sessions), 2)
+        for session in sessions:
+            command, *shown = session.strip().split("\n")
+            arguments = shlex.split(command[2:])[1:]
+            result = run_client(["--port", str(server.port), *arguments], b"")
+            self.assertEqual(
+                (command, result.returncode, result.stdout.decode().splitlines()),
+                (command, 0, shown),
+            )
 
 
 class ReadmeTests(SynchronousTestCase):
