@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import doctest
 import os
+import re
 import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import types
@@ -22,7 +24,7 @@ from commandproto import CommandTable
 from commandproto.testing import CommandTester
 
 from ._docs import literal_blocks, read, transcript
-from ._processes import ServerProcess, run_client
+from ._processes import ServerProcess, run_client, subprocess_environment
 
 TUTORIAL = "docs/tutorial/index.rst"
 
@@ -136,6 +138,92 @@ class TutorialProcessTests(SynchronousTestCase):
             command, *shown = session.strip().split("\n")
             arguments = shlex.split(command[2:])[1:]
             result = run_client(["--port", str(server.port), *arguments], b"")
+            self.assertEqual(
+                (command, result.returncode, result.stdout.decode().splitlines()),
+                (command, 0, shown),
+            )
+
+
+LEGACY_LISTENING = re.compile(
+    r"listening on tcp:127\.0\.0\.1:(\d+) \(the seed's wire format\)"
+)
+# A stand-in for the installed client, on PATH: the real one, pointed at
+# the test's servers (the seed's wire format for --legacy).
+CLIENT_SCRIPT = """\
+#!/bin/sh
+port={port}
+for argument in "$@"; do
+    [ "$argument" = --legacy ] && port={legacy_port}
+done
+exec {python} -m commandproto.client --port "$port" "$@"
+"""
+
+
+class ManualShellTests(SynchronousTestCase):
+    """
+    The manual's shell sessions with the client (``$ commandproto ...`` and
+    ``$ printf ... | commandproto ...``), run by a shell against real servers,
+    print what they show.  The interactive one (no arguments, a terminal) is
+    tested in test_terminal.py.
+    """
+
+    PAGES = ("docs/reference/client.rst", "docs/howto/seed.rst")
+
+    def setUp(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="commandproto-")
+        self.addCleanup(shutil.rmtree, self.directory, ignore_errors=True)
+        server = ServerProcess(self.directory)
+        self.addCleanup(server.stop)
+        legacy = ServerProcess(
+            self.directory,
+            "--listen",
+            f"unix:{self.directory}/server.sock",
+            "--legacy-listen",
+            "tcp:0:interface=127.0.0.1",
+            wait=False,
+        )
+        self.addCleanup(legacy.stop)
+        match = LEGACY_LISTENING.search(legacy.wait_for_log(LEGACY_LISTENING))
+        assert match is not None
+        bin_directory = os.path.join(self.directory, "bin")
+        os.mkdir(bin_directory)
+        script = os.path.join(bin_directory, "commandproto")
+        with open(script, "w") as f:
+            f.write(
+                CLIENT_SCRIPT.format(
+                    port=server.port,
+                    legacy_port=match.group(1),
+                    python=shlex.quote(sys.executable),
+                )
+            )
+        os.chmod(script, 0o755)
+        self.path = bin_directory + os.pathsep + os.environ.get("PATH", "")
+
+    def sessions(self) -> list[tuple[str, list[str]]]:
+        found = []
+        for page in self.PAGES:
+            for block in literal_blocks(read(page)):
+                command, *shown = block.strip().split("\n")
+                if (
+                    command.startswith("$ ")
+                    and "commandproto " in command + " "
+                    and command != "$ commandproto"
+                ):
+                    found.append((command[2:], shown))
+        return found
+
+    def test_sessions(self) -> None:
+        sessions = self.sessions()
+        self.assertEqual(len(sessions), 5)
+        for command, shown in sessions:
+            result = subprocess.run(
+                ["sh", "-c", command],
+                capture_output=True,
+                env={**subprocess_environment(), "PATH": self.path},
+                timeout=60,
+                stdin=subprocess.DEVNULL,
+                cwd=self.directory,
+            )
             self.assertEqual(
                 (command, result.returncode, result.stdout.decode().splitlines()),
                 (command, 0, shown),
