@@ -16,7 +16,7 @@ DOCS = os.path.join(ROOT, "docs")
 
 def read(path: str) -> str:
     """
-    The text of a file under the repository's top (``docs/howto/tls.rst``).
+    The text of a file under the repository's top (``docs/howto/seed.rst``).
     """
     with open(os.path.join(ROOT, path)) as f:
         return f.read()
