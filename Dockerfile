@@ -1,5 +1,5 @@
-# The server in a container: docker build -t commandproto . (see README.rst,
-# "Containers").
+# The server in a container: docker build -t commandproto . (see
+# docs/howto/operating.rst, "Containers").
 FROM python:3.11-slim
 
 # Install the package (and the metrics extra) system-wide, without caches.

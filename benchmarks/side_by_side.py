@@ -571,7 +571,7 @@ def load_table(
 ) -> str:
     """
     A scenario's table.  Where the scenario has its own mix, the ratios are
-    to the same server's constant path (C{constant}) instead of to the floor
+    to the same server's constant path (``constant``) instead of to the floor
     and to redis-server.
     """
     floor = median_of(results.get("LineReceiver", []), "rps")

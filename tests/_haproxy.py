@@ -18,9 +18,9 @@ from twisted.trial.unittest import SkipTest
 
 TEST_CHECKS = "inter 200ms fall 1 rise 1"
 """Health checks for tests: quick to notice a backend going down."""
-README_CHECKS = "inter 2s fall 2 rise 2"
+DOCUMENTED_CHECKS = "inter 2s fall 2 rise 2"
 
-# The configuration README.rst shows under "Scaling out", with the frontend
+# The configuration docs/howto/scaling.rst shows, with the frontend
 # on an inherited socket and quicker health checks.
 CONFIG = """\
 global

@@ -45,7 +45,7 @@ def serve(
     table: CommandTable, **settings: object
 ) -> tuple[Clock, CommandServerProtocol, StringTransport, CommandServerFactory]:
     """
-    One connection, on a StringTransport, to a server of C{table} and the
+    One connection, on a StringTransport, to a server of ``table`` and the
     built-in commands, with a Clock.
     """
     clock = Clock()

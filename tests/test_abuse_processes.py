@@ -359,7 +359,7 @@ def tls_half_close(
 ) -> tuple[int, bool]:
     """
     Send ``Hello`` lines over TLS, then ``close_notify`` (and a TCP FIN if
-    C{tcp_fin}), and read on.
+    ``tcp_fin``), and read on.
 
     :returns: how many ``Greetings!`` came back, and whether the server's
         ``close_notify`` ended them.

@@ -582,7 +582,7 @@ class RefusingEndpoint:
 
 class LineServer(Protocol):
     """
-    A server that answers whole lines with what C{respond} returns for the
+    A server that answers whole lines with what ``respond`` returns for the
     lines so far, for misbehaving on purpose.
     """
 
@@ -756,7 +756,7 @@ class FakeProcess:
 
 class FakeProcessReactor:
     """
-    Spawns nothing: hands each worker's protocol a L{FakeProcess}.
+    Spawns nothing: hands each worker's protocol a :class:`FakeProcess`.
     """
 
     def __init__(self) -> None:

@@ -7,7 +7,6 @@ HAProxy (one ``send-proxy``, one ``send-proxy-v2``, health-checked with
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import ssl
@@ -18,7 +17,8 @@ import trustme
 
 from commandproto.commands.table import CLOSING, GREETING, PRESENT
 
-from ._haproxy import README_CHECKS, HAProxyProcess, haproxy_binary, haproxy_config
+from ._docs import read
+from ._haproxy import DOCUMENTED_CHECKS, HAProxyProcess, haproxy_binary, haproxy_config
 from ._helpers import replies
 from ._processes import IO_TIMEOUT, read_exactly, read_until_closed
 from .test_hardening import HardeningTestCase
@@ -99,30 +99,29 @@ class ProxyListenerTests(HardeningTestCase):
 
 class ReadmeConfigurationTests(HardeningTestCase):
     """
-    README.rst shows the configuration the tests run, and HAProxy accepts it.
+    The manual (docs/howto/scaling.rst) shows the configuration the tests
+    run, and HAProxy accepts it.
     """
 
-    def readme_config(self) -> str:
+    def documented_config(self) -> str:
         return haproxy_config(
             "127.0.0.1:12345",
             [("one", 12346, "send-proxy"), ("two", 12347, "send-proxy-v2")],
-            README_CHECKS,
+            DOCUMENTED_CHECKS,
         )
 
-    def test_readme_shows_it(self) -> None:
-        readme = os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.rst")
-        with open(readme) as f:
-            text = f.read()
+    def test_manual_shows_it(self) -> None:
+        text = read("docs/howto/scaling.rst")
         indented = "".join(
             "    " + line if line.strip() else line
-            for line in self.readme_config().splitlines(True)
+            for line in self.documented_config().splitlines(True)
         )
         self.assertIn(indented, text)
 
     def test_haproxy_accepts_it(self) -> None:
-        path = f"{self.directory}/readme.cfg"
+        path = f"{self.directory}/documented.cfg"
         with open(path, "w") as f:
-            f.write(self.readme_config())
+            f.write(self.documented_config())
         checked = subprocess.run(
             [haproxy_binary(), "-c", "-f", path],
             capture_output=True,

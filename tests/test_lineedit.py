@@ -1,5 +1,5 @@
 """
-Tests for the line editor, driven through C{twisted.conch.insults}'s terminal
+Tests for the line editor, driven through ``twisted.conch.insults``'s terminal
 protocol with keys as a terminal sends them, and checked on an emulated
 screen.
 """
@@ -518,7 +518,7 @@ class EditLineTests(SynchronousTestCase):
 
 class CompleteTests(SynchronousTestCase):
     """
-    L{complete} on its own.
+    :func:`complete` on its own.
     """
 
     def test_unique(self) -> None:
@@ -567,7 +567,7 @@ class WidthTests(SynchronousTestCase):
 
 class TerminalModeTests(SynchronousTestCase):
     """
-    L{terminal_mode} on a real pseudo-terminal.
+    :func:`terminal_mode` on a real pseudo-terminal.
     """
 
     def setUp(self) -> None:

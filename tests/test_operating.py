@@ -417,15 +417,16 @@ class OptionsTests(SynchronousTestCase):
 
 class ContainerTests(SynchronousTestCase):
     """
-    The Dockerfile runs what the README says it runs (CI cannot build it).
+    The Dockerfile runs what the manual (docs/howto/operating.rst) says it
+    runs (CI cannot build it).
     """
 
     def setUp(self) -> None:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         with open(os.path.join(root, "Dockerfile")) as f:
             self.dockerfile = f.read().replace("\\\n", " ")
-        with open(os.path.join(root, "README.rst")) as f:
-            self.readme = f.read()
+        with open(os.path.join(root, "docs", "howto", "operating.rst")) as f:
+            self.manual = f.read()
 
     def instruction(self, name: str) -> str:
         [line] = [
@@ -443,7 +444,7 @@ class ContainerTests(SynchronousTestCase):
         command = self.exec_form(self.instruction("ENTRYPOINT")) + self.exec_form(
             self.instruction("CMD")
         )
-        self.assertIn("\n    " + " ".join(command) + "\n", self.readme)
+        self.assertIn("\n    " + " ".join(command) + "\n", self.manual)
         self.assertIn("tcp:12345", command)
 
     def test_health_check_documented(self) -> None:
@@ -453,7 +454,7 @@ class ContainerTests(SynchronousTestCase):
             words, ["python", "-m", "commandproto.client", "-e", "Are you there?"]
         )
         self.assertIn(
-            '\n    python -m commandproto.client -e "Are you there?"\n', self.readme
+            '\n    python -m commandproto.client -e "Are you there?"\n', self.manual
         )
 
     def test_stop_signal_and_user(self) -> None:
@@ -461,8 +462,8 @@ class ContainerTests(SynchronousTestCase):
         self.assertNotEqual(self.instruction("USER"), "root")
 
     def test_build_and_run_documented(self) -> None:
-        self.assertIn("\n    docker build -t commandproto .\n", self.readme)
-        self.assertIn("\n    docker run ", self.readme)
+        self.assertIn("\n    docker build -t commandproto .\n", self.manual)
+        self.assertIn("\n    docker run ", self.manual)
 
     def test_drain_fits_dockers_grace(self) -> None:
         command = self.exec_form(self.instruction("CMD"))

@@ -62,7 +62,7 @@ class TerminalClient:
 
     def wait_for(self, text: str, count: int = 1) -> None:
         """
-        Read output until C{text} is on the screen C{count} times, or fail.
+        Read output until ``text`` is on the screen ``count`` times, or fail.
         (Trailing blanks on screen are not seen.)
         """
         text = text.rstrip()

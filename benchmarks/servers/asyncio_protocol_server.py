@@ -1,6 +1,6 @@
 """
-An asyncio server of the same protocol written as an C{asyncio.Protocol}:
-each read's lines are answered with one write.  With C{--uvloop}, on uvloop.
+An asyncio server of the same protocol written as an ``asyncio.Protocol``:
+each read's lines are answered with one write.  With ``--uvloop``, on uvloop.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """
 An asyncio server of the same protocol written with streams
-(C{asyncio.start_server}, C{readline}, C{write} and C{drain}), as most
+(``asyncio.start_server``, ``readline``, ``write`` and ``drain``), as most
 asyncio code is.
 """
 

@@ -3,14 +3,14 @@ The seed's blocking server, as its blog post wrote it, changed only so that
 a load generator can drive it:
 
   - requests are lines ended by LF or CRLF, and each reply is a line ended
-    by CRLF (the seed took each C{recv} as one command, and sent replies
+    by CRLF (the seed took each ``recv`` as one command, and sent replies
     with no terminator);
   - after a client leaves it accepts the next one instead of exiting;
   - it listens on loopback with a backlog of 128 instead of 5, so that 50
     clients can wait in line.
 
 It still serves one client at a time, and sends each reply with its own
-C{send} as the seed does.
+``send`` as the seed does.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """
-The floor: a plain Twisted L{LineReceiver} serving the same protocol and
-nothing else (no UTF-8 check, no limits, no logging, one write per reply).
+The floor: a plain Twisted :class:`~twisted.protocols.basic.LineReceiver`
+serving the same protocol and nothing else (no UTF-8 check, no limits, no
+logging, one write per reply).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """
 The load tester: ``python -m commandproto.bench``.
 
-Shaped like ``redis-benchmark``: C{-c} clients send C{-n} requests (or run
-for C{--duration} seconds), C{-P} at a time, and a summary gives requests
+Shaped like ``redis-benchmark``: ``-c`` clients send ``-n`` requests (or run
+for ``--duration`` seconds), ``-P`` at a time, and a summary gives requests
 per second and latency percentiles.  Every reply is checked against the
 reply its request must get, in order.
 
@@ -10,9 +10,9 @@ Exit codes: 0 when every reply was right; 1 on a connection or I/O failure;
 2 on a usage error; 3 on a wrong, missing, extra or out-of-order reply.
 
 The logic with no I/O (what to send and when, reply checking, the latency
-histogram, reports) lives in L{commandproto.bench.workload},
-L{commandproto.server.histogram} and the plain functions here; the Twisted code
-is L{BenchConnection}, L{LoadRun} and the worker processes.
+histogram, reports) lives in :mod:`commandproto.bench.workload`,
+:mod:`commandproto.server.histogram` and the plain functions here; the Twisted code
+is :class:`BenchConnection`, :class:`LoadRun` and the worker processes.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ CSV_HEADER = (
     "max_latency_ms",
 )
 """
-The header of C{redis-benchmark --csv}, so that its readers read ours.
+The header of ``redis-benchmark --csv``, so that its readers read ours.
 """
 
 # A worker's reports are JSON lines; a histogram is a few tens of kilobytes.
@@ -236,10 +236,10 @@ class RunSettings:
 
     :ivar mix: the requests, sent round robin, with their replies.
     :ivar clients: connections.
-    :ivar requests: requests in all, or C{None} for a timed run.
-    :ivar duration: seconds, or C{None} for a counted run.
+    :ivar requests: requests in all, or ``None`` for a timed run.
+    :ivar duration: seconds, or ``None`` for a counted run.
     :ivar pipeline: requests per batch (closed loop).
-    :ivar rate: requests per second in all (open loop), or C{None}.
+    :ivar rate: requests per second in all (open loop), or ``None``.
     :ivar timeout: seconds without any progress before giving up.
     """
 
@@ -274,7 +274,7 @@ class RunSettings:
         Share the clients among workers, and the requests and the rate in
         proportion to each one's clients.
 
-        :param workers: at least 1 and at most C{clients}.
+        :param workers: at least 1 and at most ``clients``.
         """
         shares = [
             self.clients // workers + (1 if i < self.clients % workers else 0)
@@ -300,7 +300,7 @@ class RunResult:
 
     :ivar histogram: each answered request's latency, in nanoseconds.
     :ivar elapsed: seconds from the start to the last reply.
-    :ivar code: the exit code: L{EXIT_OK} or why the run failed.
+    :ivar code: the exit code: :data:`EXIT_OK` or why the run failed.
     :ivar message: what went wrong, if anything.
     :ivar cpu: CPU seconds the load generator used over that time.
     """
@@ -320,7 +320,7 @@ class RunResult:
 
     def to_json(self) -> dict[str, object]:
         """
-        :returns: a JSON-ready form that L{from_json} reads back.
+        :returns: a JSON-ready form that :meth:`from_json` reads back.
         """
         return {
             "histogram": self.histogram.to_json(),
@@ -333,9 +333,9 @@ class RunResult:
     @classmethod
     def from_json(cls, data: object) -> RunResult:
         """
-        Read L{to_json}'s output back.
+        Read :meth:`to_json`'s output back.
 
-        :raises ValueError: if C{data} is not such output.
+        :raises ValueError: if ``data`` is not such output.
         """
         if not isinstance(data, dict):
             raise ValueError(f"not a run result: {data!r:.200}")
@@ -396,7 +396,7 @@ def summarize(result: RunResult) -> dict[str, float]:
 
 def format_csv(name: str, result: RunResult) -> str:
     """
-    A report in the shape of C{redis-benchmark --csv}: its header, then one
+    A report in the shape of ``redis-benchmark --csv``: its header, then one
     row.
     """
     s = summarize(result)
@@ -436,7 +436,7 @@ def format_text(
     name: str, result: RunResult, settings: RunSettings, workers: int, address: str
 ) -> str:
     """
-    A report for people, laid out like C{redis-benchmark}'s.
+    A report for people, laid out like ``redis-benchmark``'s.
     """
     s = summarize(result)
     if settings.rate is not None:
@@ -515,7 +515,7 @@ class BenchConnection(Protocol):
     One client connection: writes the requests its run hands it and checks
     the replies.
 
-    It does not split replies into lines: its L{ReplyChecker} compares the
+    It does not split replies into lines: its :class:`ReplyChecker` compares the
     bytes with the replies the requests must get (encoded by the shared
     codec), which is what lets one process keep up with a fast server.
 
@@ -535,7 +535,7 @@ class BenchConnection(Protocol):
 
     def send(self, size: int, sent_at: float) -> None:
         """
-        Send the next C{size} requests of the mix in one write.
+        Send the next ``size`` requests of the mix in one write.
         """
         batch = self.run.workload.batch(self.position, size)
         self.position += size
@@ -579,7 +579,8 @@ class LoadRun:
     One process's share of a run: its connections, the schedule that feeds
     them, and the watchdog that bounds it.
 
-    Use L{connect}, then L{start}; L{done} fires with the L{RunResult}.
+    Use :meth:`connect`, then :meth:`start`; :attr:`done` fires with the
+    :class:`RunResult`.
 
     :ivar histogram: latencies of this process's requests, in nanoseconds.
     :ivar workload: the pre-built batches.
@@ -629,7 +630,7 @@ class LoadRun:
         once.
 
         :returns: fires once all are connected, or one has failed (and
-            L{done} has fired with the failure).
+            :attr:`done` has fired with the failure).
         """
         return Deferred.fromCoroutine(self._connect())
 
@@ -790,7 +791,7 @@ class LoadRun:
 
     def _arm_watchdog(self) -> None:
         """
-        Fail if, for C{timeout} seconds, no connection is made and no reply
+        Fail if, for ``timeout`` seconds, no connection is made and no reply
         arrives while requests wait for one: a run always ends by itself.
         """
         timeout = self.settings.timeout
@@ -827,7 +828,7 @@ class LoadRun:
 
 class _ProgressTicker:
     """
-    Calls C{report} every L{PROGRESS_INTERVAL} seconds until stopped.
+    Calls ``report`` every :data:`PROGRESS_INTERVAL` seconds until stopped.
     """
 
     def __init__(self, reactor: IReactorTime, report: Callable[[], None]) -> None:
@@ -870,8 +871,8 @@ async def run_single(
 @implementer(IHalfCloseableProtocol)
 class _WorkerControl(Protocol):
     """
-    A worker's standard I/O: reads C{go} from its parent, writes reports.
-    Its standard input closing before C{go} means the run is called off;
+    A worker's standard I/O: reads ``go`` from its parent, writes reports.
+    Its standard input closing before ``go`` means the run is called off;
     standard output stays open for the report.
     """
 
@@ -912,8 +913,8 @@ async def run_worker(
     address: str,
 ) -> None:
     """
-    Run as one process of a C{--workers} run: connect, say so, wait for the
-    parent's C{go}, run, and report the result as a JSON line.
+    Run as one process of a ``--workers`` run: connect, say so, wait for the
+    parent's ``go``, run, and report the result as a JSON line.
     """
     control = _WorkerControl()
     StandardIO(control, reactor=reactor)
@@ -1047,7 +1048,7 @@ def worker_arguments(settings: RunSettings) -> list[str]:
     """
     The command-line options that give a worker its share of the run.
 
-    :param settings: the worker's share, from L{RunSettings.split}.
+    :param settings: the worker's share, from :meth:`RunSettings.split`.
     """
     args = ["-c", str(settings.clients), "-P", str(settings.pipeline)]
     args += ["-t", mix_spec(settings.mix)]
@@ -1063,7 +1064,7 @@ def worker_arguments(settings: RunSettings) -> list[str]:
 
 def mix_spec(mix: tuple[Request, ...]) -> str:
     """
-    Write a mix back as C{-t} takes it: a request the command table answers
+    Write a mix back as ``-t`` takes it: a request the command table answers
     as expected is named alone (its reply may hold a comma), any other (and
     a line that is a preset's name) with its reply.
     """

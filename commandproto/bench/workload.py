@@ -2,17 +2,17 @@
 The load tester's logic, with no I/O: what to send, when, and whether each
 reply is the right one.
 
-  - L{parse_mix} turns ``-t`` into requests, each with the reply it must get;
+  - :func:`parse_mix` turns ``-t`` into requests, each with the reply it must get;
     the replies come from the command table, unless a request names its own
     (``PING=+PONG``) for a server that is not commandproto; a preset's name
-    (``mix``, see L{PRESETS}) stands for its requests.
-  - L{Workload} pre-builds the bytes of each batch of pipelined requests and
+    (``mix``, see :data:`PRESETS`) stands for its requests.
+  - :class:`Workload` pre-builds the bytes of each batch of pipelined requests and
     of the replies they expect, with the shared line codec.
-  - L{ReplyChecker} checks one connection's reply stream against what it
+  - :class:`ReplyChecker` checks one connection's reply stream against what it
     expects and measures each request's latency, from the time it was sent
     (or, in an open-loop run, was due to be sent) to the time its reply
     arrived.
-  - L{ClosedLoop} and L{OpenLoop} decide how many requests go out and when.
+  - :class:`ClosedLoop` and :class:`OpenLoop` decide how many requests go out and when.
 
 The checker compares bytes, not lines: replies are expected in order, so the
 bytes that must arrive are known in advance, and a chunk of 64 pipelined
@@ -102,7 +102,7 @@ class Batch:
 
     :ivar data: the request lines, each encoded and terminated.
     :ivar replies: the expected reply lines, encoded and terminated, in order.
-    :ivar ends: for each request, the offset in C{replies} just past its
+    :ivar ends: for each request, the offset in ``replies`` just past its
         reply.
     """
 
@@ -136,7 +136,7 @@ class Workload:
 
     def batch(self, position: int, size: int) -> Batch:
         """
-        The batch of C{size} requests starting at C{position} in the mix.
+        The batch of ``size`` requests starting at ``position`` in the mix.
 
         :param position: how many requests the connection has sent before.
         :param size: how many to send now, at least 1.
@@ -231,7 +231,7 @@ class ReplyChecker:
         Bytes arrived from the server.
 
         :param data: the bytes, split anywhere.
-        :param now: the time, in seconds, on the same clock as C{sent_at}.
+        :param now: the time, in seconds, on the same clock as ``sent_at``.
         :returns: how many requests these bytes completed.
         :raises ReplyError: if they are not what the requests must get.
         """
@@ -289,7 +289,7 @@ class ReplyChecker:
     def _reply_starts(self) -> Iterator[tuple[int, int]]:
         """
         The expected replies not yet complete, as (start, end) offsets in
-        C{_expected}.
+        ``_expected``.
         """
         for sent in self._sent:
             previous = sent.ends[sent.done - 1] if sent.done else 0
@@ -378,8 +378,8 @@ class OpenLoop:
     replies do, so a slow reply cannot hold back the requests behind it
     (which would hide the delay they suffer: coordinated omission).
 
-    Request number C{k} is due at C{start + k / rate} on connection
-    C{k % connections}.
+    Request number ``k`` is due at ``start + k / rate`` on connection
+    ``k % connections``.
     """
 
     def __init__(
@@ -413,7 +413,7 @@ class OpenLoop:
 
     def due(self, now: float) -> list[tuple[int, float]]:
         """
-        Claim every request due by C{now}.
+        Claim every request due by ``now``.
 
         :returns: for each, the connection it goes to and when it was due.
         """
@@ -427,6 +427,6 @@ class OpenLoop:
 
     def next_due(self) -> float | None:
         """
-        :returns: when the next request is due, or C{None} if none is left.
+        :returns: when the next request is due, or ``None`` if none is left.
         """
         return self._due_time(self._next) if self._exists(self._next) else None

@@ -4,7 +4,7 @@ The commandproto client: ``commandproto`` (or ``python -m commandproto.client``)
 Four ways to use it:
 
   - on a terminal, an interactive prompt with line editing, history, reverse
-    search and completion (L{commandproto.client.lineedit});
+    search and completion (:mod:`commandproto.client.lineedit`);
   - with commands as arguments, one-shot: send them, print the replies, exit
     (``-r COUNT -i SECONDS`` repeats them);
   - with piped input, every line is a command, sent pipelined with a bounded
@@ -1085,7 +1085,7 @@ def attach_line_editor(
     session: ClientSession, reactor: IReactorCore, warn: Callable[[str], None]
 ) -> StandardIO:
     """
-    Take input from a L{LineEditor} on the terminal, with the history file.
+    Take input from a :class:`LineEditor` on the terminal, with the history file.
 
     :param warn: prints a line at once (a history file that cannot be read);
         later warnings (one that cannot be written) wait for the end of the
@@ -1140,7 +1140,7 @@ async def run(reactor: IReactorCore, options: Options, *, editor: bool) -> int:
     ``Closing down``, and return the exit code.
 
     :param editor: edit lines on the terminal (which the caller has put in
-        the mode L{commandproto._lineedit.terminal_mode} sets).
+        the mode :func:`commandproto.client.lineedit.terminal_mode` sets).
     """
 
     def warn(message: str) -> None:

@@ -49,9 +49,9 @@ class History:
     The commands entered, oldest first, and the file that keeps them.
 
     Failing to read or write the file is never fatal: it is reported once
-    through C{warn}, and the history carries on in memory.
+    through ``warn``, and the history carries on in memory.
 
-    :ivar entries: the commands, oldest first, at most C{max_entries}.
+    :ivar entries: the commands, oldest first, at most ``max_entries``.
     :ivar warn: called with one line (without the program's name) when the
         file cannot be read or written; the file is not used after that.
     """
@@ -65,7 +65,7 @@ class History:
         """
         :param path: the history file, or ``None`` to keep history in memory
             only.
-        :param warn: the initial L{warn}.
+        :param warn: the initial :attr:`warn`.
         :param max_entries: how many commands to keep.
         """
         if max_entries < 1:
@@ -146,10 +146,10 @@ class History:
 
     def search(self, text: str, before: int) -> int | None:
         """
-        Find the newest entry containing C{text}, older than C{before}.
+        Find the newest entry containing ``text``, older than ``before``.
 
         :param text: what to look for.
-        :param before: an index into L{entries}; only entries before it are
+        :param before: an index into :attr:`entries`; only entries before it are
             searched.
         :returns: the entry's index, or ``None``.
         """

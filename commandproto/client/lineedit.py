@@ -2,20 +2,22 @@
 The interactive client's line editor: emacs-style editing keys, history,
 reverse search and completion, on a terminal.
 
-Built on C{twisted.conch.insults}: L{insults.ServerProtocol} turns the bytes
-a terminal sends into keystrokes (arrows, Home, Delete and so on) and
-L{LineEditor} is the L{insults.TerminalProtocol} that edits with them.  It
-does not use C{twisted.conch.recvline.HistoricRecvLine}, which assumes it
+Built on ``twisted.conch.insults``:
+:class:`~twisted.conch.insults.insults.ServerProtocol` turns the bytes a
+terminal sends into keystrokes (arrows, Home, Delete and so on) and
+:class:`LineEditor` is the
+:class:`~twisted.conch.insults.insults.TerminalProtocol` that edits with
+them.  It does not use ``twisted.conch.recvline.HistoricRecvLine``, which assumes it
 owns the whole screen: it resets the terminal on start (clearing the
 screen), relies on the terminal's insert mode (state that would outlive us),
 takes ASCII only, and turns Tab into spaces.  Instead every edit redraws
 the one line being edited (prompt, text, cursor), scrolling it sideways when
 it is wider than the terminal, and the terminal is left as it was found.
 
-The editor knows nothing of the server: it calls C{submit} with each line
-entered, and is an L{IPushProducer} that its user pauses while a command
-awaits its reply.  Keys typed meanwhile are kept and replayed at the next
-prompt, except Ctrl-C, which interrupts at once.
+The editor knows nothing of the server: it calls ``submit`` with each line
+entered, and is an :class:`~twisted.internet.interfaces.IPushProducer` that
+its user pauses while a command awaits its reply.  Keys typed meanwhile
+are kept and replayed at the next prompt, except Ctrl-C, which interrupts at once.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from ..wire.codec import DEFAULT_MAX_LINE_LENGTH, escape_controls
 
 Keys: Any = insults.ServerProtocol
 """
-Where C{twisted.conch.insults} keeps its key identifiers (C{UP_ARROW} ...).
+Where ``twisted.conch.insults`` keeps its key identifiers (``UP_ARROW`` ...).
 """
 
 MAX_TYPEAHEAD = 65536
@@ -75,14 +77,14 @@ def complete(prefix: str, names: Sequence[str]) -> tuple[str, list[str]]:
     """
     Complete the start of a command name.
 
-    Names that start with C{prefix} exactly are preferred; failing those,
+    Names that start with ``prefix`` exactly are preferred; failing those,
     names that start with it in another case (``hello`` completes to
     ``Hello``, since the server's matching is case-sensitive).
 
     :param prefix: what has been typed.
     :param names: the command names.
     :returns: the completed text (the longest start shared by every
-        candidate, or C{prefix} itself) and the candidates.
+        candidate, or ``prefix`` itself) and the candidates.
     """
     candidates = [name for name in names if name.startswith(prefix)]
     if not candidates:
@@ -108,7 +110,7 @@ class EditLine:
     screen.
 
     :ivar text: the line.
-    :ivar cursor: where the cursor is, as an index into C{text}.
+    :ivar cursor: where the cursor is, as an index into ``text``.
     """
 
     text: str = ""
@@ -521,7 +523,7 @@ def visible_span(text: str, cursor: int, room: int) -> tuple[int, int]:
     Which part of a line to show so that the cursor stays on screen.
 
     :param text: the line.
-    :param cursor: the cursor's index in C{text}.
+    :param cursor: the cursor's index in ``text``.
     :param room: the columns left after the prompt.
     :returns: the start and end indices of the part to draw: all of it if
         it fits, else as much as fits with the cursor at the right edge or
@@ -545,7 +547,7 @@ def visible_span(text: str, cursor: int, room: int) -> tuple[int, int]:
 @contextmanager
 def terminal_mode(fd: int) -> Iterator[None]:
     """
-    Give the terminal on C{fd} to the line editor for the duration, and put
+    Give the terminal on ``fd`` to the line editor for the duration, and put
     it back exactly as it was afterwards, however the block ends.
 
     Keys arrive one at a time, unechoed, with Ctrl-C, Ctrl-Z, Ctrl-S and the

@@ -130,7 +130,7 @@ class TLSServerEndpoint:
 
 def from_ssl_endpoint(endpoint: IStreamServerEndpoint) -> IStreamServerEndpoint:
     """
-    The same listener as Twisted's ``ssl:`` endpoint C{endpoint}, with
+    The same listener as Twisted's ``ssl:`` endpoint ``endpoint``, with
     connections whose clients may half-close; any other endpoint unchanged.
     """
     if not isinstance(endpoint, SSL4ServerEndpoint):

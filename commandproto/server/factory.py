@@ -78,7 +78,7 @@ class CommandServerFactory(Factory):
     :ivar max_connections: how many clients may be connected at once, closing
         ones included (each holds a descriptor until it is gone).
     :ivar max_connections_per_address: how many of them may come from one
-        address (see :func:`~commandproto.wire.addresses.address_key`), or
+        address (see ``commandproto.wire.addresses.address_key``), or
         ``None`` for no limit.
     :ivar idle_timeout: seconds without a whole line before a client is
         disconnected, or ``None`` for no limit.
@@ -96,9 +96,12 @@ class CommandServerFactory(Factory):
     :ivar stats: the server's counters (``stats``, ``--metrics``).
     :ivar slow_threshold: seconds past which a command's reply is logged as
         slow, or ``None`` for never.
-    :ivar admission: who may connect (:class:`Admission`).
-    :ivar dispatcher: from a line to its reply (:class:`Dispatcher`).
-    :ivar settings: the limits each connection keeps (:class:`Settings`).
+    :ivar admission: who may connect
+        (``commandproto.server.admission.Admission``).
+    :ivar dispatcher: from a line to its reply
+        (``commandproto.server.dispatch.Dispatcher``).
+    :ivar settings: the limits each connection keeps
+        (``commandproto.server.connection.Settings``).
     """
 
     protocol: type[CommandServerProtocol] = CommandServerProtocol  # type: ignore[assignment]
@@ -295,7 +298,7 @@ class CommandServerFactory(Factory):
 
     def drain(self, timeout: float) -> Deferred[None]:
         """
-        Close every connection gracefully (see :meth:`Admission.drain`).
+        Close every connection gracefully (see ``Admission.drain``).
         """
         return self.admission.drain(timeout)
 

@@ -176,7 +176,10 @@ class CommandServerProtocol(LineReceiver):
     :ivar factory: the factory that made it.
     """
 
+    #: What ends every reply line.
     delimiter = CRLF
+    #: The longest request line accepted, in bytes: the factory's
+    #: ``max_line_length`` once connected.
     MAX_LENGTH = DEFAULT_MAX_LINE_LENGTH
     factory: CommandServerFactory
     _core: Connection

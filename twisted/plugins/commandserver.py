@@ -1,7 +1,7 @@
 """
-The twistd plugin for commandproto: C{twistd -n commandserver}.
+The twistd plugin for commandproto: ``twistd -n commandserver``.
 
-Kept to a single object that names L{commandproto.tap} as a string, so that
+Kept to a single object that names :mod:`commandproto.tap` as a string, so that
 twistd's plugin scan stays cheap and imports commandproto only when used.
 """
 
