@@ -45,9 +45,11 @@ class ServerProcess:
         pass_fds: Sequence[int] = (),
         command: Sequence[str] = (),
         wait: bool = True,
+        twistd_options: Sequence[str] = (),
     ) -> None:
         """
         :param prelude: Python code the child runs before twistd.
+        :param twistd_options: twistd's own options (``-r asyncio``).
         :param environment: variables the child gets beside ours.
         :param pass_fds: descriptors the child inherits.
         :param command: what runs the child (``systemd-socket-activate ...``)
@@ -64,6 +66,7 @@ class ServerProcess:
                 prelude + TWISTD,
                 "-n",
                 "--pidfile=",
+                *twistd_options,
                 "commandserver",
                 *options,
             ],

@@ -177,7 +177,7 @@ class DocstringDialectTests(SynchronousTestCase):
     """
 
     EPYTEXT = re.compile(
-        r"(?<![\w$])[LCIB]\{[^{}]*\}|^\s*@(param|return|ivar|type|raise)"
+        r"(?<![\w$])[LCIB]\{[^{}]*\}|^\s*@(param|return|ivar|type|raise)\b(?!\.)"
     )
 
     def test_no_epytext(self) -> None:

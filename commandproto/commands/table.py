@@ -15,12 +15,14 @@ their annotations (see :class:`CommandTable.command`).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import math
 import re
 import typing
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
+from types import CoroutineType
 from typing import Annotated, Any
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -29,6 +31,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from ..wire.codec import is_one_line
+from . import coroutines
 
 log = Logger()
 
@@ -686,6 +689,16 @@ class Command:
             result = self.handler(*positional, **keywords)
         except Exception:
             return self.contain(Failure(), session)
+        if type(result) is CoroutineType:
+            # An ``async def``: its first step runs now, and only one that
+            # waits is handed on (see commandproto.commands.coroutines).
+            started = coroutines.start(result)
+            if type(started) is coroutines.Finished:
+                result = started.value
+            elif type(started) is Failure:
+                return self.contain(started, session)
+            else:
+                result = started
         # Whatever the handler asked while it ran (before any wait) is this
         # command's, not a later one's.
         close = session is not None and session._take_close()
@@ -768,7 +781,9 @@ class Command:
                 timer.cancel()
             late_close = session is not None and session._take_close()
             if isinstance(outcome, Failure):
-                if why_cancelled and outcome.check(CancelledError):
+                if why_cancelled and outcome.check(
+                    CancelledError, asyncio.CancelledError
+                ):
                     answer = self._cancelled(why_cancelled[0], timeout, session)
                 else:
                     answer = self.contain(outcome, session)

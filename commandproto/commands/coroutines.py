@@ -1,0 +1,198 @@
+"""
+Running an ``async def`` handler: at once, and handed to an event loop only
+when it really waits.
+
+Most handlers written as ``async def`` return without awaiting anything that
+is not ready (a cache hit, a value at hand).  Wrapping every call in
+``Deferred.fromCoroutine`` costs microseconds; so the coroutine's first step
+runs here, directly, and only a coroutine that is still waiting after it is
+driven on:
+
+- by Twisted (:class:`_TwistedDriver`), awaiting Deferreds, when no asyncio
+  event loop runs (Twisted's default reactors);
+- by an asyncio task, when the reactor is Twisted's asyncio reactor
+  (``twistd -r asyncio``): then the handler may await asyncio futures and
+  tasks (most Python libraries: database drivers, HTTP clients) and Deferreds
+  alike.
+
+Every step runs in one :class:`contextvars.Context`, a copy of the caller's,
+as ``Deferred.fromCoroutine`` does; cancelling the returned Deferred cancels
+what the coroutine awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import types
+from collections.abc import Coroutine, Generator
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+
+class Finished:
+    """
+    A coroutine's first step ended it: here is what it returned.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+
+def start(coroutine: Coroutine[Any, Any, Any]) -> Finished | Failure | Deferred[Any]:
+    """
+    Run a coroutine's first step now.
+
+    :returns: :class:`Finished` with its value if it returned without waiting;
+        a :class:`~twisted.python.failure.Failure` if it raised; else a
+        ``Deferred`` that fires with what it returns once it has finished
+        waiting.
+    """
+    context = contextvars.copy_context()
+    try:
+        yielded = context.run(coroutine.send, None)
+    except StopIteration as stop:
+        return Finished(stop.value)
+    except BaseException:
+        return Failure()
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return _TwistedDriver(coroutine, context).run(yielded)
+    task = context.run(loop.create_task, _on_asyncio(coroutine, yielded, loop))
+    return Deferred.fromFuture(task)
+
+
+class _TwistedDriver:
+    """
+    Drives a started coroutine that awaits Deferreds.
+    """
+
+    def __init__(
+        self, coroutine: Coroutine[Any, Any, Any], context: contextvars.Context
+    ) -> None:
+        self._coroutine = coroutine
+        self._context = context
+        self._waiting: Deferred[Any] | None = None
+        self.result: Deferred[Any] = Deferred(self._cancel)
+
+    def _cancel(self, result: Deferred[Any]) -> None:
+        # What the coroutine waits for fails with CancelledError, which it
+        # sees where it awaits (and may catch).
+        waiting = self._waiting
+        if waiting is not None:
+            waiting.cancel()
+
+    def run(self, yielded: object) -> Deferred[Any]:
+        """
+        Go on from the coroutine's last step, which yielded ``yielded``.
+        """
+        while True:
+            error: BaseException | None = None
+            if isinstance(yielded, Deferred):
+                if not yielded.called or yielded.paused:
+                    self._waiting = yielded
+                    yielded.addBoth(self._fired)
+                    return self.result
+                # Already fired: its await takes the result at once.
+            else:
+                error = TypeError(
+                    f"await of {type(yielded).__name__} needs Twisted's asyncio "
+                    "reactor (twistd -r asyncio)"
+                )
+            done, yielded = self._step(error)
+            if done:
+                return self.result
+
+    def _step(self, error: BaseException | Failure | None) -> tuple[bool, object]:
+        """
+        Resume the coroutine (throwing ``error`` into it, if any).
+
+        :returns: whether it has finished, and what it yielded if not.
+        """
+        context, coroutine = self._context, self._coroutine
+        try:
+            if error is None:
+                return False, context.run(coroutine.send, None)
+            if isinstance(error, Failure):
+                return False, context.run(error.throwExceptionIntoGenerator, coroutine)
+            return False, context.run(coroutine.throw, error)
+        except StopIteration as stop:
+            if not self.result.called:
+                self.result.callback(stop.value)
+        except BaseException:
+            if not self.result.called:
+                self.result.errback(Failure())
+        return True, None
+
+    def _fired(self, result: object) -> None:
+        # The awaited Deferred has its result.  A value is still its current
+        # result, which the coroutine's await takes; a failure is thrown into
+        # the coroutine (and so handled: nothing is left to log).
+        self._waiting = None
+        done, yielded = self._step(result if isinstance(result, Failure) else None)
+        if not done:
+            self.run(yielded)
+
+
+@types.coroutine
+def _on_asyncio(
+    coroutine: Coroutine[Any, Any, Any],
+    yielded: object,
+    loop: asyncio.AbstractEventLoop,
+) -> Generator[Any, Any, Any]:
+    """
+    Go on running a started coroutine as an asyncio task: what it awaits of
+    asyncio's is passed to the task as it is; a Deferred it awaits is waited
+    for through a future of our own (which leaves the Deferred's result to
+    the coroutine's await).
+    """
+    while True:
+        waiting: Deferred[Any] | None = None
+        try:
+            if isinstance(yielded, Deferred):
+                waiting = yielded
+                yield from _future_for(yielded, loop).__await__()
+            else:
+                yield yielded
+        except GeneratorExit:
+            coroutine.close()
+            raise
+        except BaseException as error:
+            if waiting is not None and isinstance(error, asyncio.CancelledError):
+                # Cancel what it awaits: the Deferred fails with Twisted's
+                # CancelledError, which the coroutine sees as it resumes.
+                waiting.cancel()
+                step_error: BaseException | None = None
+            else:
+                step_error = error
+        else:
+            step_error = None
+        try:
+            if step_error is None:
+                yielded = coroutine.send(None)
+            else:
+                yielded = coroutine.throw(step_error)
+        except StopIteration as stop:
+            return stop.value
+
+
+def _future_for(
+    deferred: Deferred[Any], loop: asyncio.AbstractEventLoop
+) -> asyncio.Future[None]:
+    """
+    A future that is done when ``deferred`` fires, leaving its result alone.
+    """
+    future: asyncio.Future[None] = loop.create_future()
+
+    def fired(result: object) -> object:
+        if not future.done():
+            future.set_result(None)
+        return result
+
+    deferred.addBoth(fired)
+    return future

@@ -1,0 +1,202 @@
+"""
+``async def`` handlers: answered at once when they do not wait, driven by
+Twisted when they await Deferreds, and by asyncio (Twisted's asyncio
+reactor) when they await asyncio, with cancellation and ``contextvars``
+kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import sys
+import tempfile
+import textwrap
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from commandproto.commands.table import CommandTable, Reply, Session
+
+from ._processes import ServerProcess, run_client
+
+VARIABLE: contextvars.ContextVar[str] = contextvars.ContextVar("v", default="-")
+
+
+def session(clock: Clock | None = None) -> Session:
+    return Session("tcp:192.0.2.1:1", None, clock or Clock())
+
+
+class NoWaitTests(SynchronousTestCase):
+    def test_answered_without_a_deferred(self) -> None:
+        table = CommandTable()
+
+        @table.command("now")
+        async def now() -> str:
+            return "at once"
+
+        (command, arguments) = table.find("now") or (None, None)
+        assert command is not None
+        self.assertEqual(command.run_text(arguments, session()), "at once")
+
+    def test_a_failure_is_contained(self) -> None:
+        table = CommandTable()
+
+        @table.command("bad")
+        async def bad() -> str:
+            raise ZeroDivisionError()
+
+        self.assertEqual(table.dispatch("bad"), Reply("Error: bad failed"))
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_its_context_is_its_own(self) -> None:
+        table = CommandTable()
+
+        @table.command("set")
+        async def set_variable() -> str:
+            VARIABLE.set("handler's")
+            return VARIABLE.get()
+
+        self.assertEqual(table.dispatch("set"), Reply("handler's"))
+        self.assertEqual(VARIABLE.get(), "-")
+
+
+class TwistedTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.table = CommandTable()
+        self.waiting: list[Deferred[str]] = []
+
+        @self.table.command("later")
+        async def later() -> str:
+            VARIABLE.set("before the wait")
+            deferred: Deferred[str] = Deferred()
+            self.waiting.append(deferred)
+            value = await deferred
+            return f"{value}, {VARIABLE.get()}"
+
+    def start(
+        self, timeout: float | None = None, clock: Clock | None = None
+    ) -> Deferred[Reply]:
+        found = self.table.find("later")
+        assert found is not None
+        result = found[0].run(found[1], session(clock), timeout)
+        assert isinstance(result, Deferred)
+        return result
+
+    def test_awaits_a_deferred_in_its_own_context(self) -> None:
+        reply = self.start()
+        self.assertNoResult(reply)
+        self.waiting[0].callback("fired")
+        self.assertEqual(self.successResultOf(reply), Reply("fired, before the wait"))
+
+    def test_a_failed_deferred_is_raised_where_it_awaits(self) -> None:
+        reply = self.start()
+        self.waiting[0].errback(ZeroDivisionError())
+        self.assertEqual(self.successResultOf(reply), Reply("Error: later failed"))
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_the_command_timeout_cancels_what_it_awaits(self) -> None:
+        clock = Clock()
+        reply = self.start(timeout=5, clock=clock)
+        clock.advance(5)
+        self.assertEqual(self.successResultOf(reply), Reply("Error: later timed out"))
+        # Cancelled: nothing else would ever fire it.
+        self.assertTrue(self.waiting[0].called)
+
+    def test_an_asyncio_await_without_asyncio_says_what_to_do(self) -> None:
+        table = CommandTable()
+
+        @table.command("aio")
+        async def aio() -> str:
+            await asyncio.sleep(0)
+            return "never"
+
+        self.assertEqual(table.dispatch("aio"), Reply("Error: aio failed"))
+        (error,) = self.flushLoggedErrors(TypeError)
+        self.assertIn("twistd -r asyncio", str(error.value))
+
+
+class AsyncioTests(SynchronousTestCase):
+    """
+    Under a running asyncio loop, as Twisted's asyncio reactor runs one.
+    """
+
+    def setUp(self) -> None:
+        self.table = CommandTable()
+
+        @self.table.command("mixed")
+        async def mixed() -> str:
+            VARIABLE.set("mine")
+            await asyncio.sleep(0.001)
+            deferred: Deferred[str] = Deferred()
+            asyncio.get_running_loop().call_soon(deferred.callback, "deferred")
+            value = await deferred
+            return f"{value}, {VARIABLE.get()}"
+
+        @self.table.command("slow")
+        async def slow() -> str:
+            await asyncio.sleep(60)
+            return "never"
+
+    def answer(self, name: str, timeout: float | None, clock: Clock) -> Reply:
+        async def main() -> Reply:
+            found = self.table.find(name)
+            assert found is not None
+            result = found[0].run(found[1], session(clock), timeout)
+            assert isinstance(result, Deferred)
+            asyncio.get_running_loop().call_later(0.05, clock.advance, 10)
+            return await result.asFuture(asyncio.get_running_loop())
+
+        return asyncio.run(asyncio.wait_for(main(), 5))
+
+    def test_awaits_asyncio_and_deferreds(self) -> None:
+        self.assertEqual(self.answer("mixed", None, Clock()), Reply("deferred, mine"))
+
+    def test_the_command_timeout_cancels_the_task(self) -> None:
+        self.assertEqual(
+            self.answer("slow", 5, Clock()), Reply("Error: slow timed out")
+        )
+
+
+ASYNCIO_COMMANDS = textwrap.dedent(
+    """
+    import asyncio
+
+    from commandproto import CommandTable
+
+    commands = CommandTable()
+
+
+    @commands.command("nap")
+    async def nap() -> str:
+        await asyncio.sleep(0.05)
+        return "rested"
+    """
+)
+
+
+class AsyncioReactorProcessTests(SynchronousTestCase):
+    """
+    The real ``twistd -n -r asyncio commandserver`` runs a handler that
+    awaits asyncio.
+    """
+
+    def test_asyncio_handler(self) -> None:
+        directory = tempfile.mkdtemp(prefix="commandproto-")
+        with open(os.path.join(directory, "napping.py"), "w") as f:
+            f.write(ASYNCIO_COMMANDS)
+        server = ServerProcess(
+            directory,
+            "--commands",
+            "napping:commands",
+            twistd_options=("-r", "asyncio"),
+        )
+        self.addCleanup(server.stop)
+        result = run_client(["--port", str(server.port), "--raw", "nap", "Hello"], b"")
+        self.assertEqual(
+            (result.returncode, result.stdout.decode().splitlines()),
+            (0, ["rested", "Greetings!"]),
+            result.stderr.decode(errors="replace") + sys.executable,
+        )
