@@ -6,8 +6,11 @@ how a handler's result or failure becomes one reply.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -508,3 +511,65 @@ class WithBuiltinsTests(SynchronousTestCase):
         first.command("x")(lambda: "1")
         second.command("x")(lambda: "2")
         self.assertRaises(ValueError, with_builtins, first, second)
+
+
+class SpecialisedBinderTests(SynchronousTestCase):
+    """
+    The binder worked out at registration for the common signatures fills
+    the same arguments as the general one, and fails the same lines.
+    """
+
+    def handlers(self) -> list[Callable[..., str]]:
+        def one(key: str) -> str:
+            return key
+
+        def two(key: str, count: int) -> str:
+            return key
+
+        def floats(x: float, y: float) -> str:
+            return ""
+
+        def keyed(key: str, value: Rest) -> str:
+            return value
+
+        def mixed(key: str, count: int, value: Rest) -> str:
+            return value
+
+        def only(text: Rest) -> str:
+            return text
+
+        return [one, two, floats, keyed, mixed, only]
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.one_of(st.none(), st.text(alphabet=" ab1.-e\u0663", max_size=12)))
+    def test_same_as_the_general_binder(self, arguments: str | None) -> None:
+        from commandproto.commands.table import ArgumentError, Command
+
+        for handler in self.handlers():
+            command = Command("c", handler)
+            binder = command._binder
+            assert binder is not None, handler
+            try:
+                expected: object = command.bind(arguments, None)[0]
+            except ArgumentError:
+                expected = ArgumentError
+            try:
+                got: object = binder(arguments, None)[0]
+            except ArgumentError:
+                got = ArgumentError
+            self.assertEqual(got, expected, (handler.__name__, arguments))
+
+    def test_other_signatures_use_the_general_binder(self) -> None:
+        from commandproto.commands.table import Command
+
+        def optional(key: str = "k") -> str:
+            return key
+
+        def with_session(session: Session, key: str) -> str:
+            return key
+
+        def many(*keys: str) -> str:
+            return ""
+
+        for handler in (optional, with_session, many):
+            self.assertIsNone(Command("c", handler)._binder, handler.__name__)

@@ -482,6 +482,74 @@ def _split_rest(arguments: str, count: int) -> tuple[list[str], str | None]:
     return words, arguments[position:]
 
 
+_Bound = tuple[list[Any], dict[str, Any]]
+# Handlers are called with ``**`` this: never changed.
+_NO_KEYWORDS: dict[str, Any] = {}
+
+
+def _specialised_binder(
+    parameters: tuple[_Parameter, ...],
+) -> Callable[[str | None, Session | None], _Bound] | None:
+    """
+    Work out once, when a command is made, how a line's arguments become
+    its handler's, for the common signatures: some required words (``str``,
+    ``int``, ``float``), then perhaps a required :data:`Rest`, passed by
+    position.  It does what :meth:`Command.bind` does for them, without
+    going through every parameter's kind on every call.
+
+    :returns: the binder, or ``None`` for any other signature (then
+        :meth:`Command.bind` does the work).
+    """
+    if not parameters or any(
+        p.keyword or not p.required or p.kind not in ("word", "rest")
+        for p in parameters
+    ):
+        return None
+    if any(p.kind == "rest" for p in parameters[:-1]):
+        return None
+    rest = parameters[-1].kind == "rest"
+    words = parameters[:-1] if rest else parameters
+    count = len(words)
+    converters = [p.convert for p in words]
+    plain = all(convert is str for convert in converters)
+
+    def convert(values: list[str]) -> list[Any]:
+        if plain:
+            return values
+        try:
+            return [c(v) for c, v in zip(converters, values, strict=True)]
+        except (ValueError, ArithmeticError):
+            raise ArgumentError("bad argument") from None
+
+    if rest:
+
+        def bind_rest(arguments: str | None, session: Session | None) -> _Bound:
+            if arguments is None:
+                raise ArgumentError("missing arguments")
+            if not count:
+                return [arguments], _NO_KEYWORDS
+            values, text = _split_rest(arguments, count)
+            if text is None:
+                raise ArgumentError("missing text")
+            values = convert(values)
+            values.append(text)
+            return values, _NO_KEYWORDS
+
+        return bind_rest
+
+    def bind_words(arguments: str | None, session: Session | None) -> _Bound:
+        if arguments is None:
+            raise ArgumentError("missing arguments")
+        values = arguments.split(" ")
+        if len(values) != count or "" in values:
+            values = [value for value in values if value]
+            if len(values) != count:
+                raise ArgumentError("wrong number of arguments")
+        return convert(values), _NO_KEYWORDS
+
+    return bind_words
+
+
 def _usage(name: str, parameters: tuple[_Parameter, ...]) -> str:
     """
     Write a usage line from a handler's parameters: ``set KEY VALUE``,
@@ -541,6 +609,9 @@ class Command:
     _rest: bool = field(default=False, init=False, repr=False)
     _words: int = field(default=0, init=False, repr=False)
     _only_rest: bool = field(default=False, init=False, repr=False)
+    _binder: Callable[[str | None, Session | None], _Bound] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         for what in ("usage", "summary"):
@@ -554,6 +625,7 @@ class Command:
         object.__setattr__(self, "_rest", rest)
         object.__setattr__(self, "_words", len(from_line) - 1 if rest else 0)
         object.__setattr__(self, "_only_rest", rest and len(parameters) == 1)
+        object.__setattr__(self, "_binder", _specialised_binder(parameters))
         if not self.usage:
             object.__setattr__(self, "usage", _usage(self.name, parameters))
 
@@ -679,8 +751,13 @@ class Command:
             # A CR before the line's CRLF is content, but no reply could
             # carry it back: arguments never end with one.
             arguments = arguments.rstrip("\r")
+        binder = self._binder
         try:
-            positional, keywords = self.bind(arguments, session)
+            positional, keywords = (
+                self.bind(arguments, session)
+                if binder is None
+                else binder(arguments, session)
+            )
         except ArgumentError:
             if not self._takes_arguments:
                 return Reply(UNKNOWN_COMMAND)
