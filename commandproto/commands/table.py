@@ -778,7 +778,9 @@ class Command:
                 result = started
         # Whatever the handler asked while it ran (before any wait) is this
         # command's, not a later one's.
-        close = session is not None and session._take_close()
+        close = False
+        if session is not None and session._close_after_reply:
+            close = session._take_close()
         if type(result) is str and "\n" not in result and result[-1:] != "\r":
             # The common case, first: a one-line text.
             return Reply(result, True) if close else result

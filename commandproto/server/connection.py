@@ -702,13 +702,16 @@ class Connection:
         get = self._cache.get
         counts = stats.cached
         answer = self._answer
+        start = self.dispatcher.start
         line_received = self._io.line_received
         plain = self.plain
         try:
             for index, frame in enumerate(frames):
                 if plain and frame is not OVERLONG:
                     reply = get(frame)
-                    if reply is not None and not self._queue:
+                    if self._queue:
+                        answer(frame, reply)
+                    elif reply is not None:
                         # A constant command, nothing pending: the commonest
                         # line of a mixed read, answered here.
                         out.append(reply)
@@ -716,7 +719,13 @@ class Connection:
                         if timing:
                             self._hits.append(frame)  # type: ignore[union-attr]
                         continue
-                    answer(frame, reply)
+                    else:
+                        answered = start(frame, self)
+                        if type(answered) is bytes:
+                            # Answered at once, nothing pending: in this write.
+                            out.append(answered)
+                            continue
+                        self._place(answered)
                 else:
                     # Through the protocol: lineReceived, or
                     # lineLengthExceeded for every line too long.
@@ -753,7 +762,6 @@ class Connection:
         """
         :meth:`answer`, once the line's cached reply (if any) is known.
         """
-        out = self._out
         started: bytes | Pending
         if reply is not None:
             counts = self.stats.cached
@@ -764,6 +772,14 @@ class Connection:
             started = reply
         else:
             started = self.dispatcher.start(frame, self)
+        self._place(started)
+
+    def _place(self, started: bytes | Pending) -> None:
+        """
+        Give a line's reply (or its place, for one to come) its turn: in the
+        batch's write, in the queue behind one still pending, or out now.
+        """
+        out = self._out
         queue = self._queue
         if type(started) is Pending:
             if queue is None:
