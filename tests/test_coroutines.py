@@ -12,7 +12,6 @@ import contextvars
 import os
 import sys
 import tempfile
-import textwrap
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -20,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from commandproto.commands.table import CommandTable, Reply, Session
 
+from ._docs import literal_blocks, read
 from ._processes import ServerProcess, run_client
 
 VARIABLE: contextvars.ContextVar[str] = contextvars.ContextVar("v", default="-")
@@ -160,33 +160,28 @@ class AsyncioTests(SynchronousTestCase):
         )
 
 
-ASYNCIO_COMMANDS = textwrap.dedent(
+def asyncio_commands() -> str:
     """
-    import asyncio
-
-    from commandproto import CommandTable
-
-    commands = CommandTable()
-
-
-    @commands.command("nap")
-    async def nap() -> str:
-        await asyncio.sleep(0.05)
-        return "rested"
+    The manual's example of a handler that awaits asyncio, as written.
     """
-)
+    (source,) = [
+        block
+        for block in literal_blocks(read("docs/reference/commands.rst"))
+        if block.startswith("# napping.py")
+    ]
+    return source
 
 
 class AsyncioReactorProcessTests(SynchronousTestCase):
     """
-    The real ``twistd -n -r asyncio commandserver`` runs a handler that
-    awaits asyncio.
+    The real ``twistd -n -r asyncio commandserver`` runs the manual's
+    handler that awaits asyncio.
     """
 
     def test_asyncio_handler(self) -> None:
         directory = tempfile.mkdtemp(prefix="commandproto-")
         with open(os.path.join(directory, "napping.py"), "w") as f:
-            f.write(ASYNCIO_COMMANDS)
+            f.write(asyncio_commands())
         server = ServerProcess(
             directory,
             "--commands",
