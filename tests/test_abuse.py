@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHalfCloseableDescriptor, ISSLTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -27,10 +28,12 @@ from commandproto import tap
 from commandproto.commands.table import (
     CLOSING,
     GREETING,
+    CommandTable,
     idle_timeout_reply,
     line_took_too_long,
     too_many_connections,
     too_many_from_address,
+    with_builtins,
 )
 from commandproto.ops.signals import SignalService, reopen_log_files
 from commandproto.server import (
@@ -79,6 +82,32 @@ class LineTimeoutTests(SynchronousTestCase):
         self.server.clock.advance(0.5)
         self.assertEqual(self.transport.value(), replies(line_took_too_long(10)))
         self.assertTrue(self.transport.disconnecting)
+
+    def test_a_trickler_that_keeps_sending_loses_its_slot_within_a_second(
+        self,
+    ) -> None:
+        """
+        Closed for its line timeout, a client that goes on sending and never
+        reads does not hold its slot for the close's usual 10 seconds.
+        """
+        aborted: list[bool] = []
+        self.transport.abortConnection = lambda: aborted.append(True)  # type: ignore[method-assign]
+        self.protocol.dataReceived(b"Hel")
+        self.server.clock.advance(10)
+        self.assertTrue(self.transport.disconnecting)
+        self.protocol.dataReceived(b"more and more")
+        self.server.clock.advance(0.9)
+        self.assertEqual(aborted, [])
+        self.server.clock.advance(0.1)
+        self.assertEqual(aborted, [True])
+
+    def test_an_idle_client_loses_its_slot_within_a_second(self) -> None:
+        aborted: list[bool] = []
+        self.transport.abortConnection = lambda: aborted.append(True)  # type: ignore[method-assign]
+        self.server.clock.advance(300)
+        self.assertTrue(self.transport.disconnecting)
+        self.server.clock.advance(1)
+        self.assertEqual(aborted, [True])
 
     def test_whole_lines_in_pieces_are_fine(self) -> None:
         for _ in range(10):
@@ -514,3 +543,62 @@ class SendBufferTests(SynchronousTestCase):
         other.close()
         sock = self.connected_socket(send_buffer=None)
         self.assertEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF), expected)
+
+
+class HalfClosedSlowCommandTests(SynchronousTestCase):
+    """
+    A client that sends a slow command and closes its side keeps its slot
+    while the command runs, but at the connection limit the oldest such
+    makes room for a new client.
+    """
+
+    def setUp(self) -> None:
+        self.logged = LogCapture(self)
+        self.waiting: list[Deferred[str]] = []
+        table = CommandTable()
+
+        @table.command("slow")
+        def slow() -> Deferred[str]:
+            self.waiting.append(Deferred())
+            return self.waiting[-1]
+
+        self.server = Server(commands=with_builtins(table), max_connections=2)
+
+    def half_closed(self) -> tuple[CommandServerProtocol, StringTransport]:
+        protocol, transport = self.server.connect(HalfCloseableTransport())
+        protocol.dataReceived(b"slow\n")
+        protocol.readConnectionLost()
+        return protocol, transport
+
+    def test_below_the_limit_it_still_gets_its_reply(self) -> None:
+        _, transport = self.half_closed()
+        self.waiting[0].callback("done")
+        self.assertEqual(transport.value(), replies("done"))
+
+    def test_at_the_limit_the_oldest_makes_room(self) -> None:
+        aborted: list[int] = []
+        first, first_transport = self.half_closed()
+        first_transport.abortConnection = lambda: aborted.append(1)  # type: ignore[method-assign]
+        _, second_transport = self.half_closed()
+        second_transport.abortConnection = lambda: aborted.append(2)  # type: ignore[method-assign]
+        newcomer, transport = self.server.connect()
+        self.assertEqual(aborted, [1])
+        self.assertFalse(transport.disconnecting)
+        newcomer.dataReceived(b"Hello\n")
+        self.assertEqual(transport.value(), replies(GREETING))
+        self.assertEqual(self.server.factory.stats.events["made_room"], 1)
+        self.assertEqual(
+            [m for m in self.logged.messages() if "make room" in m or "full" in m],
+            [
+                "[1] closing half-closed connection from tcp:192.168.1.1:54321 "
+                "that waits for a command: the server is full"
+            ],
+        )
+        first.connectionLost()
+        self.assertEqual(len(self.server.factory.connections), 2)
+
+    def test_open_clients_are_never_made_to_room(self) -> None:
+        self.server.connect()
+        self.server.connect()
+        _, transport = self.server.connect()
+        self.assertEqual(transport.value(), replies(too_many_connections(2)))

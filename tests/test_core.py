@@ -93,6 +93,9 @@ class Member:
     def abort(self) -> None:
         self.events.append("abort")
 
+    def make_room(self) -> None:
+        self.events.append("make_room")
+
 
 PEER = IPv4Address("TCP", "192.0.2.1", 4000)
 

@@ -47,6 +47,12 @@ class Member(Protocol):
         Close at once, unsent replies dropped.
         """
 
+    def make_room(self) -> None:
+        """
+        Its client has ended its input and waits only for replies: give up
+        on them (log why, count it, abort), to make room for a new client.
+        """
+
 
 class Admission:
     """
@@ -77,6 +83,9 @@ class Admission:
         # In the order they started: a dict, so the oldest is first.
         self.handshakes: dict[Member, None] = {}
         self.refusing: set[Member] = set()
+        # Admitted connections whose client has ended its input while
+        # commands of theirs still run, oldest first.
+        self.ended: dict[Member, None] = {}
         self._per_address: dict[str, int] = {}
         self._keys: dict[Member, str] = {}
         self.draining = False
@@ -119,6 +128,13 @@ class Admission:
         if self.draining:
             stats.refuse("shutting_down")
             return CLOSING
+        if len(self.connections) >= self.max_connections and self.ended:
+            # A client that sent a slow command and closed holds a slot, and
+            # maybe no socket of its own: at the limit, the oldest such makes
+            # room (as the oldest TLS handshake does).
+            oldest = next(iter(self.ended))
+            self.forget(oldest)
+            oldest.make_room()
         if len(self.connections) >= self.max_connections:
             stats.refuse("max_connections")
             return too_many_connections(self.max_connections)
@@ -137,6 +153,14 @@ class Admission:
         stats.open += 1
         return None
 
+    def input_ended(self, member: Member) -> None:
+        """
+        An admitted connection's client has ended its input while commands
+        of its still run: at the connection limit it may make room.
+        """
+        if member in self.connections:
+            self.ended[member] = None
+
     def may_linger(self) -> bool:
         """
         Whether one more refused connection may close gracefully (taking a
@@ -152,6 +176,7 @@ class Admission:
         """
         self.refusing.discard(member)
         self.handshakes.pop(member, None)
+        self.ended.pop(member, None)
         if member not in self.connections:
             return False
         self.connections.remove(member)

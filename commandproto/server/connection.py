@@ -81,6 +81,13 @@ Seconds a refused connection may take to close gracefully before it is
 aborted.
 """
 
+MISBEHAVIOUR_LINGER = 1.0
+"""
+Seconds a connection closed for misbehaving (the line or idle timeout) may
+take to close gracefully before it is aborted: its slot is free within about
+a second, however the client goes on sending.
+"""
+
 _LF_BYTE = LF[0]
 # The counted misbehaviour as the line that logs a close names it.
 _COMPLAINTS = {OVER_LONG: "over-long lines", INVALID: "invalid UTF-8 lines"}
@@ -220,6 +227,7 @@ class Connection:
         "_hits",
         "_io",
         "_last_words",
+        "_linger",
         "_out",
         "_queue",
         "_reading",
@@ -292,6 +300,9 @@ class Connection:
         self._complaints: dict[str, int] | None = None
         # What a wind-down sends last: ``Closing down``, or why.
         self._last_words = CLOSING
+        # How long the close after them may take: a client closed for
+        # misbehaving gets its slot back within a second.
+        self._linger = CLOSE_TIMEOUT
 
     # -- what the dispatcher needs (Caller)
 
@@ -490,7 +501,7 @@ class Connection:
             seconds=timeout,
             conn=self.conn,
         )
-        self._wind_down(line_took_too_long(timeout))
+        self._wind_down(line_took_too_long(timeout), linger=MISBEHAVIOUR_LINGER)
 
     def end_of_input(self) -> None:
         """
@@ -510,6 +521,10 @@ class Connection:
             self._held = held + LF
         if self.timers.turn is None:
             self._process()
+        if self.phase is _OPEN and self._blocking:
+            # Waiting on a command: it might be a client that sent a slow
+            # one and went away, holding the slot with no socket of its own.
+            self.admission.input_ended(self.member)
 
     def output_lost(self) -> None:
         """
@@ -601,7 +616,23 @@ class Connection:
             conn=self.conn,
         )
         self._send(encode_line(idle_timeout_reply(timeout)))
-        self._close()
+        # A client that ignores the line (and keeps sending) must not hold
+        # its slot for long: a second to read it.
+        self._close(linger=MISBEHAVIOUR_LINGER)
+
+    def make_room(self) -> None:
+        """
+        The server is at its connection limit and this client has ended its
+        input, waiting only for replies: give up on them for a new client.
+        """
+        self.stats.event("made_room")
+        log.warn(
+            "[{conn}] closing half-closed connection from {peer} that waits "
+            "for a command: the server is full",
+            peer=self.peer,
+            conn=self.conn,
+        )
+        self._io.abort()
 
     def _stalled(self) -> None:
         self.stats.event("stalled")
@@ -612,7 +643,7 @@ class Connection:
         )
         self._io.abort()
 
-    def _wind_down(self, last_words: str) -> None:
+    def _wind_down(self, last_words: str, linger: float = CLOSE_TIMEOUT) -> None:
         """
         Stop reading; answer every line already read, then send
         ``last_words`` and close.
@@ -622,6 +653,7 @@ class Connection:
             # reply, then the close).
             return
         self._last_words = last_words
+        self._linger = linger
         self.phase = _DRAINING
         self.timers.cancel(LINE)
         self._update_reading()
@@ -858,7 +890,7 @@ class Connection:
             return
         if self.phase is _DRAINING:
             self._send(encode_line(self._last_words))
-            self._close()
+            self._close(linger=self._linger)
         elif self.phase is _OPEN and self.input_ended:
             self._close()
 

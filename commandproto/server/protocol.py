@@ -376,3 +376,10 @@ class CommandServerProtocol(LineReceiver):
         Close at once, unsent replies dropped.
         """
         self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def make_room(self) -> None:
+        """
+        Give up on the replies this half-closed client waits for, to make
+        room for a new client.
+        """
+        self._core.make_room()

@@ -62,6 +62,7 @@ EVENTS = (
     "handshake_dropped",
     "backpressure",
     "stalled",
+    "made_room",
 )
 """
 What clients do wrong, and what the server does about it: a line over
@@ -69,7 +70,8 @@ What clients do wrong, and what the server does about it: a line over
 ``--line-timeout`` and ``--handshake-timeout`` expiring, a client that does
 not read its replies (the transport pauses us), a close that did not finish
 and was aborted, a TLS handshake dropped to make room for a new one (past
-``--max-handshakes``).
+``--max-handshakes``), a half-closed client that waited for a command
+closed to make room for a new one (at ``--max-connections``).
 """
 
 LATENCY_BUCKETS = (
