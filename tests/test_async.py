@@ -178,7 +178,7 @@ class BoundedInputTests(SynchronousTestCase):
         protocol.dataReceived(b"ab\n" * 20000)
         # One bytes object, not an object per line.
         self.assertEqual(protocol._core._held, b"ab\n" * 20000)
-        self.assertEqual(protocol._core._frames, [])
+        self.assertEqual(len(protocol._core._frames), 0)
 
 
 class LifecycleTests(SynchronousTestCase):

@@ -203,7 +203,7 @@ class BoundTests(SynchronousTestCase):
         clock, protocol, transport, _ = serve(table, max_unanswered=4)
         protocol.dataReceived(b"o\n" * 4096)
         clock.advance(0)
-        self.assertLessEqual(len(protocol._core._queue or ()), 4)
+        self.assertLessEqual(len(protocol._core.replies.queue or ()), 4)
         for _ in range(1100):
             clock.advance(10)
         self.assertEqual(transport.value(), replies("x") * 4096)

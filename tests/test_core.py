@@ -27,9 +27,10 @@ from commandproto.commands.table import (
     with_builtins,
 )
 from commandproto.server.admission import Admission
-from commandproto.server.connection import Connection, Phase, Settings
+from commandproto.server.connection import Connection, Phase
 from commandproto.server.dispatch import Dispatcher
 from commandproto.server.replies import Pending, ReplyQueue
+from commandproto.server.settings import Settings
 from commandproto.server.stats import ServerStats
 from commandproto.server.timers import IDLE, LINE, Timers
 from commandproto.wire.codec import OVERLONG, Frame
@@ -77,7 +78,7 @@ class MemoryIO:
 
     def line_received(self, frame: Frame) -> None:
         assert self.core is not None
-        self.core.answer(frame)
+        self.core.replies.answer(frame)
 
 
 class Member:

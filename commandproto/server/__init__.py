@@ -24,7 +24,6 @@ from .connection import (
     REFUSAL_LINGER,
     Connection,
     Phase,
-    Settings,
 )
 from .dispatch import Dispatcher
 from .factory import (
@@ -44,6 +43,7 @@ from .factory import (
     LoggingServerEndpoint,
 )
 from .protocol import CommandServerProtocol
+from .settings import Settings
 
 __all__ = [
     "BATCH",

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from time import perf_counter
 from typing import Protocol, cast
 
 from twisted.internet.interfaces import IAddress, IDelayedCall
@@ -41,15 +39,15 @@ from twisted.logger import Logger
 
 from ..commands.table import (
     CLOSING,
-    Reply,
     Session,
     idle_timeout_reply,
     line_took_too_long,
 )
-from ..wire.codec import LF, OVERLONG, Frame, LineFramer, encode_line
+from ..wire.codec import LF, Frame, LineFramer, encode_line
 from .admission import Admission, Member
+from .answering import Answering
 from .dispatch import INVALID, OVER_LONG, Dispatcher
-from .replies import Pending, ReplyQueue
+from .settings import Settings
 from .stats import ServerStats
 from .timers import HANDSHAKE, IDLE, LINE, LINGER, TURN, Timers
 
@@ -181,26 +179,6 @@ class ConnectionIO(Protocol):
         """
 
 
-@dataclass(frozen=True)
-class Settings:
-    """
-    The limits every connection of a server keeps, in one object they share.
-
-    :ivar idle_timeout: seconds without a whole line before a client is
-        told so and disconnected, or ``None``.
-    :ivar line_timeout: seconds a line may take to arrive from its first
-        byte, or ``None``.
-    :ivar handshake_timeout: seconds a TLS handshake may take, or ``None``.
-    :ivar max_unanswered: lines of one connection that may await their
-        replies before reading stops.
-    """
-
-    idle_timeout: float | None
-    line_timeout: float | None
-    handshake_timeout: float | None
-    max_unanswered: int
-
-
 class Connection:
     """
     One client's session: each request line gets exactly one reply line, in
@@ -218,18 +196,13 @@ class Connection:
     """
 
     __slots__ = (
-        "_answering",
-        "_blocking",
         "_cache",
         "_complaints",
         "_frames",
         "_held",
-        "_hits",
         "_io",
         "_last_words",
         "_linger",
-        "_out",
-        "_queue",
         "_reading",
         "_session",
         "admission",
@@ -242,7 +215,7 @@ class Connection:
         "peer",
         "peer_address",
         "phase",
-        "plain",
+        "replies",
         "settings",
         "stats",
         "timers",
@@ -274,7 +247,6 @@ class Connection:
         self.conn = conn
         self.peer = peer
         self.peer_address = peer_address
-        self.plain = plain
         self.timers = Timers(io.schedule)
         self.phase = _HANDSHAKING
         self.input_ended = False
@@ -284,17 +256,14 @@ class Connection:
         self._held = b""
         # Lines framed but not yet started (at most one batch).
         self._frames: Sequence[Frame] = ()
-        # Replies behind one that is not ready yet; made when first needed.
-        self._queue: ReplyQueue | None = None
-        # Commands running that the lines after them wait for.
-        self._blocking = 0
-        # Within a batch: the replies to send with one write; else None.
-        self._out: list[bytes] | None = None
-        # Within a timed batch: the lines answered from the cache.
-        self._hits: list[Frame] | None = None
-        # A batch is being answered: replies that become ready meanwhile
-        # are sent by it.
-        self._answering = False
+        self.replies = Answering(
+            self,
+            dispatcher=dispatcher,
+            settings=settings,
+            reply_cache=reply_cache,
+            line_received=io.line_received,
+            plain=plain,
+        )
         self._reading = True
         self._session: Session | None = None
         self._complaints: dict[str, int] | None = None
@@ -346,7 +315,7 @@ class Connection:
             self.phase is _OPEN
             and not self._held
             and not self._frames
-            and not self._queue
+            and not self.replies.queue
             and not self.output_paused
         )
 
@@ -412,7 +381,7 @@ class Connection:
                 reason=refusal,
                 conn=self.conn,
             )
-            self._send(encode_line(refusal))
+            self.send(encode_line(refusal))
             if admission.may_linger():
                 # Close gracefully (a request the client already sent, left
                 # unread, would make the close a reset that destroys the
@@ -443,7 +412,7 @@ class Connection:
             # what was read before the wind-down is answered.
             return
         self.watch(data)
-        if self._held or self._frames or self._queue or self.output_paused:
+        if self._held or self._frames or self.replies.queue or self.output_paused:
             # Busy: hold the input, raw, until its turn.
             self._held += data
             if self.timers.turn is None and self._can_start():
@@ -521,7 +490,7 @@ class Connection:
             self._held = held + LF
         if self.timers.turn is None:
             self._process()
-        if self.phase is _OPEN and self._blocking:
+        if self.phase is _OPEN and self.replies.blocking:
             # Waiting on a command: it might be a client that sent a slow
             # one and went away, holding the slot with no socket of its own.
             self.admission.input_ended(self.member)
@@ -604,7 +573,7 @@ class Connection:
         if self.output_paused:
             self._stalled()
             return
-        if self._queue:
+        if self.replies.queue:
             # Waiting for our own replies (bounded by the command timeout).
             self.timers.start(IDLE, timeout, self._idle)
             return
@@ -615,7 +584,7 @@ class Connection:
             peer=self.peer,
             conn=self.conn,
         )
-        self._send(encode_line(idle_timeout_reply(timeout)))
+        self.send(encode_line(idle_timeout_reply(timeout)))
         # A client that ignores the line (and keeps sending) must not hold
         # its slot for long: a second to read it.
         self._close(linger=MISBEHAVIOUR_LINGER)
@@ -670,9 +639,9 @@ class Connection:
         return (
             (phase is _OPEN or phase is _DRAINING)
             and not self.output_paused
-            and not self._blocking
-            and not self._answering
-            and len(self._queue or ()) < self.settings.max_unanswered
+            and not self.replies.blocking
+            and not self.replies.answering
+            and len(self.replies.queue or ()) < self.settings.max_unanswered
         )
 
     def _has_input(self) -> bool:
@@ -713,183 +682,14 @@ class Connection:
         self._held = b""
         return self.framer.feed(held)
 
-    def answer_frames(self, frames: Sequence[Frame]) -> None:
-        """
-        Start each line in order, and send the replies that are ready, in
-        one write.  Stops early (keeping the rest) at a command whose reply
-        is pending and that the lines after it must wait for, and at a
-        command that closes the connection (dropping the rest).
-        """
-        if not frames:
-            return
-        stats = self.stats
-        timing = stats.timing
-        if timing:
-            # With timing, the cached replies of this batch, timed together.
-            self._hits = []
-            started = perf_counter()
-        out: list[bytes] = []
-        self._out = out
-        self._answering = True
-        get = self._cache.get
-        counts = stats.cached
-        answer = self._answer
-        start = self.dispatcher.start
-        line_received = self._io.line_received
-        plain = self.plain
-        try:
-            for index, frame in enumerate(frames):
-                if plain and frame is not OVERLONG:
-                    reply = get(frame)
-                    if self._queue:
-                        answer(frame, reply)
-                    elif reply is not None:
-                        # A constant command, nothing pending: the commonest
-                        # line of a mixed read, answered here.
-                        out.append(reply)
-                        counts[frame] = counts.get(frame, 0) + 1
-                        if timing:
-                            self._hits.append(frame)  # type: ignore[union-attr]
-                        continue
-                    else:
-                        answered = start(frame, self)
-                        if type(answered) is bytes:
-                            # Answered at once, nothing pending: in this write.
-                            out.append(answered)
-                            continue
-                        self._place(answered)
-                else:
-                    # Through the protocol: lineReceived, or
-                    # lineLengthExceeded for every line too long.
-                    line_received(frame)
-                if self._out is None:
-                    # Stop: this command closes the connection, or the rest
-                    # wait for it or for room.
-                    if self.phase is not _FINISHING:
-                        self._frames = frames[index + 1 :]
-                    break
-        finally:
-            self._answering = False
-            self._out = None
-            if out:
-                self._send(b"".join(out))
-        if timing:
-            hits = self._hits
-            self._hits = None
-            if hits:
-                stats.cached_read(hits, perf_counter() - started)
-        if self._queue:
-            self._flush_queue()
-
-    def answer(self, frame: Frame) -> None:
-        """
-        Answer one framed line (``OVERLONG`` for one too long): from the cache
-        of constant replies, or by starting its command.  The reply goes out
-        with the batch being answered, or at once outside of one; in order
-        behind any reply still pending.
-        """
-        self._answer(frame, self._cache.get(frame))  # type: ignore[arg-type]
-
-    def _answer(self, frame: Frame, reply: bytes | None) -> None:
-        """
-        :meth:`answer`, once the line's cached reply (if any) is known.
-        """
-        started: bytes | Pending
-        if reply is not None:
-            counts = self.stats.cached
-            counts[frame] = counts.get(frame, 0) + 1  # type: ignore[index,arg-type]
-            hits = self._hits
-            if hits is not None:
-                hits.append(frame)
-            started = reply
-        else:
-            started = self.dispatcher.start(frame, self)
-        self._place(started)
-
-    def _place(self, started: bytes | Pending) -> None:
-        """
-        Give a line's reply (or its place, for one to come) its turn: in the
-        batch's write, in the queue behind one still pending, or out now.
-        """
-        out = self._out
-        queue = self._queue
-        if type(started) is Pending:
-            if queue is None:
-                queue = self._queue = ReplyQueue()
-            pending = started
-            # Queued first: a command that answers while it is being started
-            # finds its place taken.
-            queue.append(pending)
-            if pending.deferred is not None:
-                if pending.blocking:
-                    self._blocking += 1
-                pending.deferred.addCallback(self._finished, pending)
-            if pending.close:
-                # Nothing after it is run.
-                self.phase = _FINISHING
-                self._held = b""
-                self._frames = ()
-                self._out = None
-            elif (pending.blocking and pending.reply is None) or len(
-                queue
-            ) >= self.settings.max_unanswered:
-                # The rest wait: for this command, or for room.
-                self._out = None
-        elif queue:
-            queue.append(started)
-            if len(queue) >= self.settings.max_unanswered:
-                self._out = None
-        elif out is not None:
-            out.append(started)  # type: ignore[arg-type]
-        else:
-            self._send(started)  # type: ignore[arg-type]
-        if out is None and self._queue and not self._answering:
-            self._flush_queue()
-
-    def _finished(self, reply: Reply, pending: Pending) -> None:
-        """
-        A command that answered later has its reply: send every reply now
-        ready, in order, and go on with the lines that waited for it.
-        """
-        if pending.blocking:
-            self._blocking -= 1
-        if self.phase is _CLOSING or self.phase is _CLOSED:
-            self.dispatcher.finish(pending, None, self)
-            return
-        self.dispatcher.finish(pending, reply, self)
-        if self._answering:
-            # Answered while another command of ours ran: the loop that is
-            # running sends it.
-            return
-        self._flush_queue()
-        if self.timers.turn is None:
-            self._process()
-
-    def _flush_queue(self) -> None:
-        """
-        Send the replies at the head of the queue that are ready, in one
-        write; close after one that closes the connection.
-        """
-        queue = self._queue
-        if queue is None:
-            return
-        out, close = queue.take_ready()
-        if not queue:
-            # An idle connection keeps no queue.
-            self._queue = None
-        if out:
-            self._send(b"".join(out))
-        if close:
-            self._close()
-
     def _finish_if_done(self) -> None:
         """
         Input ended or winding down: once every line is answered, close.
         """
-        if self._has_input() or self._queue:
+        if self._has_input() or self.replies.queue:
             return
         if self.phase is _DRAINING:
-            self._send(encode_line(self._last_words))
+            self.send(encode_line(self._last_words))
             self._close(linger=self._linger)
         elif self.phase is _OPEN and self.input_ended:
             self._close()
@@ -905,10 +705,10 @@ class Connection:
             wanted = True
         elif phase is not _OPEN or self.input_ended or self.output_paused:
             wanted = False
-        elif self._held or self._frames or self._queue:
+        elif self._held or self._frames or self.replies.queue:
             held = self._held
             wanted = len(held) <= HOLD_LIMIT and (
-                held.count(LF) + len(self._frames) + len(self._queue or ())
+                held.count(LF) + len(self._frames) + len(self.replies.queue or ())
                 < self.settings.max_unanswered
             )
         else:
@@ -920,9 +720,52 @@ class Connection:
             else:
                 self._io.pause_reading()
 
-    def _send(self, data: bytes) -> None:
+    # -- what answering needs (Answered)
+
+    def send(self, data: bytes) -> None:
+        """
+        Write encoded replies, counted.
+        """
         self.stats.bytes_out += len(data)
         self._io.write(data)
+
+    @property
+    def gone(self) -> bool:
+        """
+        Closing or closed: a late reply is for nobody.
+        """
+        return self.phase is _CLOSING or self.phase is _CLOSED
+
+    def close(self) -> None:
+        """
+        Close gracefully, after a reply that closes the connection.
+        """
+        self._close()
+
+    def finishing(self) -> None:
+        """
+        A reply that closes the connection is queued: nothing after it is
+        read or started.
+        """
+        self.phase = _FINISHING
+        self._held = b""
+        self._frames = ()
+
+    def go_on(self) -> None:
+        """
+        A command that held up the lines after it has answered: go on with
+        them (unless a turn is already due to).
+        """
+        if self.timers.turn is None:
+            self._process()
+
+    def answer_frames(self, frames: Sequence[Frame]) -> None:
+        """
+        Answer a batch of lines; keep those not started for later.
+        """
+        rest = self.replies.answer_frames(frames)
+        if rest and (self.phase is _OPEN or self.phase is _DRAINING):
+            self._frames = rest
 
     def _drop_work(self) -> None:
         """
@@ -931,9 +774,7 @@ class Connection:
         """
         self._held = b""
         self._frames = ()
-        queue, self._queue = self._queue, None
-        if queue is not None:
-            queue.cancel_all()
+        self.replies.drop()
 
     def _close(self, *, full: bool = False, linger: float = CLOSE_TIMEOUT) -> None:
         """

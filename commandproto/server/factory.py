@@ -28,9 +28,9 @@ from ..commands.table import CommandTable, default_commands
 from ..wire.addresses import describe_address
 from ..wire.codec import DEFAULT_MAX_LINE_LENGTH, encode_line
 from .admission import Admission
-from .connection import Settings
 from .dispatch import Dispatcher
 from .protocol import CommandServerProtocol
+from .settings import Settings
 from .stats import ServerStats
 
 log = Logger()

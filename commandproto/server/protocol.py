@@ -254,7 +254,7 @@ class CommandServerProtocol(LineReceiver):
             core.phase is not _OPEN
             or core._held
             or core._frames
-            or core._queue
+            or core.replies.queue
             or core.output_paused
             or not self._plain
             or (len(data) > BATCH and data.count(LF) > BATCH)
@@ -323,7 +323,7 @@ class CommandServerProtocol(LineReceiver):
         Answer one request line (its terminator removed).  A subclass that
         overrides this sees every line, and answers it by calling up.
         """
-        self._core.answer(line)
+        self._core.replies.answer(line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """
@@ -334,7 +334,7 @@ class CommandServerProtocol(LineReceiver):
             they arrive, so that no client can make the server hold more
             than :attr:`MAX_LENGTH` of them.
         """
-        self._core.answer(OVERLONG)
+        self._core.replies.answer(OVERLONG)
 
     def sendLine(self, line: bytes) -> None:
         """
