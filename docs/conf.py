@@ -49,6 +49,10 @@ nitpick_ignore_regex = [
     (r"py:class", r"<InterfaceClass (twisted|zope)\..*>"),
     # The type variable of CommandTable.command's decorator.
     (r"py:class", r"commandproto\.commands\.table\._H"),
+    # What the client library's annotations name: its own protocol, and
+    # the standard library's and Twisted's types.
+    (r"py:class", r"(ClientProtocol|_Protocol|IStreamClientEndpoint|SSL)"),
+    (r"py:class", r"(ssl\.SSLContext|_asyncio\.Future|asyncio\..*)"),
     # The server's internal pieces, named in annotations of its public
     # classes (the explanation describes them; the API does not list them).
     (r"py:class", r"commandproto\.server\.(connection|admission|dispatch)\..*"),

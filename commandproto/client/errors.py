@@ -43,11 +43,11 @@ class ConnectionClosed(ConnectionError):  # noqa: N818 (reads as a fact)
     The connection ended before a request was answered, or a request was
     made on a connection that has ended.
 
-    :ivar why: one of :data:`IDLE`, :data:`SHUTDOWN`, :data:`LINE_TIMEOUT`,
-        :data:`REFUSED` (the server said so before closing),
-        :data:`QUIT` (our ``quit`` was answered), :data:`CLOSED` (we closed
-        it), :data:`LOST` (it ended with no word from the server) or
-        :data:`PROTOCOL` (the server broke the protocol, so we dropped it).
+    :ivar why: one of ``IDLE``, ``SHUTDOWN``, ``LINE_TIMEOUT``,
+        ``REFUSED`` (the server said so before closing),
+        ``QUIT`` (our ``quit`` was answered), ``CLOSED`` (we closed
+        it), ``LOST`` (it ended with no word from the server) or
+        ``PROTOCOL`` (the server broke the protocol, so we dropped it).
     :ivar line: the line the server sent before closing, if it sent one.
     """
 
