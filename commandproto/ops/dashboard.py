@@ -51,24 +51,19 @@ from autobahn.twisted.websocket import (
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IAddress,
-    IDelayedCall,
-    IListeningPort,
-    IProtocolFactory,
     IPushProducer,
     IReactorTime,
-    IStreamServerEndpoint,
     ITCPTransport,
 )
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 from zope.interface import implementer
 
 from ..server.factory import CommandServerFactory
@@ -82,6 +77,8 @@ from ..server.stats import (
     ServerStats,
 )
 from ..wire.addresses import describe_address
+from ..wire.endpoints import AnnouncedEndpoint
+from .bounded import BoundedChannel, BoundedSite
 
 log = Logger()
 
@@ -526,46 +523,31 @@ class _Unauthorized(Resource):
         )
 
 
-class DashboardChannel(http.HTTPChannel):
+class DashboardChannel(BoundedChannel):
     """
     An HTTP connection that answers one request, then closes; and closes
     anyway at its deadline, unless it became a console.
     """
 
-    deadline: IDelayedCall | None = None
-    console = False
-
-    def checkPersistence(self, request: http.Request, version: bytes) -> bool:
-        request.responseHeaders.setRawHeaders(b"connection", [b"close"])
-        return False
-
     def become_console(self) -> None:
-        self.console = True
-        if self.deadline is not None and self.deadline.active():
-            self.deadline.cancel()
-        self.deadline = None
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.deadline is not None and self.deadline.active():
-            self.deadline.cancel()
-        self.deadline = None
-        if not self.console:
-            cast(DashboardSite, self.site).release()  # type: ignore[attr-defined]
-        super().connectionLost(reason)
+        """
+        A WebSocket took the connection over: it is a console, counted and
+        bounded as one.
+        """
+        self.keep()
 
 
-class DashboardSite(Site):
+class DashboardSite(BoundedSite):
     """
     The dashboard's site: no access log, the token checked before any
     resource but the static files, and its connections bounded in number
-    and lifetime.
+    and lifetime (:mod:`~commandproto.ops.bounded`).
 
     :ivar open: connections open now, consoles included.
     :ivar consoles: consoles open now.
     """
 
-    noisy = False
-    protocol = DashboardChannel  # type: ignore[assignment]
+    protocol = DashboardChannel
 
     def __init__(
         self,
@@ -577,40 +559,20 @@ class DashboardSite(Site):
         max_consoles: int = MAX_CONSOLES,
         deadline: float = DEADLINE,
     ) -> None:
-        super().__init__(resource)
-        self._clock = clock
+        super().__init__(
+            resource, clock, max_connections=max_connections, deadline=deadline
+        )
         self._token = token.encode("utf-8") if token is not None else None
-        self.max_connections = max_connections
         self.max_consoles = max_consoles
-        self._deadline = deadline
-        self.open = 0
         self.consoles = 0
-        # The deadline bounds the whole connection; Twisted's idle timeout
-        # would let a byte now and then extend it.
-        self.timeOut = None
-
-    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]
-        if self.open >= self.max_connections:
-            return None
-        channel = super().buildProtocol(addr)
-        assert isinstance(channel, DashboardChannel)
-        self.open += 1
-        channel.deadline = self._clock.callLater(self._deadline, self._expire, channel)
-        return channel
 
     def release(self, *, console: bool = False) -> None:
         """
         A connection (a console, if ``console``) has closed.
         """
-        self.open -= 1
+        super().release()
         if console:
             self.consoles -= 1
-
-    @staticmethod
-    def _expire(channel: DashboardChannel) -> None:
-        channel.deadline = None
-        if channel.transport is not None:
-            cast(ITCPTransport, channel.transport).abortConnection()
 
     def authorized(self, request: Request) -> bool:
         """
@@ -628,9 +590,6 @@ class DashboardSite(Site):
         if (request.postpath or [])[:1] != [b"static"] and not self.authorized(request):
             return _Unauthorized()
         return super().getResourceFor(request)  # type: ignore[no-any-return]
-
-    def log(self, request: http.Request) -> None:
-        pass
 
 
 def dashboard_site(
@@ -662,20 +621,8 @@ def dashboard_site(
     return site
 
 
-@implementer(IStreamServerEndpoint)
-class _LoggingEndpoint:
-    def __init__(self, endpoint: IStreamServerEndpoint) -> None:
-        self._endpoint = endpoint
-
-    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
-        def listening(port: IListeningPort) -> IListeningPort:
-            log.info(
-                "dashboard on {address} at /",
-                address=describe_address(port.getHost()),
-            )
-            return port
-
-        return self._endpoint.listen(factory).addCallback(listening)
+def _announce(address: str) -> None:
+    log.info("dashboard on {address} at /", address=address)
 
 
 def dashboard_service(
@@ -691,7 +638,7 @@ def dashboard_service(
 
     :param description: the endpoint string (``tcp:8080:interface=127.0.0.1``).
     """
-    endpoint = _LoggingEndpoint(serverFromString(reactor, description))
+    endpoint = AnnouncedEndpoint(serverFromString(reactor, description), _announce)
     site = dashboard_site(stats, commands, reactor, token=token)
     service = StreamServerEndpointService(endpoint, site)
     service._raiseSynchronously = True

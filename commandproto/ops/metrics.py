@@ -10,21 +10,15 @@ thread changes, and reading them there needs no lock.  Importing this module
 imports ``prometheus_client`` (the ``metrics`` extra).
 
 The listener shares the reactor with the command server, so nothing its
-clients do may cost the commands more than one rendering (about 0.3 ms):
-
-- one request per connection (``Connection: close``), so a client that
-  pipelines requests and never reads gets one response, not one rendering
-  per request in a single reactor turn (Twisted's ``HTTPChannel`` replays
-  every buffered request as soon as the first is done);
-- each connection is closed :data:`DEADLINE` seconds after it opened,
-  whether or not its client sent a whole request or read the response;
-- at most :data:`MAX_CONNECTIONS` at once; more are closed on accept.
+clients do may cost the commands more than one rendering (about 0.3 ms): it
+is a :class:`~commandproto.ops.bounded.BoundedSite` (one request per
+connection, each closed :data:`DEADLINE` seconds after it opened, at most
+:data:`MAX_CONNECTIONS` at once).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import cast
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -40,27 +34,17 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
-    IAddress,
-    IDelayedCall,
-    IListeningPort,
-    IProtocolFactory,
     IReactorTime,
-    IStreamServerEndpoint,
-    ITCPTransport,
 )
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
-from twisted.python.failure import Failure
-from twisted.web import http
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
-from zope.interface import implementer
+from twisted.web.server import Request
 
 from ..server.stats import EVENTS, REFUSAL_REASONS, ServerStats
-from ..wire.addresses import describe_address
+from ..wire.endpoints import AnnouncedEndpoint
+from .bounded import BoundedChannel, BoundedSite
 
 log = Logger()
 
@@ -183,37 +167,11 @@ class MetricsResource(Resource):
         return encoder(self._registry)
 
 
-class MetricsChannel(http.HTTPChannel):
+class MetricsSite(BoundedSite):
     """
-    An HTTP connection that answers one request, then closes; and closes
-    anyway at its deadline.
+    ``/metrics``, its connections bounded in number and lifetime
+    (:mod:`~commandproto.ops.bounded`).
     """
-
-    deadline: IDelayedCall | None = None
-
-    def checkPersistence(self, request: http.Request, version: bytes) -> bool:
-        request.responseHeaders.setRawHeaders(b"connection", [b"close"])
-        return False
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.deadline is not None and self.deadline.active():
-            self.deadline.cancel()
-        self.deadline = None
-        site = self.site  # type: ignore[attr-defined]
-        site.open -= 1
-        super().connectionLost(reason)  # type: ignore[no-untyped-call]
-
-
-class MetricsSite(Site):
-    """
-    A site that does not log every scrape, and bounds its connections in
-    number and lifetime.
-
-    :ivar open: connections open now.
-    """
-
-    noisy = False
-    protocol = MetricsChannel  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -223,32 +181,13 @@ class MetricsSite(Site):
         max_connections: int = MAX_CONNECTIONS,
         deadline: float = DEADLINE,
     ) -> None:
-        super().__init__(resource)  # type: ignore[no-untyped-call]
-        self._clock = clock
-        self._max_connections = max_connections
-        self._deadline = deadline
-        self.open = 0
-        # Twisted's own idle timeout is left off: the deadline bounds the
-        # whole connection, and a byte now and then does not extend it.
-        self.timeOut = None
+        super().__init__(
+            resource, clock, max_connections=max_connections, deadline=deadline
+        )
 
-    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]
-        if self.open >= self._max_connections:
-            return None
-        channel = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
-        assert isinstance(channel, MetricsChannel)
-        self.open += 1
-        channel.deadline = self._clock.callLater(self._deadline, self._expire, channel)
-        return channel
 
-    @staticmethod
-    def _expire(channel: MetricsChannel) -> None:
-        channel.deadline = None
-        if channel.transport is not None:
-            cast(ITCPTransport, channel.transport).abortConnection()
-
-    def log(self, request: http.Request) -> None:
-        pass
+#: The metrics' connections (what :class:`MetricsSite` builds).
+MetricsChannel = BoundedChannel
 
 
 def metrics_site(
@@ -266,20 +205,8 @@ def metrics_site(
     return MetricsSite(root, clock)
 
 
-@implementer(IStreamServerEndpoint)
-class _LoggingEndpoint:
-    def __init__(self, endpoint: IStreamServerEndpoint) -> None:
-        self._endpoint = endpoint
-
-    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
-        def listening(port: IListeningPort) -> IListeningPort:
-            log.info(
-                "metrics on {address} at /metrics",
-                address=describe_address(port.getHost()),
-            )
-            return port
-
-        return self._endpoint.listen(factory).addCallback(listening)
+def _announce(address: str) -> None:
+    log.info("metrics on {address} at /metrics", address=address)
 
 
 def metrics_service(
@@ -294,7 +221,7 @@ def metrics_service(
     :param description: the endpoint string (``tcp:9100:interface=127.0.0.1``).
     :param refresh: as for :class:`StatsCollector`.
     """
-    endpoint = _LoggingEndpoint(serverFromString(reactor, description))
+    endpoint = AnnouncedEndpoint(serverFromString(reactor, description), _announce)
     service = StreamServerEndpointService(
         endpoint, metrics_site(stats, reactor, refresh)
     )
