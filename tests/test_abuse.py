@@ -47,21 +47,7 @@ from commandproto.server import (
 )
 from commandproto.wire.codec import escape_controls as escape
 
-from ._helpers import LogCapture, replies
-
-
-class Server:
-    def __init__(self, **settings: Any) -> None:
-        self.clock = Clock()
-        self.factory = CommandServerFactory(clock=self.clock, **settings)
-
-    def connect(
-        self, transport: StringTransport | None = None
-    ) -> tuple[CommandServerProtocol, StringTransport]:
-        protocol = self.factory.buildProtocol(None)
-        transport = transport if transport is not None else StringTransport()
-        protocol.makeConnection(transport)
-        return protocol, transport
+from ._helpers import InMemoryServer, LogCapture, replies
 
 
 class LineTimeoutTests(SynchronousTestCase):
@@ -71,7 +57,7 @@ class LineTimeoutTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         LogCapture(self)
-        self.server = Server(line_timeout=10, idle_timeout=300)
+        self.server = InMemoryServer(line_timeout=10, idle_timeout=300)
         self.protocol, self.transport = self.server.connect()
 
     def test_trickled_line_is_cut_off(self) -> None:
@@ -154,13 +140,13 @@ class PerAddressTests(SynchronousTestCase):
     """
 
     def connect_from(
-        self, server: Server, address: Any
+        self, server: InMemoryServer, address: Any
     ) -> tuple[CommandServerProtocol, StringTransport]:
         return server.connect(StringTransport(peerAddress=address))
 
     def test_over_the_limit_is_refused(self) -> None:
         LogCapture(self)
-        server = Server(max_connections_per_address=2)
+        server = InMemoryServer(max_connections_per_address=2)
         client = IPv4Address("TCP", "10.0.0.1", 1)
         self.connect_from(server, client)
         self.connect_from(server, client)
@@ -171,7 +157,7 @@ class PerAddressTests(SynchronousTestCase):
 
     def test_slot_freed_when_gone(self) -> None:
         LogCapture(self)
-        server = Server(max_connections_per_address=1)
+        server = InMemoryServer(max_connections_per_address=1)
         client = IPv4Address("TCP", "10.0.0.1", 1)
         protocol, _ = self.connect_from(server, client)
         protocol.connectionLost()
@@ -216,21 +202,21 @@ class HandshakeTests(SynchronousTestCase):
         self.logged = LogCapture(self)
 
     def test_not_a_connection_until_the_handshake(self) -> None:
-        server = Server(max_connections=1)
+        server = InMemoryServer(max_connections=1)
         protocol, _ = server.connect(TLSTransport())
         self.assertEqual(server.factory.connections, set())
         protocol.handshakeCompleted()
         self.assertEqual(server.factory.connections, {protocol})
 
     def test_squatters_do_not_lock_out_plain_clients(self) -> None:
-        server = Server(max_connections=1)
+        server = InMemoryServer(max_connections=1)
         for _ in range(5):
             server.connect(TLSTransport())
         _, plain = server.connect()
         self.assertFalse(plain.disconnecting)
 
     def test_handshake_timeout_aborts(self) -> None:
-        server = Server(handshake_timeout=5)
+        server = InMemoryServer(handshake_timeout=5)
         _, transport = server.connect(TLSTransport())
         server.clock.advance(5)
         self.assertTrue(transport.disconnecting)
@@ -238,7 +224,7 @@ class HandshakeTests(SynchronousTestCase):
         self.assertEqual(server.factory.stats.events, {"handshake_timeout": 1})
 
     def test_handshakes_have_their_own_bound(self) -> None:
-        server = Server(max_handshakes=2)
+        server = InMemoryServer(max_handshakes=2)
         _, oldest = server.connect(TLSTransport())
         second, _ = server.connect(TLSTransport())
         third, transport = server.connect(TLSTransport())
@@ -254,7 +240,7 @@ class HandshakeTests(SynchronousTestCase):
         once its handshake is done: the third client at a limit of two is
         refused.
         """
-        server = Server(max_connections=2, handshake_timeout=None)
+        server = InMemoryServer(max_connections=2, handshake_timeout=None)
         admitted = []
         for _ in range(3):
             protocol, transport = server.connect(TLSTransport())
@@ -265,7 +251,7 @@ class HandshakeTests(SynchronousTestCase):
         self.assertEqual(admitted[2].value(), replies(too_many_connections(2)))
 
     def test_without_a_handshake_timeout_the_idle_timeout_applies(self) -> None:
-        server = Server(handshake_timeout=None, idle_timeout=10)
+        server = InMemoryServer(handshake_timeout=None, idle_timeout=10)
         protocol, transport = server.connect(TLSTransport())
         protocol.handshakeCompleted()
         server.clock.advance(10)
@@ -273,7 +259,7 @@ class HandshakeTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
     def test_without_a_handshake_timeout_it_is_drained(self) -> None:
-        server = Server(handshake_timeout=None)
+        server = InMemoryServer(handshake_timeout=None)
         protocol, transport = server.connect(TLSTransport())
         protocol.handshakeCompleted()
         protocol.dataReceived(b"Hello\n")
@@ -284,7 +270,7 @@ class HandshakeTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(drained))
 
     def test_lost_during_handshake_frees_its_place(self) -> None:
-        server = Server()
+        server = InMemoryServer()
         protocol, _ = server.connect(TLSTransport())
         protocol.connectionLost()
         self.assertEqual(server.factory.handshakes, {})
@@ -314,7 +300,7 @@ class RefusalTests(SynchronousTestCase):
 
     def test_refusal_closes_within_a_second(self) -> None:
         LogCapture(self)
-        server = Server(max_connections=1)
+        server = InMemoryServer(max_connections=1)
         server.connect()
         refused = HalfCloseableTransport()
         protocol, _ = server.connect(refused)
@@ -326,7 +312,7 @@ class RefusalTests(SynchronousTestCase):
 
     def test_refusals_past_the_reserve_close_at_once(self) -> None:
         LogCapture(self)
-        server = Server(max_connections=1)
+        server = InMemoryServer(max_connections=1)
         server.connect()
         for _ in range(REFUSAL_RESERVE):
             server.connect(HalfCloseableTransport())
@@ -523,7 +509,7 @@ class SendBufferTests(SynchronousTestCase):
             def getHandle(self) -> socket_module.socket:
                 return left
 
-        Server(**settings).connect(SocketTransport())
+        InMemoryServer(**settings).connect(SocketTransport())
         return left
 
     def test_bounded_by_default(self) -> None:
@@ -562,7 +548,7 @@ class HalfClosedSlowCommandTests(SynchronousTestCase):
             self.waiting.append(Deferred())
             return self.waiting[-1]
 
-        self.server = Server(commands=with_builtins(table), max_connections=2)
+        self.server = InMemoryServer(with_builtins(table), max_connections=2)
 
     def half_closed(self) -> tuple[CommandServerProtocol, StringTransport]:
         protocol, transport = self.server.connect(HalfCloseableTransport())

@@ -24,7 +24,6 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, IOPump, connect
 from twisted.trial.unittest import SynchronousTestCase
@@ -75,6 +74,7 @@ from commandproto.server import CommandServerFactory
 from commandproto.server.histogram import LatencyHistogram, bucket_bounds, bucket_index
 from commandproto.wire.codec import LineFramer, encode_line
 
+from ._helpers import InMemoryServer
 from ._processes import subprocess_environment, unused_port
 from .test_integration import ProcessTestCase
 
@@ -946,10 +946,7 @@ class BenchCommandsTests(SynchronousTestCase):
     """
 
     def replies_to(self, data: bytes) -> bytes:
-        factory = CommandServerFactory(with_builtins(bench_commands), clock=Clock())
-        protocol = factory.buildProtocol(None)
-        transport = StringTransport()
-        protocol.makeConnection(transport)
+        protocol, transport = InMemoryServer(with_builtins(bench_commands)).connect()
         protocol.dataReceived(data)
         value: bytes = transport.value()
         return value

@@ -11,7 +11,6 @@ from itertools import pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from commandproto import __version__
@@ -23,7 +22,6 @@ from commandproto.commands.table import (
     UNKNOWN_COMMAND,
     line_too_long,
 )
-from commandproto.server import CommandServerFactory
 from commandproto.wire.codec import (
     CRLF,
     DEFAULT_MAX_LINE_LENGTH,
@@ -35,6 +33,8 @@ from commandproto.wire.codec import (
     encode_line,
     is_one_line,
 )
+
+from ._helpers import InMemoryServer
 
 PROPERTY_SETTINGS = settings(deadline=None, max_examples=200)
 
@@ -641,10 +641,7 @@ class ServerPropertyTests(SynchronousTestCase):
         """
         lines = data.draw(st.lists(request_line(max_line_length), max_size=15))
         chunks = data.draw(chunked(lines))
-        factory = CommandServerFactory(max_line_length=max_line_length)
-        protocol = factory.buildProtocol(None)
-        transport = StringTransport()
-        protocol.makeConnection(transport)
+        protocol, transport = InMemoryServer(max_line_length=max_line_length).connect()
         for chunk in chunks:
             protocol.dataReceived(chunk)
         expected, closed = server_model(lines, max_line_length)

@@ -10,8 +10,6 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from commandproto.benchcommands import commands as bench_commands
@@ -24,26 +22,9 @@ from commandproto.commands.table import (
     constant,
     with_builtins,
 )
-from commandproto.server import (
-    CommandServerFactory,
-    CommandServerProtocol,
-)
 from commandproto.wire.codec import encode_line
 
-from ._helpers import replies
-
-
-def served(
-    table: CommandTable | None = None,
-) -> tuple[CommandServerFactory, CommandServerProtocol, StringTransport]:
-    factory = CommandServerFactory(
-        with_builtins(bench_commands) if table is None else table, clock=Clock()
-    )
-    protocol = factory.buildProtocol(None)
-    transport = StringTransport()
-    protocol.makeConnection(transport)
-    return factory, protocol, transport
-
+from ._helpers import InMemoryServer, replies
 
 LINES = [
     "Hello",
@@ -81,7 +62,7 @@ class MixedReadTests(SynchronousTestCase):
         self, lines: list[str], cuts: list[int]
     ) -> None:
         data = b"".join(encode_line(line) for line in lines)
-        _, protocol, transport = served()
+        protocol, transport = InMemoryServer(with_builtins(bench_commands)).connect()
         position = 0
         for size in cuts:
             protocol.dataReceived(data[position : position + size])
@@ -91,7 +72,7 @@ class MixedReadTests(SynchronousTestCase):
         self.assertEqual(transport.value(), model(lines))
 
     def test_one_read_is_one_write(self) -> None:
-        _, protocol, transport = served()
+        protocol, transport = InMemoryServer(with_builtins(bench_commands)).connect()
         writes: list[bytes] = []
         transport.write = writes.append  # type: ignore[method-assign]
         lines = ["Hello", "nope", "echo a b", "aping", "Are you there?"] * 3
@@ -102,7 +83,7 @@ class MixedReadTests(SynchronousTestCase):
         later: Deferred[str] = Deferred()
         table = with_builtins(bench_commands)
         table.add(Command("later", lambda: later))
-        _, protocol, transport = served(table)
+        protocol, transport = InMemoryServer(table).connect()
         protocol.dataReceived(b"Hello\r\nnope\r\nlater\r\necho x\r\nnope\r\n")
         self.assertEqual(transport.value(), replies(GREETING, UNKNOWN_COMMAND))
         later.callback("done")
@@ -112,7 +93,7 @@ class MixedReadTests(SynchronousTestCase):
         )
 
     def test_a_closing_command_drops_the_rest_of_the_read(self) -> None:
-        _, protocol, transport = served()
+        protocol, transport = InMemoryServer(with_builtins(bench_commands)).connect()
         protocol.dataReceived(b"nope\r\necho a\r\nquit\r\nHello\r\nnope\r\n")
         self.assertEqual(
             transport.value(), replies(UNKNOWN_COMMAND, "a", "Closing down")
@@ -126,7 +107,7 @@ class TableChangeTests(SynchronousTestCase):
 
     def test_a_command_added_later_is_answered(self) -> None:
         table = with_builtins(bench_commands)
-        _, protocol, transport = served(table)
+        protocol, transport = InMemoryServer(table).connect()
         protocol.dataReceived(b"ping\r\nHello\r\n")
         table.add(constant("ping", "pong"))
         protocol.dataReceived(b"ping\r\nHello\r\n")
@@ -144,7 +125,7 @@ class TableChangeTests(SynchronousTestCase):
             return "ok"
 
         table.add(Command("define", define))
-        _, protocol, transport = served(table)
+        protocol, transport = InMemoryServer(table).connect()
         protocol.dataReceived(b"ping\r\n")
         protocol.dataReceived(b"ping\r\nHello\r\ndefine ping\r\nping\r\nnope\r\n")
         self.assertEqual(

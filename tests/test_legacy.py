@@ -27,6 +27,7 @@ from commandproto.commands.table import (
 from commandproto.listeners.legacy import LegacyFactory, legacy_request
 from commandproto.server import CommandServerFactory
 
+from ._helpers import InMemoryServer
 from .test_client import FakeStdout
 
 
@@ -91,10 +92,9 @@ class LegacyServerTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
     def test_connection_limit_shared_with_framed_listeners(self) -> None:
-        factory = CommandServerFactory(max_connections=1, clock=Clock())
-        framed = factory.buildProtocol(None)
-        framed.makeConnection(StringTransport())
-        transport, _ = connect(factory)
+        server = InMemoryServer(max_connections=1)
+        server.connect()
+        transport, _ = connect(server.factory)
         self.assertEqual(transport.value(), too_many_connections(1).encode())
         self.assertTrue(transport.disconnecting)
 

@@ -12,7 +12,6 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableDescriptor
-from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -28,12 +27,11 @@ from commandproto.commands.table import (
 from commandproto.server import (
     BATCH,
     CLOSE_TIMEOUT,
-    CommandServerFactory,
     CommandServerProtocol,
     DrainService,
 )
 
-from ._helpers import LogCapture, replies
+from ._helpers import InMemoryServer, LogCapture, replies
 
 
 class SlowReaderTransport(StringTransport):
@@ -68,22 +66,12 @@ class SlowReaderTransport(StringTransport):
         return cast(bytes, data)
 
 
-class Server:
+def slow_reader_server(**settings: object) -> InMemoryServer:
     """
-    A factory with a Clock, and helpers to connect and disconnect.
+    A server whose connections are made on a :class:`SlowReaderTransport`
+    unless given another.
     """
-
-    def __init__(self, **settings: object) -> None:
-        self.clock = Clock()
-        self.factory = CommandServerFactory(clock=self.clock, **settings)  # type: ignore[arg-type]
-
-    def connect(
-        self, transport: StringTransport | None = None
-    ) -> tuple[CommandServerProtocol, StringTransport]:
-        protocol = self.factory.buildProtocol(None)
-        transport = transport if transport is not None else SlowReaderTransport()
-        protocol.makeConnection(transport)
-        return protocol, transport
+    return InMemoryServer(transport_factory=SlowReaderTransport, **settings)  # type: ignore[arg-type]
 
 
 def disconnect(protocol: CommandServerProtocol) -> None:
@@ -96,23 +84,23 @@ class BackpressureTests(SynchronousTestCase):
     """
 
     def test_registers_as_streaming_producer(self) -> None:
-        protocol, transport = Server().connect()
+        protocol, transport = slow_reader_server().connect()
         self.assertIs(transport.producer, protocol)
         self.assertTrue(transport.streaming)
 
     def test_pausing_stops_reading_the_transport(self) -> None:
-        protocol, transport = Server().connect()
+        protocol, transport = slow_reader_server().connect()
         protocol.pauseProducing()
         self.assertEqual(transport.producerState, "paused")
 
     def test_lines_arriving_while_paused_wait(self) -> None:
-        protocol, transport = Server().connect()
+        protocol, transport = slow_reader_server().connect()
         protocol.pauseProducing()
         protocol.dataReceived(b"Hello\n")
         self.assertEqual(transport.value(), b"")
 
     def test_lines_held_while_paused_are_answered_on_resume(self) -> None:
-        protocol, transport = Server().connect()
+        protocol, transport = slow_reader_server().connect()
         protocol.pauseProducing()
         protocol.dataReceived(b"Hello\nAre you there?\n")
         protocol.resumeProducing()
@@ -121,14 +109,14 @@ class BackpressureTests(SynchronousTestCase):
 
     def test_big_read_stops_answering_once_paused(self) -> None:
         transport = SlowReaderTransport(limit=1000)
-        protocol, _ = Server().connect(transport)
+        protocol, _ = slow_reader_server().connect(transport)
         protocol.dataReceived(b"Hello\n" * (BATCH * 5))
         self.assertEqual(transport.producerState, "paused")
         self.assertEqual(transport.value(), replies(GREETING) * BATCH)
 
     def test_every_reply_arrives_in_order_after_draining(self) -> None:
         transport = SlowReaderTransport(limit=1000)
-        server = Server()
+        server = slow_reader_server()
         protocol, _ = server.connect(transport)
         count = BATCH * 5 + 7
         protocol.dataReceived(b"Hello\nAre you there?\n" * count)
@@ -140,13 +128,13 @@ class BackpressureTests(SynchronousTestCase):
         self.assertEqual(received, replies(GREETING, PRESENT) * count)
 
     def test_unregisters_before_closing(self) -> None:
-        protocol, transport = Server().connect()
+        protocol, transport = slow_reader_server().connect()
         protocol.dataReceived(b"quit\n")
         self.assertIsNone(transport.producer)
         self.assertTrue(transport.disconnecting)
 
     def test_closing_connection_reads_again_to_drop_input(self) -> None:
-        protocol, transport = Server().connect()
+        protocol, transport = slow_reader_server().connect()
         protocol.pauseProducing()
         protocol.dataReceived(b"quit\n")
         protocol.resumeProducing()
@@ -180,8 +168,10 @@ class GracefulCloseTests(SynchronousTestCase):
     connection under the last replies.
     """
 
-    def quit(self) -> tuple[Server, CommandServerProtocol, HalfCloseableTransport]:
-        server = Server()
+    def quit(
+        self,
+    ) -> tuple[InMemoryServer, CommandServerProtocol, HalfCloseableTransport]:
+        server = slow_reader_server()
         transport = HalfCloseableTransport()
         protocol, _ = server.connect(transport)
         protocol.dataReceived(b"Hello\nquit\nHello\n")
@@ -209,7 +199,7 @@ class GracefulCloseTests(SynchronousTestCase):
         self.assertTrue(transport.disconnected)
 
     def test_half_close_by_client_closes_at_once(self) -> None:
-        server = Server()
+        server = slow_reader_server()
         transport = HalfCloseableTransport()
         protocol, _ = server.connect(transport)
         protocol.dataReceived(b"Hello\n")
@@ -220,7 +210,7 @@ class GracefulCloseTests(SynchronousTestCase):
 
     def test_closing_connection_holds_its_slot_until_gone(self) -> None:
         # It still holds a descriptor, which the limit counts.
-        server = Server(max_connections=1)
+        server = slow_reader_server(max_connections=1)
         protocol, _ = server.connect(HalfCloseableTransport())
         protocol.dataReceived(b"quit\n")
         _, refused = server.connect()
@@ -236,7 +226,7 @@ class MaxConnectionsTests(SynchronousTestCase):
     """
 
     def test_over_limit_gets_error_and_close(self) -> None:
-        server = Server(max_connections=2)
+        server = slow_reader_server(max_connections=2)
         server.connect()
         server.connect()
         _, transport = server.connect()
@@ -244,20 +234,20 @@ class MaxConnectionsTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
     def test_under_limit_stays_open(self) -> None:
-        server = Server(max_connections=2)
+        server = slow_reader_server(max_connections=2)
         server.connect()
         _, transport = server.connect()
         self.assertFalse(transport.disconnecting)
 
     def test_refused_connection_answers_nothing(self) -> None:
-        server = Server(max_connections=1)
+        server = slow_reader_server(max_connections=1)
         server.connect()
         protocol, transport = server.connect()
         protocol.dataReceived(b"Hello\n")
         self.assertEqual(transport.value(), replies(too_many_connections(1)))
 
     def test_freed_slot_is_usable_at_once(self) -> None:
-        server = Server(max_connections=1)
+        server = slow_reader_server(max_connections=1)
         first, _ = server.connect()
         disconnect(first)
         protocol, transport = server.connect()
@@ -265,7 +255,7 @@ class MaxConnectionsTests(SynchronousTestCase):
         self.assertEqual(transport.value(), replies(GREETING))
 
     def test_refused_connection_frees_no_slot(self) -> None:
-        server = Server(max_connections=1)
+        server = slow_reader_server(max_connections=1)
         server.connect()
         refused, _ = server.connect()
         disconnect(refused)
@@ -273,7 +263,7 @@ class MaxConnectionsTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
     def test_factory_counts_connections(self) -> None:
-        server = Server()
+        server = slow_reader_server()
         first, _ = server.connect()
         server.connect()
         disconnect(first)
@@ -286,20 +276,20 @@ class IdleTimeoutTests(SynchronousTestCase):
     """
 
     def test_idle_client_told_and_closed(self) -> None:
-        server = Server(idle_timeout=30)
+        server = slow_reader_server(idle_timeout=30)
         _, transport = server.connect()
         server.clock.advance(30)
         self.assertEqual(transport.value(), replies(idle_timeout_reply(30)))
         self.assertTrue(transport.disconnecting)
 
     def test_not_closed_before_timeout(self) -> None:
-        server = Server(idle_timeout=30)
+        server = slow_reader_server(idle_timeout=30)
         _, transport = server.connect()
         server.clock.advance(29)
         self.assertFalse(transport.disconnecting)
 
     def test_a_whole_line_resets_timeout(self) -> None:
-        server = Server(idle_timeout=30)
+        server = slow_reader_server(idle_timeout=30)
         protocol, transport = server.connect()
         server.clock.advance(20)
         protocol.dataReceived(b"Hel")
@@ -310,7 +300,7 @@ class IdleTimeoutTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
     def test_part_of_a_line_does_not_reset_timeout(self) -> None:
-        server = Server(idle_timeout=30, line_timeout=None)
+        server = slow_reader_server(idle_timeout=30, line_timeout=None)
         protocol, transport = server.connect()
         server.clock.advance(20)
         protocol.dataReceived(b"Hel")
@@ -318,14 +308,14 @@ class IdleTimeoutTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
     def test_no_timeout_when_disabled(self) -> None:
-        server = Server(idle_timeout=None)
+        server = slow_reader_server(idle_timeout=None)
         _, transport = server.connect()
         server.clock.advance(10**9)
         self.assertFalse(transport.disconnecting)
         self.assertEqual(server.clock.getDelayedCalls(), [])
 
     def test_stalled_close_is_aborted(self) -> None:
-        server = Server(idle_timeout=30)
+        server = slow_reader_server(idle_timeout=30)
         protocol, transport = server.connect()
         protocol.dataReceived(b"quit\n")
         self.assertFalse(transport.disconnected)
@@ -333,7 +323,7 @@ class IdleTimeoutTests(SynchronousTestCase):
         self.assertTrue(transport.disconnected)
 
     def test_paused_client_is_aborted(self) -> None:
-        server = Server(idle_timeout=30)
+        server = slow_reader_server(idle_timeout=30)
         protocol, transport = server.connect()
         protocol.pauseProducing()
         server.clock.advance(30)
@@ -341,7 +331,7 @@ class IdleTimeoutTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"")
 
     def test_timer_cancelled_on_disconnect(self) -> None:
-        server = Server(idle_timeout=30)
+        server = slow_reader_server(idle_timeout=30)
         protocol, _ = server.connect()
         disconnect(protocol)
         self.assertEqual(server.clock.getDelayedCalls(), [])
@@ -358,7 +348,7 @@ class DrainTests(SynchronousTestCase):
     """
 
     def test_clients_get_closing_down_then_close(self) -> None:
-        server = Server()
+        server = slow_reader_server()
         _, first = server.connect()
         _, second = server.connect()
         server.factory.drain(5)
@@ -367,7 +357,7 @@ class DrainTests(SynchronousTestCase):
             self.assertTrue(transport.disconnecting)
 
     def test_lines_already_read_are_answered_first(self) -> None:
-        server = Server()
+        server = slow_reader_server()
         protocol, transport = server.connect()
         protocol.pauseProducing()
         protocol.dataReceived(b"Hello\nAre you there?\n")
@@ -377,14 +367,14 @@ class DrainTests(SynchronousTestCase):
         self.assertEqual(transport.value(), replies(GREETING, PRESENT, CLOSING))
 
     def test_quit_already_answered_gets_no_second_closing(self) -> None:
-        server = Server()
+        server = slow_reader_server()
         protocol, transport = server.connect()
         protocol.dataReceived(b"quit\n")
         server.factory.drain(5)
         self.assertEqual(transport.value(), replies(CLOSING))
 
     def test_fires_when_all_gone(self) -> None:
-        server = Server()
+        server = slow_reader_server()
         first, _ = server.connect()
         second, _ = server.connect()
         done = server.factory.drain(5)
@@ -396,10 +386,12 @@ class DrainTests(SynchronousTestCase):
         self.assertEqual(fired, [None])
 
     def test_fires_at_once_with_no_connections(self) -> None:
-        self.assertEqual(self.successResultOf(Server().factory.drain(5)), None)
+        self.assertEqual(
+            self.successResultOf(slow_reader_server().factory.drain(5)), None
+        )
 
     def test_timeout_aborts_the_rest(self) -> None:
-        server = Server()
+        server = slow_reader_server()
         _, transport = server.connect()
         server.factory.drain(5)
         server.clock.advance(4.9)
@@ -408,14 +400,14 @@ class DrainTests(SynchronousTestCase):
         self.assertTrue(transport.disconnected)
 
     def test_timeout_cancelled_when_drained(self) -> None:
-        server = Server(idle_timeout=None)
+        server = slow_reader_server(idle_timeout=None)
         protocol, _ = server.connect()
         server.factory.drain(5)
         disconnect(protocol)
         self.assertEqual(server.clock.getDelayedCalls(), [])
 
     def test_new_connections_refused_while_draining(self) -> None:
-        server = Server()
+        server = slow_reader_server()
         server.connect()
         server.factory.drain(5)
         protocol, transport = server.connect()
@@ -424,7 +416,7 @@ class DrainTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
     def test_drain_service_stop_waits_for_drain(self) -> None:
-        server = Server()
+        server = slow_reader_server()
         protocol, _ = server.connect()
         service = DrainService(server.factory, 5)
         service.startService()
@@ -447,7 +439,7 @@ class LoggingTests(SynchronousTestCase):
         return [m for m in self.log.messages() if "tcp:127.0.0.1:40000" in m]
 
     def test_refusal_logged_once(self) -> None:
-        server = Server(max_connections=1)
+        server = slow_reader_server(max_connections=1)
         server.connect()
         self.log.events.clear()
         server.connect()
@@ -460,7 +452,7 @@ class LoggingTests(SynchronousTestCase):
         )
 
     def test_idle_timeout_logged_once(self) -> None:
-        server = Server(idle_timeout=30)
+        server = slow_reader_server(idle_timeout=30)
         server.connect()
         self.log.events.clear()
         server.clock.advance(30)
@@ -469,7 +461,7 @@ class LoggingTests(SynchronousTestCase):
         )
 
     def test_overlong_line_logged_once(self) -> None:
-        protocol, _ = Server(max_line_length=4).connect()
+        protocol, _ = slow_reader_server(max_line_length=4).connect()
         self.log.events.clear()
         for _ in range(10):
             protocol.dataReceived(b"x" * 100)
@@ -479,7 +471,7 @@ class LoggingTests(SynchronousTestCase):
         )
 
     def test_many_bad_lines_logged_once_and_counted_at_close(self) -> None:
-        protocol, _ = Server(max_line_length=4).connect()
+        protocol, _ = slow_reader_server(max_line_length=4).connect()
         self.log.events.clear()
         protocol.dataReceived(b"\xff\n" * 500 + b"toolong\n" * 3)
         disconnect(protocol)
@@ -494,7 +486,7 @@ class LoggingTests(SynchronousTestCase):
         )
 
     def test_invalid_utf8_logged_once(self) -> None:
-        protocol, _ = Server().connect()
+        protocol, _ = slow_reader_server().connect()
         self.log.events.clear()
         protocol.dataReceived(b"\xff\n")
         self.assertEqual(
@@ -511,7 +503,7 @@ class HalfCloseWhilePausedTests(SynchronousTestCase):
     def test_backlog_answered_on_half_close(self) -> None:
         transport = SlowReaderTransport(limit=1000)
         count = BATCH * 3
-        server = Server()
+        server = slow_reader_server()
         protocol, _ = server.connect(transport)
         protocol.dataReceived(b"Hello\n" * count)
         self.assertEqual(transport.producerState, "paused")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -24,10 +22,10 @@ from commandproto.commands.table import (
     line_too_long,
     with_builtins,
 )
-from commandproto.server import CommandServerFactory, CommandServerProtocol
+from commandproto.server import CommandServerProtocol
 from commandproto.wire.codec import encode_line
 
-from ._helpers import replies
+from ._helpers import InMemoryServer, replies
 
 
 class Watching(CommandServerProtocol):
@@ -74,33 +72,22 @@ def table() -> CommandTable:
     return with_builtins(commands)
 
 
-def serve(
-    protocol_class: type[CommandServerProtocol], **settings: object
-) -> tuple[CommandServerProtocol, StringTransport]:
-    factory = CommandServerFactory(table(), clock=Clock(), **settings)  # type: ignore[arg-type]
-    factory.protocol = protocol_class
-    protocol = factory.buildProtocol(None)
-    transport = StringTransport()
-    protocol.makeConnection(transport)
-    return protocol, transport
-
-
 LINES = ["Hello", "Are you there?", "nope", "echo a b", "Hello"]
 ANSWERS = [GREETING, PRESENT, UNKNOWN_COMMAND, "a b", GREETING]
 
 
 class SubclassTests(SynchronousTestCase):
     def test_it_is_a_line_receiver(self) -> None:
-        protocol, _ = serve(CommandServerProtocol)
+        protocol, _ = InMemoryServer(table(), protocol=CommandServerProtocol).connect()
         self.assertIsInstance(protocol, LineReceiver)
         self.assertEqual(protocol.delimiter, b"\r\n")
 
     def test_factory_builds_its_protocol_attribute(self) -> None:
-        protocol, _ = serve(Watching)
+        protocol, _ = InMemoryServer(table(), protocol=Watching).connect()
         self.assertIsInstance(protocol, Watching)
 
     def test_sees_every_line_and_reply_in_one_read(self) -> None:
-        protocol, transport = serve(Watching)
+        protocol, transport = InMemoryServer(table(), protocol=Watching).connect()
         assert isinstance(protocol, Watching)
         protocol.dataReceived(b"".join(encode_line(line) for line in LINES))
         self.assertEqual(protocol.lines, [line.encode() for line in LINES])
@@ -112,7 +99,7 @@ class SubclassTests(SynchronousTestCase):
         A read of constant commands only, which a plain protocol answers from
         its cache without a line in sight, still goes through the subclass.
         """
-        protocol, transport = serve(Watching)
+        protocol, transport = InMemoryServer(table(), protocol=Watching).connect()
         assert isinstance(protocol, Watching)
         protocol.dataReceived(b"Hello\r\nHello\n")
         self.assertEqual(protocol.lines, [b"Hello", b"Hello"])
@@ -122,7 +109,7 @@ class SubclassTests(SynchronousTestCase):
     @settings(max_examples=100, deadline=None)
     @given(st.lists(st.integers(min_value=1, max_value=12), max_size=20))
     def test_any_split(self, cuts: list[int]) -> None:
-        protocol, transport = serve(Watching)
+        protocol, transport = InMemoryServer(table(), protocol=Watching).connect()
         assert isinstance(protocol, Watching)
         data = b"".join(encode_line(line) for line in LINES)
         position = 0
@@ -144,12 +131,16 @@ class SubclassTests(SynchronousTestCase):
 
 class LineLengthTests(SynchronousTestCase):
     def test_max_length_is_the_limit_in_force(self) -> None:
-        protocol, _ = serve(CommandServerProtocol, max_line_length=10)
+        protocol, _ = InMemoryServer(
+            table(), protocol=CommandServerProtocol, max_line_length=10
+        ).connect()
         self.assertEqual(protocol.MAX_LENGTH, 10)
 
     def test_every_over_long_line_is_reported_and_answered(self) -> None:
         for protocol_class in (Watching, OnlyTooLong):
-            protocol, transport = serve(protocol_class, max_line_length=10)
+            protocol, transport = InMemoryServer(
+                table(), protocol=protocol_class, max_line_length=10
+            ).connect()
             protocol.dataReceived(b"x" * 11 + b"\nHello\n" + b"y" * 30 + b"\n")
             # Across reads too.
             protocol.dataReceived(b"z" * 8)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet.task import Clock, deferLater
-from twisted.internet.testing import StringTransport
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
 from commandproto.commands.table import (
@@ -21,10 +20,9 @@ from commandproto.commands.table import (
     line_too_long,
     with_builtins,
 )
-from commandproto.server import CommandServerFactory
 from commandproto.wire.codec import encode_line
 
-from ._helpers import LogCapture
+from ._helpers import InMemoryServer, LogCapture
 from .test_codec import PROPERTY_SETTINGS, SEED_REPLIES, as_content, split_at
 
 
@@ -147,26 +145,22 @@ class ModelTests(SynchronousTestCase):
             )
         )
         LogCapture(self)
-        clock = Clock()
-        factory = CommandServerFactory(
+        server = InMemoryServer(
             with_builtins(model_table()),
             max_line_length=max_line_length,
             command_timeout=None,
             line_timeout=None,
-            clock=clock,
         )
-        protocol = factory.buildProtocol(None)
-        transport = StringTransport()
-        protocol.makeConnection(transport)
+        protocol, transport = server.connect()
         for chunk, pause in zip(chunks, pauses, strict=True):
             protocol.dataReceived(chunk)
-            clock.advance(pause)
+            server.advance(pause)
         if half_close:
             protocol.readConnectionLost()
         # Time passes in steps: each command that waits starts its timer
         # only when the one before it has answered.
         for _ in range(4 * len(lines) + 1):
-            clock.advance(1)
+            server.advance(1)
 
         expected: list[bytes] = []
         closed = half_close

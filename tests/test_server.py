@@ -7,7 +7,6 @@ from __future__ import annotations
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -27,11 +26,10 @@ from commandproto.commands.table import (
 from commandproto.server import (
     BATCH,
     CommandServerFactory,
-    CommandServerProtocol,
     describe_address,
 )
 
-from ._helpers import LogCapture, replies
+from ._helpers import InMemoryServer, LogCapture, replies
 
 
 class RecordingTransport(StringTransport):
@@ -48,14 +46,14 @@ class RecordingTransport(StringTransport):
         super().write(data)
 
 
-def connect(
-    factory: CommandServerFactory | None = None,
-) -> tuple[CommandServerProtocol, RecordingTransport]:
-    factory = factory if factory is not None else CommandServerFactory(clock=Clock())
-    protocol = factory.buildProtocol(None)
-    transport = RecordingTransport()
-    protocol.makeConnection(transport)
-    return protocol, transport
+def recording_server(
+    table: CommandTable | None = None, **settings: object
+) -> InMemoryServer:
+    """
+    A server of ``table`` whose connections are made on a
+    :class:`RecordingTransport`.
+    """
+    return InMemoryServer(table, transport_factory=RecordingTransport, **settings)  # type: ignore[arg-type]
 
 
 class SeedCommandsTests(SynchronousTestCase):
@@ -64,7 +62,7 @@ class SeedCommandsTests(SynchronousTestCase):
     """
 
     def assert_reply(self, request: bytes, reply: str) -> None:
-        protocol, transport = connect()
+        protocol, transport = recording_server().connect()
         protocol.dataReceived(request)
         self.assertEqual(transport.value(), replies(reply))
 
@@ -93,7 +91,7 @@ class SeedCommandsTests(SynchronousTestCase):
         self.assert_reply(b"Hello\r\n", GREETING)
 
     def test_replies_end_with_crlf(self) -> None:
-        protocol, transport = connect()
+        protocol, transport = recording_server().connect()
         protocol.dataReceived(b"Hello\n")
         self.assertEqual(transport.value(), b"Greetings!\r\n")
 
@@ -107,32 +105,33 @@ class PipeliningTests(SynchronousTestCase):
     expected = replies(GREETING, PRESENT, UNKNOWN_COMMAND, UNKNOWN_COMMAND, GREETING)
 
     def test_all_at_once(self) -> None:
-        protocol, transport = connect()
+        protocol, transport = recording_server().connect()
         protocol.dataReceived(self.stream)
         self.assertEqual(transport.value(), self.expected)
 
     def test_one_byte_at_a_time(self) -> None:
-        protocol, transport = connect()
+        protocol, transport = recording_server().connect()
         for index in range(len(self.stream)):
             protocol.dataReceived(self.stream[index : index + 1])
         self.assertEqual(transport.value(), self.expected)
 
     def test_replies_of_one_read_are_one_write(self) -> None:
-        protocol, transport = connect()
+        protocol, transport = recording_server().connect(RecordingTransport())
         protocol.dataReceived(self.stream)
         self.assertEqual(transport.writes, [self.expected])
 
     def test_thousands_of_lines_in_one_read(self) -> None:
-        clock = Clock()
-        protocol, transport = connect(CommandServerFactory(clock=clock))
+        server = recording_server()
+        protocol, transport = server.connect()
         protocol.dataReceived(b"Hello\n" * 5000)
         for _ in range(5000 // BATCH + 1):
-            clock.advance(0)
+            server.advance(0)
         self.assertEqual(transport.value(), replies(GREETING) * 5000)
 
     def test_one_batch_per_reactor_turn(self) -> None:
-        clock = Clock()
-        protocol, transport = connect(CommandServerFactory(clock=clock))
+        server = recording_server()
+        protocol, transport = server.connect(RecordingTransport())
+        clock = server.clock
         protocol.dataReceived(b"Hello\n" * (BATCH * 2 + 1))
         # The rest waits for the reactor's next turns, one write each.
         self.assertEqual(transport.writes, [replies(GREETING) * BATCH])
@@ -143,7 +142,7 @@ class PipeliningTests(SynchronousTestCase):
         self.assertEqual(transport.value(), replies(GREETING) * (BATCH * 2 + 1))
 
     def test_partial_line_waits_for_its_end(self) -> None:
-        protocol, transport = connect()
+        protocol, transport = recording_server().connect()
         protocol.dataReceived(b"Hel")
         self.assertEqual(transport.value(), b"")
         protocol.dataReceived(b"lo\n")
@@ -157,23 +156,23 @@ class QuitTests(SynchronousTestCase):
     """
 
     def test_closes_after_reply(self) -> None:
-        protocol, transport = connect()
+        protocol, transport = recording_server().connect()
         protocol.dataReceived(b"quit\n")
         self.assertTrue(transport.disconnecting)
 
     def test_nothing_after_quit_in_same_read(self) -> None:
-        protocol, transport = connect()
+        protocol, transport = recording_server().connect()
         protocol.dataReceived(b"Hello\nquit\nHello\nAre you there?\n")
         self.assertEqual(transport.value(), replies(GREETING, CLOSING))
 
     def test_nothing_after_quit_in_later_read(self) -> None:
-        protocol, transport = connect()
+        protocol, transport = recording_server().connect()
         protocol.dataReceived(b"quit\n")
         protocol.dataReceived(b"Hello\n")
         self.assertEqual(transport.value(), replies(CLOSING))
 
     def test_other_commands_keep_connection_open(self) -> None:
-        protocol, transport = connect()
+        protocol, transport = recording_server().connect()
         protocol.dataReceived(b"Hello\nnope\n")
         self.assertFalse(transport.disconnecting)
 
@@ -184,36 +183,36 @@ class HalfCloseTests(SynchronousTestCase):
     """
 
     def test_provides_half_close(self) -> None:
-        protocol, _ = connect()
+        protocol, _ = recording_server().connect()
         self.assertTrue(IHalfCloseableProtocol.providedBy(protocol))
 
     def test_replies_then_closes(self) -> None:
-        protocol, transport = connect()
+        protocol, transport = recording_server().connect()
         protocol.dataReceived(b"Hello\nAre you there?\n")
         protocol.readConnectionLost()
         self.assertEqual(transport.value(), replies(GREETING, PRESENT))
         self.assertTrue(transport.disconnecting)
 
     def test_unterminated_last_line_is_answered(self) -> None:
-        protocol, transport = connect()
+        protocol, transport = recording_server().connect()
         protocol.dataReceived(b"Hello\nAre you there?")
         protocol.readConnectionLost()
         self.assertEqual(transport.value(), replies(GREETING, PRESENT))
 
     def test_nothing_pending_sends_nothing(self) -> None:
-        protocol, transport = connect()
+        protocol, transport = recording_server().connect()
         protocol.readConnectionLost()
         self.assertEqual(transport.value(), b"")
         self.assertTrue(transport.disconnecting)
 
     def test_after_quit_unterminated_tail_is_ignored(self) -> None:
-        protocol, transport = connect()
+        protocol, transport = recording_server().connect()
         protocol.dataReceived(b"quit\nHello")
         protocol.readConnectionLost()
         self.assertEqual(transport.value(), replies(CLOSING))
 
     def test_write_side_lost_closes(self) -> None:
-        protocol, transport = connect()
+        protocol, transport = recording_server().connect()
         protocol.writeConnectionLost()
         self.assertTrue(transport.disconnecting)
 
@@ -224,30 +223,30 @@ class BadInputTests(SynchronousTestCase):
     """
 
     def test_invalid_utf8(self) -> None:
-        protocol, transport = connect()
+        protocol, transport = recording_server().connect()
         protocol.dataReceived(b"\xff\xfe\nHello\n")
         self.assertEqual(transport.value(), replies(INVALID_UTF8, GREETING))
 
     def test_utf8_character_split_across_reads(self) -> None:
         table = CommandTable((Command("caf\u00e9", lambda: Reply("ok")),))
-        protocol, transport = connect(CommandServerFactory(table))
+        protocol, transport = recording_server(table).connect()
         protocol.dataReceived(b"caf\xc3")
         protocol.dataReceived(b"\xa9\n")
         self.assertEqual(transport.value(), replies("ok"))
 
     def test_control_bytes_are_unknown(self) -> None:
-        protocol, transport = connect()
+        protocol, transport = recording_server().connect()
         protocol.dataReceived(b"\x00\x01\x1b[A\x7f\n")
         self.assertEqual(transport.value(), replies(UNKNOWN_COMMAND))
 
     def test_overlong_line_gets_one_error_and_connection_stays(self) -> None:
-        protocol, transport = connect(CommandServerFactory(max_line_length=8))
+        protocol, transport = recording_server(max_line_length=8).connect()
         protocol.dataReceived(b"x" * 20 + b"\nHello\n")
         self.assertEqual(transport.value(), replies(line_too_long(8), GREETING))
         self.assertFalse(transport.disconnecting)
 
     def test_overlong_line_split_across_reads(self) -> None:
-        protocol, transport = connect(CommandServerFactory(max_line_length=8))
+        protocol, transport = recording_server(max_line_length=8).connect()
         for _ in range(10):
             protocol.dataReceived(b"y" * 5)
         protocol.dataReceived(b"y\nHello\n")
@@ -268,12 +267,12 @@ class FactoryTests(SynchronousTestCase):
 
     def test_custom_table_is_used(self) -> None:
         table = CommandTable((Command("ping", lambda: Reply("pong")),))
-        protocol, transport = connect(CommandServerFactory(table))
+        protocol, transport = recording_server(table).connect()
         protocol.dataReceived(b"ping\nHello\n")
         self.assertEqual(transport.value(), replies("pong", UNKNOWN_COMMAND))
 
     def test_max_line_length_reaches_protocol(self) -> None:
-        protocol, _ = connect(CommandServerFactory(max_line_length=99))
+        protocol, _ = recording_server(max_line_length=99).connect()
         self.assertEqual(protocol.MAX_LENGTH, 99)
 
 
@@ -290,11 +289,11 @@ class LoggingTests(SynchronousTestCase):
         return self.log.messages()
 
     def test_connect_logged_with_peer(self) -> None:
-        connect()
+        recording_server().connect()
         self.assertIn("[1] connection from tcp:127.0.0.1:40000", self.messages())
 
     def test_disconnect_logged_with_peer(self) -> None:
-        protocol, _ = connect()
+        protocol, _ = recording_server().connect()
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertTrue(
             any(
@@ -339,22 +338,22 @@ class ReplyCacheTests(SynchronousTestCase):
             return Reply("pong")
 
         table = CommandTable((Command("ping", handler, constant=True),))
-        protocol, transport = connect(CommandServerFactory(table))
+        protocol, transport = recording_server(table).connect()
         calls.clear()
         protocol.dataReceived(b"ping\n" * 10)
         self.assertEqual((transport.value(), calls), (replies("pong") * 10, []))
 
     def test_cache_follows_table_changes(self) -> None:
         table = CommandTable()
-        factory = CommandServerFactory(table)
-        connect(factory)
+        server = recording_server(table)
+        server.connect()
         table.add(constant("ping", "pong"))
-        protocol, transport = connect(factory)
+        protocol, transport = server.connect()
         protocol.dataReceived(b"ping\r\n")
         self.assertEqual(transport.value(), replies("pong"))
 
     def test_cached_and_uncached_lines_keep_order(self) -> None:
-        protocol, transport = connect()
+        protocol, transport = recording_server().connect()
         protocol.dataReceived(b"Hello\r\nnope\nAre you there?\nquit\nHello\n")
         self.assertEqual(
             transport.value(), replies(GREETING, UNKNOWN_COMMAND, PRESENT, CLOSING)

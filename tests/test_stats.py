@@ -8,7 +8,6 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -22,7 +21,6 @@ from commandproto.commands.table import (
     default_commands,
     with_builtins,
 )
-from commandproto.server import CommandServerFactory, CommandServerProtocol
 from commandproto.server.stats import (
     LATENCY_BUCKETS,
     Latency,
@@ -31,7 +29,7 @@ from commandproto.server.stats import (
     parse_pairs,
 )
 
-from ._helpers import LogCapture, replies
+from ._helpers import InMemoryServer, LogCapture, replies
 
 
 def table() -> CommandTable:
@@ -62,31 +60,19 @@ def table() -> CommandTable:
     return commands
 
 
-class Server:
+def stats_server(
+    *, timing: bool = False, server_version: str = "0", **settings: object
+) -> InMemoryServer:
     """
-    A factory serving :func:`table` beside the built-ins, with a Clock.
+    A server of :func:`table` beside the built-ins, its Clock at 1000 and
+    its statistics kept with ``timing`` for ``server_version``.
     """
-
-    def __init__(
-        self, *, timing: bool = False, server_version: str = "0", **settings: object
-    ) -> None:
-        self.clock = Clock()
-        self.clock.advance(1000)
-        self.stats = ServerStats(
-            wall=self.clock.seconds, timing=timing, server_version=server_version
-        )
-        self.factory = CommandServerFactory(
-            with_builtins(table()),
-            clock=self.clock,
-            stats=self.stats,
-            **settings,  # type: ignore[arg-type]
-        )
-
-    def connect(self) -> tuple[CommandServerProtocol, StringTransport]:
-        protocol = self.factory.buildProtocol(None)
-        transport = StringTransport()
-        protocol.makeConnection(transport)
-        return protocol, transport
+    clock = Clock()
+    clock.advance(1000)
+    stats = ServerStats(
+        wall=clock.seconds, timing=timing, server_version=server_version
+    )
+    return InMemoryServer(with_builtins(table()), clock=clock, stats=stats, **settings)  # type: ignore[arg-type]
 
 
 class OutcomeTests(SynchronousTestCase):
@@ -138,7 +124,7 @@ class CountingTests(SynchronousTestCase):
     """
 
     def test_connections_open_and_total(self) -> None:
-        server = Server()
+        server = stats_server()
         first, _ = server.connect()
         server.connect()
         first.connectionLost(Failure(ConnectionDone()))
@@ -146,13 +132,13 @@ class CountingTests(SynchronousTestCase):
 
     def test_refused_by_reason(self) -> None:
         LogCapture(self)
-        server = Server(max_connections=1)
+        server = stats_server(max_connections=1)
         server.connect()
         server.connect()
         self.assertEqual(server.stats.refused, {"max_connections": 1})
 
     def test_cached_commands_counted_by_name(self) -> None:
-        protocol, _ = Server().connect()
+        protocol, _ = stats_server().connect()
         protocol.dataReceived(b"Hello\n")
         protocol.dataReceived(b"Hello\r\nAre you there?\nHello\n")
         stats = protocol.factory.stats
@@ -162,7 +148,7 @@ class CountingTests(SynchronousTestCase):
         )
 
     def test_cached_commands_in_a_mixed_read_counted(self) -> None:
-        protocol, _ = Server().connect()
+        protocol, _ = stats_server().connect()
         protocol.dataReceived(b"Hello\nadd 1 2\nHello\n")
         self.assertEqual(
             protocol.factory.stats.commands_by_outcome(),
@@ -171,7 +157,7 @@ class CountingTests(SynchronousTestCase):
 
     def test_outcomes_by_name(self) -> None:
         LogCapture(self)
-        protocol, _ = Server().connect()
+        protocol, _ = stats_server().connect()
         protocol.dataReceived(b"add 1\nrefuse\nboom\nnope\nsecret text\nHello x\n")
         self.assertEqual(
             protocol.factory.stats.commands_by_outcome(),
@@ -186,7 +172,7 @@ class CountingTests(SynchronousTestCase):
         self.flushLoggedErrors(RuntimeError)
 
     def test_asynchronous_reply_counted_when_it_comes(self) -> None:
-        server = Server(timing=True)
+        server = stats_server(timing=True)
         protocol, _ = server.connect()
         protocol.dataReceived(b"later\n")
         self.assertEqual(server.stats.commands_by_outcome(), {})
@@ -195,7 +181,7 @@ class CountingTests(SynchronousTestCase):
 
     def test_timed_out(self) -> None:
         LogCapture(self)
-        server = Server(command_timeout=1)
+        server = stats_server(command_timeout=1)
         protocol, _ = server.connect()
         protocol.dataReceived(b"later\n")
         server.clock.advance(1)
@@ -204,7 +190,7 @@ class CountingTests(SynchronousTestCase):
         )
 
     def test_client_gone_is_cancelled(self) -> None:
-        server = Server()
+        server = stats_server()
         protocol, _ = server.connect()
         protocol.dataReceived(b"later\n")
         protocol.connectionLost(Failure(ConnectionDone()))
@@ -213,7 +199,7 @@ class CountingTests(SynchronousTestCase):
         )
 
     def test_bytes_in_and_out(self) -> None:
-        protocol, transport = Server().connect()
+        protocol, transport = stats_server().connect()
         protocol.dataReceived(b"Hello\nadd 1 2\n")
         protocol.dataReceived(b"Hello\n")
         stats = protocol.factory.stats
@@ -222,7 +208,7 @@ class CountingTests(SynchronousTestCase):
 
     def test_misbehaviour_counted_every_time(self) -> None:
         LogCapture(self)
-        server = Server(max_line_length=4, idle_timeout=30)
+        server = stats_server(max_line_length=4, idle_timeout=30)
         protocol, _ = server.connect()
         protocol.dataReceived(b"\xff\n\xff\ntoolong\n")
         server.clock.advance(30)
@@ -232,17 +218,17 @@ class CountingTests(SynchronousTestCase):
         )
 
     def test_backpressure_counted(self) -> None:
-        protocol, _ = Server().connect()
+        protocol, _ = stats_server().connect()
         protocol.pauseProducing()
         self.assertEqual(protocol.factory.stats.events, {"backpressure": 1})
 
     def test_latency_not_kept_without_timing(self) -> None:
-        protocol, _ = Server().connect()
+        protocol, _ = stats_server().connect()
         protocol.dataReceived(b"Hello\nadd 1 2\n")
         self.assertEqual(protocol.factory.stats.latency_by_name(), {})
 
     def test_latency_by_name_with_timing(self) -> None:
-        server = Server(timing=True)
+        server = stats_server(timing=True)
         protocol, _ = server.connect()
         protocol.dataReceived(b"Hello\n")
         protocol.dataReceived(b"Hello\nHello\n")
@@ -263,7 +249,7 @@ class StatsCommandTests(SynchronousTestCase):
         self.assertIn("stats", default_commands().names())
 
     def test_reply(self) -> None:
-        server = Server(server_version="9.9")
+        server = stats_server(server_version="9.9")
         other, _ = server.connect()
         other.dataReceived(b"nope\n")
         protocol, transport = server.connect()
@@ -299,13 +285,13 @@ class ConnectionIdTests(SynchronousTestCase):
         self.logged = LogCapture(self)
 
     def test_ids_differ(self) -> None:
-        server = Server()
+        server = stats_server()
         first, _ = server.connect()
         second, _ = server.connect()
         self.assertEqual((first.conn, second.conn), ("1", "2"))
 
     def test_id_is_a_field_of_each_event(self) -> None:
-        server = Server()
+        server = stats_server()
         protocol, _ = server.connect()
         protocol.dataReceived(b"boom\n\xff\n")
         protocol.connectionLost(Failure(ConnectionDone()))
@@ -316,7 +302,7 @@ class ConnectionIdTests(SynchronousTestCase):
         self.flushLoggedErrors(RuntimeError)
 
     def test_failed_command_line_names_the_command_and_id(self) -> None:
-        protocol, _ = Server().connect()
+        protocol, _ = stats_server().connect()
         protocol.dataReceived(b"boom\n")
         [failure] = [e for e in self.logged.events if "log_failure" in e]
         self.assertEqual(failure["command"], "boom")
@@ -324,7 +310,7 @@ class ConnectionIdTests(SynchronousTestCase):
         self.flushLoggedErrors(RuntimeError)
 
     def test_quit_leaves_no_lines_about_others(self) -> None:
-        server = Server()
+        server = stats_server()
         protocol, transport = server.connect()
         protocol.dataReceived(b"quit\n")
         self.assertEqual(transport.value(), replies(CLOSING))
@@ -347,7 +333,7 @@ class SlowLogTests(SynchronousTestCase):
 
         now = [10.0]
         self.patch(module, "perf_counter", lambda: now[0])
-        server = Server(slow_threshold=1.5)
+        server = stats_server(slow_threshold=1.5)
         protocol, _ = server.connect()
         protocol.dataReceived(b"later\n")
         now[0] = 12.0
@@ -367,7 +353,7 @@ class SlowLogTests(SynchronousTestCase):
 
         now = [10.0]
         self.patch(module, "perf_counter", lambda: now[0])
-        server = Server(slow_threshold=None)
+        server = stats_server(slow_threshold=None)
         protocol, _ = server.connect()
         protocol.dataReceived(b"later\n")
         now[0] = 100.0
