@@ -260,7 +260,7 @@ class ConnectionTests(SynchronousTestCase):
 class TimersTests(SynchronousTestCase):
     def test_one_call_per_name(self) -> None:
         clock = Clock()
-        timers = Timers(clock.callLater)
+        timers = Timers(MemoryIO(clock))
         fired: list[str] = []
         timers.start(IDLE, 5, lambda: fired.append("first"))
         timers.start(IDLE, 5, lambda: fired.append("second"))
@@ -271,7 +271,7 @@ class TimersTests(SynchronousTestCase):
 
     def test_cancel_all(self) -> None:
         clock = Clock()
-        timers = Timers(clock.callLater)
+        timers = Timers(MemoryIO(clock))
         timers.start(IDLE, 5, lambda: None)
         timers.start(LINE, 5, lambda: None)
         timers.cancel_all()

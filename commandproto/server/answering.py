@@ -9,7 +9,7 @@ and the connection goes on, through :class:`Answered`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from time import perf_counter
 from typing import Protocol
 
@@ -62,6 +62,15 @@ class Answered(Protocol):
         """
 
 
+class LineHandler(Protocol):
+    """
+    Where a line goes when the protocol watches every line: its
+    ``lineReceived`` (or ``lineLengthExceeded``), which answers it.
+    """
+
+    def line_received(self, frame: Frame) -> None: ...
+
+
 class Answering:
     """
     One connection's replies, in order.
@@ -77,7 +86,7 @@ class Answering:
         "_cache",
         "_connection",
         "_hits",
-        "_line_received",
+        "_io",
         "_out",
         "answering",
         "blocking",
@@ -95,7 +104,7 @@ class Answering:
         dispatcher: Dispatcher,
         settings: Settings,
         reply_cache: dict[bytes, bytes],
-        line_received: Callable[[Frame], None],
+        io: LineHandler,
         plain: bool,
     ) -> None:
         self._connection = connection
@@ -103,7 +112,7 @@ class Answering:
         self.stats = dispatcher.stats
         self.settings = settings
         self._cache = reply_cache
-        self._line_received = line_received
+        self._io = io
         self.plain = plain
         self.queue: ReplyQueue | None = None
         self.blocking = 0
@@ -139,7 +148,7 @@ class Answering:
         counts = stats.cached
         answer = self._answer
         start = self.dispatcher.start
-        line_received = self._line_received
+        line_received = self._io.line_received
         plain = self.plain
         try:
             for index, frame in enumerate(frames):

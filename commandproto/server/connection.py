@@ -247,7 +247,7 @@ class Connection:
         self.conn = conn
         self.peer = peer
         self.peer_address = peer_address
-        self.timers = Timers(io.schedule)
+        self.timers = Timers(io)
         self.phase = _HANDSHAKING
         self.input_ended = False
         self.output_paused = False
@@ -261,7 +261,7 @@ class Connection:
             dispatcher=dispatcher,
             settings=settings,
             reply_cache=reply_cache,
-            line_received=io.line_received,
+            io=io,
             plain=plain,
         )
         self._reading = True

@@ -26,6 +26,7 @@ from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IHandshakeListener,
     IPushProducer,
+    IReactorTime,
     ISSLTransport,
 )
 from twisted.internet.protocol import connectionDone
@@ -83,30 +84,35 @@ class _TransportIO:
     (:class:`~commandproto.server.connection.ConnectionIO`).
     """
 
-    __slots__ = ("_protocol", "_registered", "_transport", "schedule", "write")
+    # Made for each connection: no more than it needs (a bound method held
+    # in an attribute would cost an object of its own).
+    __slots__ = ("_clock", "_plain", "_protocol", "_registered", "_transport")
 
     def __init__(
         self,
         protocol: CommandServerProtocol,
         transport: ServerTransport,
-        schedule: Callable[..., IDelayedCall],
+        clock: IReactorTime,
         plain: bool,
     ) -> None:
         self._protocol = protocol
         self._transport = transport
+        self._clock = clock
+        self._plain = plain
         self._registered = False
-        self.schedule = schedule
-        # Replies straight to the transport, unless the protocol wants to
-        # see each one through sendLine.
-        self.write: Callable[[bytes], None] = self._write if plain else self._send_lines
 
-    def _write(self, data: bytes) -> None:
-        self._transport.write(data)
-
-    def _send_lines(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
+        if self._plain:
+            self._transport.write(data)
+            return
+        # The protocol sees each reply through sendLine.
         send_line = self._protocol.sendLine
         for line in data.split(CRLF)[:-1]:
             send_line(line)
+
+    def schedule(self, delay: float, function: Callable[[], None], /) -> IDelayedCall:
+        call: IDelayedCall = self._clock.callLater(delay, function)
+        return call
 
     def pause_reading(self) -> None:
         self._transport.pauseProducing()
@@ -226,7 +232,7 @@ class CommandServerProtocol(LineReceiver):
         peer_address = transport.getPeer()
         plain = self._plain
         core = self._core = Connection(
-            _TransportIO(self, transport, factory.clock.callLater, plain),
+            _TransportIO(self, transport, factory.clock, plain),
             self,
             settings=factory.settings,
             dispatcher=factory.dispatcher,

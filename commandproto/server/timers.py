@@ -25,12 +25,13 @@ TURN = "turn"
 NAMES = (IDLE, LINE, HANDSHAKE, LINGER, TURN)
 
 
-class Schedule(Protocol):
+class Scheduler(Protocol):
     """
-    Call a function later (``IReactorTime.callLater``).
+    What calls a function later (a connection's I/O, over
+    ``IReactorTime.callLater``).
     """
 
-    def __call__(
+    def schedule(
         self, delay: float, function: Callable[[], None], /
     ) -> IDelayedCall: ...
 
@@ -43,7 +44,7 @@ class Timers:
     is not running costs nothing but its slot.
     """
 
-    __slots__ = ("_schedule", *NAMES)
+    __slots__ = ("_scheduler", *NAMES)
 
     idle: IDelayedCall | None
     line: IDelayedCall | None
@@ -51,8 +52,8 @@ class Timers:
     linger: IDelayedCall | None
     turn: IDelayedCall | None
 
-    def __init__(self, schedule: Schedule) -> None:
-        self._schedule = schedule
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
         for name in NAMES:
             setattr(self, name, None)
 
@@ -65,7 +66,7 @@ class Timers:
         call moved sooner by a linear search of all its timers.
         """
         self.cancel(name)
-        setattr(self, name, self._schedule(delay, self._fire(name, function)))
+        setattr(self, name, self._scheduler.schedule(delay, self._fire(name, function)))
 
     def _fire(self, name: str, function: Callable[[], None]) -> Callable[[], None]:
         def fire() -> None:
