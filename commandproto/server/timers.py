@@ -75,15 +75,6 @@ class Timers:
 
         return fire
 
-    def restart(self, name: str, delay: float) -> None:
-        """
-        Push a running timer ``delay`` seconds from now (later, never
-        sooner: see :meth:`start`).
-        """
-        call: IDelayedCall | None = getattr(self, name)
-        if call is not None:
-            call.reset(delay)
-
     def running(self, name: str) -> bool:
         """
         Whether a call is pending under ``name``.
