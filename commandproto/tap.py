@@ -8,10 +8,12 @@ import math
 import re
 import sys
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import NoReturn, cast
 
 from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import ILogObserver
 from twisted.python import usage
 
@@ -484,6 +486,24 @@ def _kind(description: str) -> str:
     return _kind(rest) if kind == PROXY else kind
 
 
+def served_as(description: str) -> str:
+    """
+    What a listener serves besides plain TCP, for the line that says where
+    it listens: ``TLS``, ``mutual TLS``, ``PROXY protocol``, or both of one
+    and the last; empty for none.
+    """
+    words = []
+    kind, _, rest = description.partition(":")
+    if kind == PROXY:
+        words.append("PROXY protocol")
+        kind = _kind(rest)
+    if kind == "ssl":
+        words.append("TLS")
+    elif kind == "mtls":
+        words.append("mutual TLS")
+    return ", ".join(words)
+
+
 def with_backlog(description: str) -> str:
     """
     Give a listening endpoint string our default backlog, unless it sets
@@ -522,8 +542,11 @@ def makeService(options: Options) -> IService:
     """
     from twisted.internet import reactor
 
-    listeners = [
-        (description, LoggingServerEndpoint) for description in options["listen"]
+    listeners: list[
+        tuple[str, Callable[[IStreamServerEndpoint], IStreamServerEndpoint]]
+    ] = [
+        (description, partial(LoggingServerEndpoint, what=served_as(description)))
+        for description in options["listen"]
     ] + [
         (description, LegacyServerEndpoint)
         for description in options.get("legacy-listen", [])

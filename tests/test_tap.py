@@ -221,3 +221,44 @@ class EveryOptionTests(SynchronousTestCase):
             [len(option) for option in tap.Options.optParameters],  # type: ignore[arg-type]
             [5] * len(tap.Options.optParameters),
         )
+
+
+class ListeningLineTests(SynchronousTestCase):
+    """
+    The line that says where the server listens says what it serves there:
+    a TLS or PROXY listener does not log as plain ``tcp:``.
+    """
+
+    def test_what_each_kind_serves(self) -> None:
+        self.assertEqual(
+            [
+                tap.served_as(description)
+                for description in (
+                    "tcp:12345",
+                    "unix:/run/s.sock",
+                    "ssl:12345:privateKey=k.pem",
+                    "mtls:12345:privateKey=k.pem:caCerts=ca.pem",
+                    "proxy:tcp:12345",
+                    "proxy:ssl:12345:privateKey=k.pem",
+                )
+            ],
+            ["", "", "TLS", "mutual TLS", "PROXY protocol", "PROXY protocol, TLS"],
+        )
+
+    def test_the_line_names_it(self) -> None:
+        from twisted.internet.endpoints import TCP4ServerEndpoint
+        from twisted.internet.protocol import Factory, Protocol
+        from twisted.internet.testing import MemoryReactor
+
+        from commandproto.server import LoggingServerEndpoint
+
+        from ._helpers import LogCapture
+
+        logged = LogCapture(self)
+        reactor = MemoryReactor()
+        endpoint = LoggingServerEndpoint(TCP4ServerEndpoint(reactor, 4443), what="TLS")
+        endpoint.listen(Factory.forProtocol(Protocol))
+        self.assertEqual(
+            [m for m in logged.messages() if m.startswith("listening on")],
+            ["listening on tcp:0.0.0.0:4443 (TLS)"],
+        )

@@ -328,15 +328,24 @@ class DrainService(Service):
 class LoggingServerEndpoint:
     """
     Wrap a server endpoint so that the address it actually listens on (the
-    port the OS picked for ``tcp:0``, say) is logged.
+    port the OS picked for ``tcp:0``, say) is logged, with what it serves
+    there when it is not plain TCP.
+
+    :param what: ``TLS``, ``mutual TLS``, ``PROXY protocol``...; empty for
+        none.
     """
 
-    def __init__(self, endpoint: IStreamServerEndpoint) -> None:
+    def __init__(self, endpoint: IStreamServerEndpoint, what: str = "") -> None:
         self._endpoint = endpoint
+        self._what = f" ({what})" if what else ""
 
     def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
         def listening(port: IListeningPort) -> IListeningPort:
-            log.info("listening on {address}", address=describe_address(port.getHost()))
+            log.info(
+                "listening on {address}{what}",
+                address=describe_address(port.getHost()),
+                what=self._what,
+            )
             return port
 
         return self._endpoint.listen(factory).addCallback(listening)
