@@ -19,11 +19,13 @@ import asyncio
 import ssl as _ssl
 from collections import deque
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from .client import errors
 from .client.core import MAX_REPLY_LENGTH, ClientCore
 from .client.errors import ConnectionClosed, ReplyError
+
+_Self = TypeVar("_Self", bound="_Closing")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 12345
@@ -96,7 +98,27 @@ class _Protocol(asyncio.Protocol):
             self.lost.set_result(None)
 
 
-class Client:
+class _Closing:
+    """
+    ``async with``: the object, closed on the way out.
+    """
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self: _Self) -> _Self:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class Client(_Closing):
     """
     A connection to a commandproto server; make one with :func:`connect`.
     """
@@ -178,17 +200,6 @@ class Client:
         """
         await asyncio.shield(self._protocol.lost)
 
-    async def __aenter__(self) -> Client:
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
-
 
 def _expire(future: asyncio.Future[str], timeout: float) -> None:
     if not future.done():
@@ -259,7 +270,7 @@ async def connect(
         raise TimeoutError(f"could not connect within {timeout:g} seconds") from None
 
 
-class Pool:
+class Pool(_Closing):
     """
     Up to ``size`` connections to one server, shared by requests.
 
@@ -423,14 +434,3 @@ class Pool:
         while self._waiters:
             self._wake()
         await asyncio.gather(*(client.close() for client in list(self._busy)))
-
-    async def __aenter__(self) -> Pool:
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()

@@ -64,9 +64,6 @@ class ServerTransport(TypingProtocol):
     def resumeProducing(self) -> None: ...
 
 
-_LF_BYTE = LF[0]
-
-
 def _bound_send_buffer(transport: object, size: int) -> None:
     """
     Set a connection's ``SO_SNDBUF``, where it has a socket.
@@ -267,18 +264,8 @@ class CommandServerProtocol(LineReceiver):
         ):
             core.data_received(data)
             return
-        # Not busy: answer this read now.  (The byte as an int: ``b"\n" in
-        # data`` first tries the bytes as an int and formats an error, ten
-        # times slower.)
-        if _LF_BYTE in data:
-            timers = core.timers
-            idle = timers.idle
-            if idle is not None:
-                idle.reset(cast(float, core.settings.idle_timeout))
-            if timers.line is not None or data[-1] != _LF_BYTE:
-                core._watch_line(data)
-        else:
-            core._watch_line(data)
+        # Not busy: answer this read now.
+        core.watch(data)
         timing = stats.timing
         if timing:
             started = perf_counter()
