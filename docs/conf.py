@@ -55,7 +55,7 @@ nitpick_ignore_regex = [
     (r"py:class", r"(ssl\.SSLContext|_asyncio\.Future|asyncio\..*)"),
     # The server's internal pieces, named in annotations of its public
     # classes (the explanation describes them; the API does not list them).
-    (r"py:class", r"commandproto\.server\.(connection|admission|dispatch)\..*"),
+    (r"py:class", r"commandproto\.server\.(connection|phase|admission|dispatch)\..*"),
 ]
 
 # linkcheck: only links inside the manual; the build has no network.

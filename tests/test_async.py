@@ -177,8 +177,8 @@ class BoundedInputTests(SynchronousTestCase):
         protocol.dataReceived(b"wait a\n")
         protocol.dataReceived(b"ab\n" * 20000)
         # One bytes object, not an object per line.
-        self.assertEqual(protocol._core._held, b"ab\n" * 20000)
-        self.assertEqual(len(protocol._core._frames), 0)
+        self.assertEqual(protocol._core.intake.held, b"ab\n" * 20000)
+        self.assertEqual(len(protocol._core.intake.frames), 0)
 
 
 class LifecycleTests(SynchronousTestCase):

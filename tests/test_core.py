@@ -27,8 +27,10 @@ from commandproto.commands.table import (
     with_builtins,
 )
 from commandproto.server.admission import Admission
+from commandproto.server.closing import MISBEHAVIOUR_LINGER
 from commandproto.server.connection import Connection, Phase
 from commandproto.server.dispatch import Dispatcher
+from commandproto.server.intake import BATCH, HOLD_LIMIT, Intake
 from commandproto.server.replies import Pending, ReplyQueue
 from commandproto.server.settings import Settings
 from commandproto.server.stats import ServerStats
@@ -254,6 +256,105 @@ class ConnectionTests(SynchronousTestCase):
         connection, io, clock, _ = core()
         connection.shut_down()
         clock.advance(10)
+        self.assertEqual(io.calls[-1], "abort")
+
+
+class Reader:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+
+class IntakeTests(SynchronousTestCase):
+    def test_a_flood_is_framed_a_batch_at_a_time(self) -> None:
+        intake = Intake(100)
+        intake.hold(b"a\n" * (BATCH + 5))
+        self.assertEqual(len(intake.take_batch()), BATCH)
+        self.assertEqual(intake.held, b"a\n" * 5)
+        self.assertEqual(len(intake.take_batch()), 5)
+        self.assertFalse(intake.pending)
+
+    def test_lines_kept_back_come_first(self) -> None:
+        intake = Intake(100)
+        intake.hold(b"c\n")
+        intake.keep([b"a", b"b"])
+        self.assertEqual(intake.take_batch(), [b"a", b"b"])
+        self.assertEqual(intake.take_batch(), [b"c"])
+
+    def test_end_terminates_a_last_partial_line(self) -> None:
+        held = Intake(100)
+        held.hold(b"a\nb")
+        held.end()
+        self.assertEqual(held.take_batch(), [b"a", b"b"])
+        framed = Intake(100)
+        framed.framer.feed(b"par")
+        framed.end()
+        self.assertEqual(framed.take_batch(), [b"par"])
+        whole = Intake(100)
+        whole.hold(b"a\n")
+        whole.end()
+        self.assertEqual(whole.held, b"a\n")
+
+    def test_room_is_bounded_in_bytes_and_lines(self) -> None:
+        intake = Intake(100)
+        intake.hold(b"x" * HOLD_LIMIT)
+        self.assertTrue(intake.has_room(0, 10))
+        intake.hold(b"x")
+        self.assertFalse(intake.has_room(0, 10))
+        lines = Intake(100)
+        lines.hold(b"a\n" * 5)
+        self.assertTrue(lines.has_room(4, 10))
+        self.assertFalse(lines.has_room(5, 10))
+
+    def test_only_a_change_reaches_the_reader(self) -> None:
+        intake, reader = Intake(100), Reader()
+        intake.read(True, reader)
+        intake.read(False, reader)
+        intake.read(False, reader)
+        intake.read(True, reader)
+        self.assertEqual(reader.calls, ["pause", "resume"])
+
+
+class CloserTests(SynchronousTestCase):
+    def test_complaints_are_counted_and_logged_once(self) -> None:
+        connection, _, _, _ = core()
+        self.assertTrue(connection.complain("over_long"))
+        self.assertFalse(connection.complain("over_long"))
+        self.assertEqual(connection.closer.complaints, {"over_long": 2})
+        self.assertEqual(connection.stats.events["over_long"], 2)
+
+    def test_refused_clients_are_told_why(self) -> None:
+        second, _, clock, _ = core(max_connections=1)
+        self.assertEqual(second.phase, Phase.OPEN)
+        third_io = MemoryIO(clock)
+        third = Connection(
+            third_io,
+            Member(),
+            settings=second.settings,
+            dispatcher=second.dispatcher,
+            admission=second.admission,
+            reply_cache={},
+            max_line_length=100,
+            conn="3",
+            peer="tcp:192.0.2.1:4001",
+            peer_address=PEER,
+        )
+        third.connected(tls=False)
+        self.assertTrue(third_io.written.startswith(b"Error: "))
+        self.assertEqual(third.phase, Phase.CLOSING)
+        self.assertIn("half_close", third_io.calls)
+
+    def test_idle_clients_get_a_second_to_go(self) -> None:
+        connection, io, clock, _ = core(idle_timeout=10)
+        clock.advance(10)
+        self.assertIn(b"idle", io.written)
+        self.assertEqual(connection.phase, Phase.CLOSING)
+        clock.advance(MISBEHAVIOUR_LINGER)
         self.assertEqual(io.calls[-1], "abort")
 
 

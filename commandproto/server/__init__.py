@@ -4,7 +4,15 @@ The command server, by role:
 - :mod:`~commandproto.server.protocol`: the Twisted protocol, a
   ``LineReceiver`` that adapts the connection core to a transport and keeps
   the fast path;
-- :mod:`~commandproto.server.connection`: one connection's life, with no I/O;
+- :mod:`~commandproto.server.connection`: one connection's life, with no I/O
+  (its events, and the decisions they lead to);
+- :mod:`~commandproto.server.phase`: where a connection is in its life;
+- :mod:`~commandproto.server.intake`: a connection's input not yet
+  answered, batches, and whether to read;
+- :mod:`~commandproto.server.answering`: answering a connection's lines in
+  order, a batch's replies in one write;
+- :mod:`~commandproto.server.closing`: how a connection ends (refusal,
+  wind-down, graceful close, abort, the closing log line);
 - :mod:`~commandproto.server.dispatch`: from a line to its reply;
 - :mod:`~commandproto.server.replies`: the ordered queue of replies;
 - :mod:`~commandproto.server.timers`: a connection's named timers;
@@ -17,14 +25,8 @@ The command server, by role:
 
 from ..wire.addresses import address_key, describe_address
 from .admission import REFUSAL_RESERVE, Admission
-from .connection import (
-    BATCH,
-    CLOSE_TIMEOUT,
-    HOLD_LIMIT,
-    REFUSAL_LINGER,
-    Connection,
-    Phase,
-)
+from .closing import CLOSE_TIMEOUT, REFUSAL_LINGER
+from .connection import Connection
 from .dispatch import Dispatcher
 from .factory import (
     DEFAULT_COMMAND_TIMEOUT,
@@ -42,6 +44,8 @@ from .factory import (
     DrainService,
     LoggingServerEndpoint,
 )
+from .intake import BATCH, HOLD_LIMIT
+from .phase import Phase
 from .protocol import CommandServerProtocol
 from .settings import Settings
 

@@ -35,8 +35,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..wire.addresses import describe_address
-from ..wire.codec import CRLF, DEFAULT_MAX_LINE_LENGTH, LF, OVERLONG, Frame
-from .connection import _OPEN, BATCH, Connection, Phase
+from ..wire.codec import CRLF, DEFAULT_MAX_LINE_LENGTH, OVERLONG, Frame
+from .connection import Connection
+from .intake import is_flood
+from .phase import OPEN, Phase
 from .stats import count_elements
 
 if TYPE_CHECKING:
@@ -253,23 +255,24 @@ class CommandServerProtocol(LineReceiver):
         core = self._core
         stats = core.stats
         stats.bytes_in += len(data)
+        intake = core.intake
         if (
-            core.phase is not _OPEN
-            or core._held
-            or core._frames
+            core.phase is not OPEN
+            or intake.held
+            or intake.frames
             or core.replies.queue
             or core.output_paused
             or not self._plain
-            or (len(data) > BATCH and data.count(LF) > BATCH)
+            or is_flood(data)
         ):
             core.data_received(data)
             return
         # Not busy: answer this read now.
-        core.watch(data)
+        core.timers.watch(data, core.settings, core.closer)
         timing = stats.timing
         if timing:
             started = perf_counter()
-        frames = core.framer.feed(data)
+        frames = intake.framer.feed(data)
         get = core._cache.get
         if len(frames) == 1:
             reply = get(frames[0])  # type: ignore[arg-type]
@@ -362,7 +365,7 @@ class CommandServerProtocol(LineReceiver):
         Give up on this connection's TLS handshake: log why, count it as
         ``event``, and abort.
         """
-        self._core.drop_handshake(why, event)
+        self._core.closer.drop_handshake(why, event)
 
     def abort(self) -> None:
         """
@@ -375,4 +378,4 @@ class CommandServerProtocol(LineReceiver):
         Give up on the replies this half-closed client waits for, to make
         room for a new client.
         """
-        self._core.make_room()
+        self._core.closer.make_room()

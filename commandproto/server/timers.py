@@ -10,6 +10,9 @@ from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall
 
+from ..wire.codec import LF
+from .settings import Settings
+
 #: The names a connection's timers go by.
 IDLE = "idle"
 """No whole line for ``idle_timeout`` seconds (``--idle-timeout``)."""
@@ -34,6 +37,18 @@ class Scheduler(Protocol):
     def schedule(
         self, delay: float, function: Callable[[], None], /
     ) -> IDelayedCall: ...
+
+
+class LineTimeout(Protocol):
+    """
+    What a line that takes too long to arrive calls (a connection's
+    :class:`~commandproto.server.closing.Closer`).
+    """
+
+    def line_too_slow(self) -> None: ...
+
+
+_LF_BYTE = LF[0]
 
 
 class Timers:
@@ -97,3 +112,35 @@ class Timers:
         """
         for name in NAMES:
             self.cancel(name)
+
+    def watch(self, data: bytes, settings: Settings, closer: LineTimeout) -> None:
+        """
+        Keep the idle and line timers for a read: only whole lines are
+        activity (a line that trickles in for ever does not keep a
+        connection alive), and a line may take ``line_timeout`` to arrive.
+        """
+        # (The byte as an int: ``b"\n" in data`` first tries the bytes as an
+        # int and formats an error, ten times slower.)
+        if _LF_BYTE in data:
+            idle = self.idle
+            if idle is not None:
+                idle.reset(settings.idle_timeout)  # type: ignore[arg-type]
+            if self.line is not None or data[-1] != _LF_BYTE:
+                self._watch_line(data, settings, closer)
+        else:
+            self._watch_line(data, settings, closer)
+
+    def _watch_line(self, data: bytes, settings: Settings, closer: LineTimeout) -> None:
+        """
+        Time the line that is arriving: a read that ends in the middle of a
+        line starts the line's timer (or keeps it, if the same line goes on);
+        a read that ends a line stops it.
+        """
+        timeout = settings.line_timeout
+        if timeout is None:
+            return
+        if data[-1:] == LF:
+            self.cancel(LINE)
+        elif self.line is None or LF in data:
+            # A line started, or a new one started in this read.
+            self.start(LINE, timeout, closer.line_too_slow)
