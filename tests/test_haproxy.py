@@ -25,7 +25,10 @@ from .test_hardening import HardeningTestCase
 from .test_proxy import v1, v2_inet
 
 PROXY_LISTEN = ("--listen", "proxy:tcp:0:interface=127.0.0.1")
-HEALTH_CHECK = re.compile(r"connection from tcp:127\.0\.0\.1:\d+ closed")
+# HAProxy's health checks are logged at debug, one line each.
+HEALTH_CHECK = re.compile(
+    r"connection from tcp:127\.0\.0\.1:\d+ closed: .* \(the proxy's own\)$", re.M
+)
 
 
 def ask(sock: socket.socket, line: bytes, reply: str) -> bytes:
@@ -140,8 +143,8 @@ class HAProxyTests(HardeningTestCase):
         haproxy_binary()
         super().setUp()
         self.backends = {
-            "v1": self.start_server(*PROXY_LISTEN),
-            "v2": self.start_server(*PROXY_LISTEN),
+            "v1": self.start_server(*PROXY_LISTEN, "--log-level", "debug"),
+            "v2": self.start_server(*PROXY_LISTEN, "--log-level", "debug"),
         }
         self.haproxy = HAProxyProcess(
             self.directory,
@@ -186,6 +189,16 @@ class HAProxyTests(HardeningTestCase):
         finally:
             for sock in clients:
                 sock.close()
+
+    def test_health_checks_are_one_line_each(self) -> None:
+        for backend in self.backends.values():
+            log = backend.log_text()
+            checks = HEALTH_CHECK.findall(log)
+            self.assertTrue(checks)
+            # Not the line an admitted client gets on arrival.
+            self.assertIsNone(
+                re.search(r"connection from tcp:127\.0\.0\.1:\d+$", log, re.M), log
+            )
 
     def test_half_close_through_haproxy_keeps_every_reply(self) -> None:
         lines = b"Hello\n" * 2000 + b"Are you there?"

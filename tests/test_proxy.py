@@ -18,6 +18,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from commandproto.commands.table import (
@@ -397,6 +398,49 @@ class WrapperTests(SynchronousTestCase):
         self.assertEqual(transport.value(), replies(PRESENT))
         (connection,) = server.connections
         self.assertEqual(connection.peer, "tcp:127.0.0.1:40000")
+
+    def test_the_proxys_own_connection_is_one_debug_line(self) -> None:
+        protocol, transport, server, _ = proxied()
+        protocol.dataReceived(v2(command=0) + b"Are you there?\n")
+        protocol.connectionLost()
+        self.assertEqual(transport.value(), replies(PRESENT))
+        lines = [
+            (event["log_level"].name, formatEvent(event))
+            for event in self.log.events
+            if "conn" in event
+        ]
+        self.assertEqual(
+            lines,
+            [
+                (
+                    "debug",
+                    "[1] connection from tcp:127.0.0.1:40000 closed: "
+                    "Connection was closed cleanly. (the proxy's own)",
+                )
+            ],
+        )
+        self.assertEqual(server.connections, set())
+
+    def test_a_v1_header_naming_its_own_connection_is_the_proxys(self) -> None:
+        # HAProxy's v1 health check: no LOCAL in version 1, so its header
+        # names the check's own connection.
+        protocol, _, _, _ = proxied()
+        protocol.dataReceived(v1("127.0.0.1", "127.0.0.1", 40000, 12345))
+        self.assertTrue(protocol.proxy_local)
+        protocol.connectionLost()
+        levels = [
+            event["log_level"].name for event in self.log.events if "conn" in event
+        ]
+        self.assertEqual(levels, ["debug"])
+
+    def test_a_relayed_client_is_logged_at_info(self) -> None:
+        protocol, _, _, _ = proxied()
+        protocol.dataReceived(CLIENT)
+        protocol.connectionLost()
+        levels = [
+            event["log_level"].name for event in self.log.events if "conn" in event
+        ]
+        self.assertEqual(levels, ["info", "info"])
 
     def test_half_close_keeps_every_reply(self) -> None:
         protocol, transport, _, _ = proxied()

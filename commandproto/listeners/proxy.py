@@ -414,6 +414,23 @@ class ProxyProtocolWrapper(ProtocolWrapper):
                 self._timer.cancel()
             self._timer = None
 
+    @property
+    def proxy_local(self) -> bool:
+        """
+        Whether the proxy made this connection for itself rather than
+        relaying a client's: HAProxy's health checks, which send a version 2
+        ``LOCAL`` header, or a version 1 header naming the check's own
+        connection (its source is the proxy's end of this very connection).
+        The server logs such connections at debug.
+        """
+        header = self.header
+        if header is None:
+            return False
+        if header is LOCAL:
+            return True
+        assert self.transport is not None
+        return header.source == self.transport.getPeer()
+
     def getPeer(self) -> IAddress:
         if self.header is not None and self.header.source is not None:
             return self.header.source

@@ -283,6 +283,14 @@ class Closer:
         connection.drop_work()
         if not connection.admission.forget(connection.member):
             return
+        if connection.quiet:
+            log.debug(
+                "[{conn}] connection from {peer} closed: {reason} (the proxy's own)",
+                peer=connection.peer,
+                reason=reason,
+                conn=connection.conn,
+            )
+            return
         counts = ""
         if self.complaints:
             counts = (

@@ -129,6 +129,8 @@ class Connection:
     :ivar io: where its decisions act.
     :ivar conn: the connection's short id, in every log line about it.
     :ivar peer: the client's address, as logged.
+    :ivar quiet: a proxy's own connection (its health check): its life is
+        logged in one line, at debug, not at info.
     """
 
     __slots__ = (
@@ -146,6 +148,7 @@ class Connection:
         "peer",
         "peer_address",
         "phase",
+        "quiet",
         "replies",
         "settings",
         "stats",
@@ -166,6 +169,7 @@ class Connection:
         peer: str,
         peer_address: IAddress | None,
         plain: bool = True,
+        quiet: bool = False,
     ) -> None:
         """
         :param plain: the protocol neither watches lines nor replies, so
@@ -182,6 +186,7 @@ class Connection:
         self.conn = conn
         self.peer = peer
         self.peer_address = peer_address
+        self.quiet = quiet
         self.timers = Timers(io)
         self.phase = HANDSHAKING
         self.input_ended = False

@@ -67,9 +67,12 @@ def admit(connection: Connection) -> None:
     if refusal is not None:
         connection.closer.refuse(refusal)
         return
-    log.info(
-        "[{conn}] connection from {peer}", peer=connection.peer, conn=connection.conn
-    )
+    if not connection.quiet:
+        log.info(
+            "[{conn}] connection from {peer}",
+            peer=connection.peer,
+            conn=connection.conn,
+        )
     connection.phase = OPEN
     connection.io.serve()
     idle = connection.settings.idle_timeout

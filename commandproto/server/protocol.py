@@ -242,6 +242,9 @@ class CommandServerProtocol(LineReceiver):
             peer=describe_address(peer_address),
             peer_address=peer_address,
             plain=plain,
+            # A proxy's health check is logged at debug (the PROXY wrapper
+            # says so; any other transport has no such attribute).
+            quiet=getattr(transport, "proxy_local", False),
         )
         core.connected(tls=ISSLTransport.providedBy(transport))
 
