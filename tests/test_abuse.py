@@ -403,6 +403,20 @@ class SignalTests(SynchronousTestCase):
         self.assertEqual((first, self.aborted), ([signal.SIGTERM], [True]))
         self.assertIn("SIGTERM during shutdown", self.logged.messages()[-1])
 
+    def test_an_ignored_sigint_stays_ignored(self) -> None:
+        # Started with SIGINT ignored (nohup, a shell's background job): a
+        # SIGINT must neither stop the server nor make the next SIGTERM a
+        # "second" stop that aborts without stopping.
+        first: list[int] = []
+        signal.signal(signal.SIGTERM, lambda signum, frame: first.append(signum))
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        self.addCleanup(signal.signal, signal.SIGINT, previous)
+        self.service.startService()
+        self.assertEqual(signal.getsignal(signal.SIGINT), signal.SIG_IGN)
+        handler = signal.getsignal(signal.SIGTERM)
+        handler(signal.SIGTERM, None)  # type: ignore[misc,operator]
+        self.assertEqual((first, self.aborted), ([signal.SIGTERM], []))
+
     def test_stop_signal_once_stopping_aborts(self) -> None:
         self.service.startService()
         self.service.stopService()

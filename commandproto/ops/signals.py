@@ -97,7 +97,13 @@ class SignalService(Service):
 
     def _install_stop_handlers(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
-            self._install(signum, self._on_stop)
+            if callable(signal.getsignal(signum)):
+                self._install(signum, self._on_stop)
+            # Otherwise the signal is ignored (``nohup``, a shell's
+            # background job: the reactor then leaves SIGINT alone) or takes
+            # its default action: so it stays.  Taking it over would make it
+            # count as the first stop signal while stopping nothing, and the
+            # real one (SIGTERM) then as a second.
 
     def stopService(self) -> None:
         # The drain begins: a stop signal from now on ends it at once.
