@@ -16,6 +16,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from twisted.trial.unittest import SynchronousTestCase
+
 TWISTD = (
     "import sys; from twisted.scripts.twistd import run; "
     "sys.argv[0] = 'twistd'; sys.exit(run())"
@@ -249,9 +251,23 @@ def run_client(
     )
 
 
+def refusing_port(test: SynchronousTestCase) -> int:
+    """
+    A loopback TCP port that refuses connections until the test ends: bound
+    by a socket that does not listen, so that no other process can take it
+    meanwhile.
+    """
+    probe = socket.socket()
+    test.addCleanup(probe.close)
+    probe.bind(("127.0.0.1", 0))
+    port: int = probe.getsockname()[1]
+    return port
+
+
 def unused_port() -> int:
     """
-    A loopback TCP port that nothing listens on (as of now).
+    A loopback TCP port that nothing listens on (as of now): only for a
+    program that binds it itself; see :func:`refusing_port`.
     """
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

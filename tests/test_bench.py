@@ -75,7 +75,7 @@ from commandproto.server.histogram import LatencyHistogram, bucket_bounds, bucke
 from commandproto.wire.codec import LineFramer, encode_line
 
 from ._helpers import InMemoryServer
-from ._processes import subprocess_environment, unused_port
+from ._processes import refusing_port, subprocess_environment
 from .test_integration import ProcessTestCase
 
 HELLO = (Request("Hello", GREETING),)
@@ -924,7 +924,7 @@ class BenchProcessTests(ProcessTestCase):
         self.assertEqual(report["requests"], 640)
 
     def test_connection_refused_exits_1(self) -> None:
-        port = unused_port()
+        port = refusing_port(self)
         result = run_bench(["--port", str(port), "-n", "10"])
         self.assertEqual(result.returncode, EXIT_FAILURE)
         self.assertEqual(

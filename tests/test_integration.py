@@ -25,9 +25,9 @@ from ._processes import (
     ServerProcess,
     read_exactly,
     read_until_closed,
+    refusing_port,
     run_client,
     subprocess_environment,
-    unused_port,
 )
 
 
@@ -184,7 +184,7 @@ class ClientProcessTests(ProcessTestCase):
         )
 
     def test_connection_refused(self) -> None:
-        port = unused_port()
+        port = refusing_port(self)
         result = run_client(["--port", str(port)], b"Hello\n")
         self.assertEqual(result.returncode, 1)
         self.assertEqual(
@@ -282,7 +282,7 @@ class ClientModeTests(ProcessTestCase):
         self.assertEqual(result.returncode, 0)
 
     def test_exit_1_connection_refused(self) -> None:
-        result = run_client(["--port", str(unused_port()), "Hello"], b"")
+        result = run_client(["--port", str(refusing_port(self)), "Hello"], b"")
         self.assertEqual(result.returncode, 1)
         self.assertEqual(len(result.stderr.splitlines()), 1)
 

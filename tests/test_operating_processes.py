@@ -128,19 +128,32 @@ class JSONLogTests(ProcessTestCase):
         self.assertIn("closed cleanly", story[-1]["reason"])
 
     def test_warn_level_drops_connections(self) -> None:
-        port = unused_port()
+        # At warn the server does not log where it listens: it is handed a
+        # socket already listening (as systemd would), so that no other
+        # process can take its port first.
+        listener = listening_socket()
+        self.addCleanup(listener.close)
         server = ServerProcess(
             self.directory,
             "--listen",
-            f"tcp:{port}:interface=127.0.0.1",
+            "systemd:domain=INET:index=0",
             "--log-format",
             "json",
             "--log-level",
             "warn",
+            prelude=ACTIVATED,
+            environment={
+                "TEST_FD": str(listener.fileno()),
+                "LISTEN_FDS": "1",
+                "LISTEN_FDNAMES": "commandproto",
+            },
+            pass_fds=(listener.fileno(),),
             wait=False,
         )
         self.addCleanup(server.stop)
-        with connect_when_up(port) as sock:
+        with socket.create_connection(
+            listener.getsockname(), timeout=IO_TIMEOUT
+        ) as sock:
             sock.sendall(b"Hello\n\xff\n")
             self.assertEqual(
                 read_exactly(sock, len(replies(GREETING, INVALID_UTF8))),
