@@ -33,6 +33,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import implementer
 
 from ..wire.codec import CR, CRLF, LF
+from ..wire.endpoints import AnnouncedEndpoint
 
 log = Logger()
 
@@ -99,17 +100,12 @@ class LegacyServerEndpoint:
     """
 
     def __init__(self, endpoint: IStreamServerEndpoint) -> None:
-        self._endpoint = endpoint
+        self._endpoint = AnnouncedEndpoint(endpoint, _announce)
 
     def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
-        from ..wire.addresses import describe_address
-
-        def listening(port: IListeningPort) -> IListeningPort:
-            log.info(
-                "listening on {address} (the seed's wire format)",
-                address=describe_address(port.getHost()),
-            )
-            return port
-
         legacy = LegacyFactory(factory)  # type: ignore[no-untyped-call]
-        return self._endpoint.listen(legacy).addCallback(listening)
+        return self._endpoint.listen(legacy)
+
+
+def _announce(address: str) -> None:
+    log.info("listening on {address} (the seed's wire format)", address=address)
