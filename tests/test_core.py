@@ -28,9 +28,10 @@ from commandproto.commands.table import (
 )
 from commandproto.server.admission import Admission
 from commandproto.server.closing import MISBEHAVIOUR_LINGER
-from commandproto.server.connection import Connection, Phase
+from commandproto.server.connection import Connection
 from commandproto.server.dispatch import Dispatcher
 from commandproto.server.intake import BATCH, HOLD_LIMIT, Intake
+from commandproto.server.phase import Phase
 from commandproto.server.replies import Pending, ReplyQueue
 from commandproto.server.settings import Settings
 from commandproto.server.stats import ServerStats
@@ -257,6 +258,44 @@ class ConnectionTests(SynchronousTestCase):
         connection.shut_down()
         clock.advance(10)
         self.assertEqual(io.calls[-1], "abort")
+
+
+class FinishingTests(SynchronousTestCase):
+    def test_no_line_timeout_once_quit_is_queued(self) -> None:
+        # quit waits behind a command still running, and a partial line
+        # follows it: that line is never read, so never timed.
+        later: list[Deferred[str]] = []
+        table = CommandTable()
+
+        @table.command("par", overlap=True)
+        def par() -> Deferred[str]:
+            later.append(Deferred())
+            return later[-1]
+
+        connection, io, clock, _ = core(table=with_builtins(table), line_timeout=3)
+        connection.data_received(b"par\nquit\nHel")
+        self.assertEqual(connection.phase, Phase.FINISHING)
+        clock.advance(3)
+        self.assertNotIn("line_timeout", connection.stats.events)
+        later[0].callback("done")
+        self.assertEqual(io.written, replies("done", CLOSING))
+
+
+class AdmittedAfterTheHandshakeTests(SynchronousTestCase):
+    def test_input_ended_during_the_handshake_closes_once_admitted(self) -> None:
+        connection, io, _, _ = core(tls=True, idle_timeout=None)
+        connection.end_of_input()
+        connection.handshake_done()
+        self.assertEqual(connection.phase, Phase.CLOSING)
+        self.assertIn("close", io.calls)
+
+    def test_reading_resumes_once_admitted(self) -> None:
+        connection, io, _, _ = core(tls=True)
+        connection.pause_output()
+        connection.resume_output()
+        connection.handshake_done()
+        self.assertTrue(connection.intake.reading)
+        self.assertEqual(io.calls[-1], "resume_reading")
 
 
 class Reader:

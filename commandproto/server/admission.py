@@ -161,12 +161,16 @@ class Admission:
         if member in self.connections:
             self.ended[member] = None
 
-    def may_linger(self) -> bool:
+    def may_linger(self, member: Member) -> bool:
         """
-        Whether one more refused connection may close gracefully (taking a
-        descriptor from the reserve for a moment), rather than at once.
+        Whether a refused connection may close gracefully (taking a
+        descriptor from the reserve for a moment), rather than at once; if
+        it may, it is counted among those closing so until it is gone.
         """
-        return len(self.refusing) < REFUSAL_RESERVE // 2
+        if len(self.refusing) >= REFUSAL_RESERVE // 2:
+            return False
+        self.refusing.add(member)
+        return True
 
     def forget(self, member: Member) -> bool:
         """

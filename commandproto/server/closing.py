@@ -98,13 +98,11 @@ class Closer:
             conn=connection.conn,
         )
         connection.send(encode_line(refusal))
-        if admission.may_linger():
+        if admission.may_linger(connection.member):
             # Close gracefully (a request the client already sent, left
             # unread, would make the close a reset that destroys the line),
             # but briefly: refusals come in floods, and each holds a
             # descriptor from the reserve.
-            admission.refusing.add(connection.member)
-            connection.phase = OPEN
             self.close(linger=REFUSAL_LINGER)
         else:
             connection.phase = CLOSING

@@ -9,7 +9,8 @@ How one connection's input flows:
 - a read whose lines all have cached replies (the constant commands) is
   answered with one write: the fast path, which the Twisted adapter
   (:class:`~commandproto.server.protocol.CommandServerProtocol`) keeps in its
-  ``dataReceived`` and takes only while :attr:`Connection.idle` holds;
+  ``dataReceived`` and takes only while the connection is open and nothing
+  is held, queued or paused;
 - otherwise each line is started in order; a command that answers at once
   has its reply queued at once, one that answers later holds its place in
   the queue of replies (:class:`~commandproto.server.replies.ReplyQueue`),
@@ -38,7 +39,6 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from twisted.internet.interfaces import IAddress, IDelayedCall
-from twisted.logger import Logger
 
 from ..commands.table import CLOSING as CLOSING_DOWN
 from ..commands.table import Session
@@ -46,15 +46,13 @@ from ..wire.codec import Frame
 from . import opening
 from .admission import Admission, Member
 from .answering import Answering
-from .closing import CLOSE_TIMEOUT, MISBEHAVIOUR_LINGER, REFUSAL_LINGER, Closer
+from .closing import Closer
 from .dispatch import Dispatcher
-from .intake import BATCH, HOLD_LIMIT, Intake, is_flood
-from .phase import CLOSED, CLOSING, DRAINING, FINISHING, HANDSHAKING, OPEN, Phase
+from .intake import Intake, is_flood
+from .phase import CLOSED, CLOSING, DRAINING, FINISHING, HANDSHAKING, OPEN
 from .settings import Settings
 from .stats import ServerStats
 from .timers import LINE, TURN, Timers
-
-log = Logger()
 
 
 class ConnectionIO(Protocol):
@@ -229,19 +227,6 @@ class Connection:
         """
         return self.closer.complain(event)
 
-    @property
-    def idle(self) -> bool:
-        """
-        Open, and nothing held, queued or paused: a read can be answered at
-        once (the adapter's fast path).
-        """
-        return (
-            self.phase is OPEN
-            and not self.intake.pending
-            and not self.replies.queue
-            and not self.output_paused
-        )
-
     # -- events: the connection's start (:mod:`~commandproto.server.opening`)
 
     def connected(self, tls: bool) -> None:
@@ -321,6 +306,13 @@ class Connection:
         self.closer.lost(reason)
 
     # -- events: output
+
+    def output_stopped(self) -> None:
+        """
+        The transport stops for good (the connection is going away, and
+        :meth:`lost` follows): nothing more is answered.
+        """
+        self.output_paused = True
 
     def pause_output(self) -> None:
         """
@@ -446,9 +438,10 @@ class Connection:
     def finishing(self) -> None:
         """
         A reply that closes the connection is queued: nothing after it is
-        read or started.
+        read or started (nor timed: a line that was arriving never will).
         """
         self.phase = FINISHING
+        self.timers.cancel(LINE)
         self.intake.drop()
 
     def go_on(self) -> None:
@@ -458,15 +451,3 @@ class Connection:
         """
         if self.timers.turn is None:
             self.process()
-
-
-__all__ = [
-    "BATCH",
-    "CLOSE_TIMEOUT",
-    "HOLD_LIMIT",
-    "MISBEHAVIOUR_LINGER",
-    "REFUSAL_LINGER",
-    "Connection",
-    "ConnectionIO",
-    "Phase",
-]

@@ -78,3 +78,9 @@ def admit(connection: Connection) -> None:
     idle = connection.settings.idle_timeout
     if idle is not None:
         connection.timers.start(IDLE, idle, connection.closer.idle)
+    # Catch up with what happened while the handshake went on: the client
+    # may have ended its input already, or the transport resumed us.
+    if connection.input_ended:
+        connection.process()
+    else:
+        connection.update_reading()

@@ -352,7 +352,7 @@ class CommandServerProtocol(LineReceiver):
 
     def stopProducing(self) -> None:
         # The connection is going away; connectionLost follows.
-        self._core.output_paused = True
+        self._core.output_stopped()
 
     # -- the server's own events (admission's Member)
 
