@@ -606,7 +606,8 @@ class ClientSession(ReplyListener[None]):
         core = connection.core
         texts: list[str]
         overlong = False
-        if all(type(outcome) is str for outcome in outcomes):
+        if not set(map(type, outcomes)) - {str}:
+            # The common case, decided at C speed: every outcome is a reply.
             texts = cast(list[str], outcomes)
         else:
             # Error replies come as exceptions: print their lines.  An
