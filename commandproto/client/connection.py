@@ -150,7 +150,7 @@ class ClientProtocol(Protocol, Generic[W]):
         self.legacy = legacy
         self.lost = False
         self._closed = False
-        self._out: list[bytes] = []
+        self._out: list[str] = []
         self._reading_paused = False
         self._reply_timer: IDelayedCall | None = None
         # Sequence numbers of requests sent with timed=False, which the
@@ -186,13 +186,14 @@ class ClientProtocol(Protocol, Generic[W]):
                 raise ValueError(f"a request is one line, not {line!r}")
             self._queue_legacy(line.encode("utf-8"), waiter, True)
         else:
-            data = self.core.request(line, waiter)
+            self.core.count(line, waiter)
             out = self._out
-            out.append(data)
+            out.append(line)
             if len(out) == 1:
                 assert self.clock is not None, "request() needs a clock"
                 self.clock.callLater(0, self._flush)
-            self._start_reply_timer()
+            if self.reply_timeout is not None and self._reply_timer is None:
+                self._restart_reply_timer()
         if timeout is None:
             return None
         assert self.clock is not None, "a time limit needs a clock"
@@ -219,12 +220,10 @@ class ClientProtocol(Protocol, Generic[W]):
         if not timed:
             self._untimed.extend(range(self.core.sent, self.core.sent + len(lines)))
         self.core.expect(lines, waiter)
-        data = CRLF.join(lines) + CRLF
         if self._out:
-            self._out.append(data)
+            # Requests of this turn go first.
             self._flush()
-        else:
-            self.transport.write(data)
+        self.transport.write(CRLF.join(lines) + CRLF)
         if timed:
             self._start_reply_timer()
 
@@ -246,9 +245,11 @@ class ClientProtocol(Protocol, Generic[W]):
             self._start_reply_timer()
 
     def _flush(self) -> None:
+        # A turn's request lines, encoded at once.
         out, self._out = self._out, []
         if out and not self.lost:
-            self.transport.write(b"".join(out))
+            out.append("")
+            self.transport.write("\r\n".join(out).encode("utf-8"))
 
     # Receiving.
 
@@ -422,14 +423,20 @@ class Client(ReplyListener["Deferred[str]"]):
     def replies_received(
         self, waiters: list[Deferred[str]], outcomes: list[Outcome]
     ) -> None:
-        for waiter, outcome in zip(waiters, outcomes, strict=True):
-            # A waiter that has fired timed out or was cancelled: its reply
-            # is dropped here, and only its.
-            if not waiter.called:
-                if type(outcome) is str:
-                    waiter.callback(outcome)
-                else:
-                    waiter.errback(cast(Exception, outcome))
+        # A waiter that has fired timed out or was cancelled: its reply is
+        # dropped here, and only its.
+        if not set(map(type, outcomes)) - {str}:
+            # The common case, decided at C speed: every outcome is a reply.
+            for waiter, text in zip(waiters, cast(list[str], outcomes), strict=True):
+                if not waiter.called:
+                    waiter.callback(text)
+        else:
+            for waiter, outcome in zip(waiters, outcomes, strict=True):
+                if not waiter.called:
+                    if type(outcome) is str:
+                        waiter.callback(outcome)
+                    else:
+                        waiter.errback(cast(Exception, outcome))
         if self._core.ended is not None and self._core.broken is None:
             self._close_if_done()
 
