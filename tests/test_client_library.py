@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IProtocol,
     IProtocolFactory,
@@ -15,6 +16,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.test.iosim import (
     IOPump,
     makeFakeClient,
@@ -342,6 +344,11 @@ class Recorder(ReplyListener[str]):
     def sending_paused(self, paused: bool) -> None:
         self.calls.append(("paused", paused))
 
+    def connection_ended(
+        self, exception: errors.ConnectionClosed, waiters: list[str], reason: Failure
+    ) -> None:
+        self.calls.append(("ended", str(exception), waiters))
+
 
 class StreamingInterfaceTests(SynchronousTestCase):
     """
@@ -432,3 +439,13 @@ class StreamingInterfaceTests(SynchronousTestCase):
         producer.pauseProducing()
         producer.resumeProducing()
         self.assertEqual(recorder.calls, [("paused", True), ("paused", False)])
+
+    def test_closing_says_we_closed(self) -> None:
+        protocol, recorder, _ = self.connected()
+        protocol.send_lines([b"never"], "w")
+        protocol.close()
+        self.assertTrue(protocol.transport.disconnecting)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(
+            recorder.calls, [("ended", "connection closed by the client", ["w"])]
+        )

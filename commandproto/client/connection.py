@@ -343,6 +343,7 @@ class ClientProtocol(Protocol, Generic[W]):
         if self._closed or self.lost:
             return
         self._closed = True
+        self.core.close()
         self._cancel_reply_timer()
         self._flush()
         # A producer still registered on the connection holds a TLS close
