@@ -3,8 +3,12 @@ The client library on Twisted: :func:`connect` to a server, then
 :meth:`Client.request` as many lines as you like, pipelined.
 
 Everything about the protocol (ordering, matching replies to requests, the
-lines the server sends on its own) is in :class:`~.core.ClientCore`; this
-module only moves bytes and fires Deferreds.
+lines the server sends on its own) is in ``ClientCore``
+(``commandproto.client.core``).  :class:`ClientProtocol` moves its bytes,
+keeps the time limits and hands replies to a :class:`ReplyListener`, a read
+at a time and with no Deferred per request; :class:`Client` is the listener
+that fires a Deferred per request, and the command-line client
+(``commandproto.client.cli``) is another.
 """
 
 from __future__ import annotations
@@ -66,15 +70,15 @@ class ReplyListener(Generic[W]):
 
     def request_expired(self, waiter: W, timeout: float) -> None:
         """
-        A request sent with a time limit (:meth:`ClientProtocol.request`)
-        was not answered within ``timeout`` seconds; its reply, if it ever
+        A request sent with a time limit (the protocol's ``request``) was
+        not answered within ``timeout`` seconds; its reply, if it ever
         comes, still comes to :meth:`replies_received` with this waiter.
         """
 
     def reply_overdue(self, timeout: float) -> None:
         """
         No reply came within the connection's reply time limit
-        (:attr:`ClientProtocol.reply_timeout`).
+        (the protocol's ``reply_timeout``).
         """
 
     def sending_paused(self, paused: bool) -> None:
@@ -111,7 +115,7 @@ class _SendFlow:
 
 class ClientProtocol(Protocol, Generic[W]):
     """
-    One connection, the Twisted adapter of :class:`~.core.ClientCore`: it
+    One connection, the Twisted adapter of ``commandproto.client.core.ClientCore``: it
     frames replies, matches them to requests in order, recognises the lines
     the server sends on its own, keeps the time limits, and hands the
     outcomes to its :class:`ReplyListener`, a batch per read.
