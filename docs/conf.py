@@ -52,6 +52,8 @@ nitpick_ignore_regex = [
     # What the client library's annotations name: its own protocol, and
     # the standard library's and Twisted's types.
     (r"py:class", r"(ClientProtocol|_Protocol|IStreamClientEndpoint|SSL)"),
+    # The type variable of the Twisted adapter's waiters.
+    (r"py:class", r"(commandproto\.client\.connection\.)?W"),
     (r"py:class", r"(ssl\.SSLContext|_asyncio\.Future|asyncio\..*)"),
     # The server's internal pieces, named in annotations of its public
     # classes (the explanation describes them; the API does not list them).

@@ -32,7 +32,6 @@ from commandproto.client.cli import (
     ClientSession,
     InputReceiver,
     Options,
-    ReplyReceiver,
     Script,
     make_script,
 )
@@ -96,7 +95,7 @@ class Harness:
         server_factory = factory or CommandServerFactory()
         self.client, self.server, self.pump = connectedServerAndClient(
             lambda: server_factory.buildProtocol(None),
-            lambda: ReplyReceiver(self.session),
+            self.session.new_protocol,
         )
 
     def type(self, data: bytes) -> None:
@@ -340,18 +339,33 @@ class Wired:
         self.exit_codes: list[int] = []
         self.session.done.addCallback(self.exit_codes.append)
         self.server = StringTransport()
+        self.protocol = self.session.new_protocol()
 
     def connect(self, *, with_input: bool = True) -> None:
         if with_input:
             self.session.attach_input(self.input)
-        self.session.connected(self.server)
+        self.protocol.makeConnection(self.server)
+
+    def reconnect(self, server: StringTransport) -> None:
+        """
+        The session's next connection is up, on ``server``.
+        """
+        self.server = server
+        self.protocol = self.session.new_protocol()
+        self.protocol.makeConnection(server)
+
+    def receive(self, *lines: str) -> None:
+        """
+        These reply lines come from the server, in one read.
+        """
+        self.protocol.dataReceived(b"".join(line.encode() + b"\r\n" for line in lines))
 
     def sent(self) -> list[bytes]:
         written: bytes = self.server.value()
         return written.split(b"\r\n")[:-1]
 
     def close(self) -> None:
-        self.session.connection_lost(Failure(ConnectionDone()))
+        self.protocol.connectionLost(Failure(ConnectionDone()))
 
 
 class FlowControlTests(SynchronousTestCase):
@@ -364,7 +378,7 @@ class FlowControlTests(SynchronousTestCase):
         wired = Wired()
         wired.session.attach_input(wired.input)
         self.assertTrue(wired.input.paused)
-        wired.session.connected(wired.server)
+        wired.connect(with_input=False)
         self.assertFalse(wired.input.paused)
 
     def test_full_window_pauses_input(self) -> None:
@@ -379,9 +393,9 @@ class FlowControlTests(SynchronousTestCase):
         wired = Wired(window=4)
         wired.connect()
         wired.session.send_lines([b"Hello"] * 4)
-        wired.session.replies_received([GREETING])
+        wired.receive(GREETING)
         self.assertTrue(wired.input.paused)
-        wired.session.replies_received([GREETING])
+        wired.receive(GREETING)
         self.assertFalse(wired.input.paused)
 
     def test_outstanding_never_passes_window_plus_one_read(self) -> None:
@@ -401,10 +415,10 @@ class FlowControlTests(SynchronousTestCase):
     def test_full_send_buffer_pauses_input(self) -> None:
         wired = Wired()
         wired.connect()
-        self.assertIs(wired.server.producer, wired.session)
-        wired.session.pauseProducing()
+        assert wired.server.producer is not None
+        wired.server.producer.pauseProducing()
         self.assertTrue(wired.input.paused)
-        wired.session.resumeProducing()
+        wired.server.producer.resumeProducing()
         self.assertFalse(wired.input.paused)
 
     def test_connection_produces_for_stdout(self) -> None:
@@ -415,7 +429,7 @@ class FlowControlTests(SynchronousTestCase):
         self.assertEqual(wired.server.producerState, "paused")
         wired.stdout.producer.resumeProducing()
         self.assertEqual(wired.server.producerState, "producing")
-        wired.session.replies_received([CLOSING])
+        wired.receive(CLOSING)
         wired.close()
         self.assertIsNone(wired.stdout.producer)
 
@@ -447,7 +461,7 @@ class OutputFormatTests(SynchronousTestCase):
         wired = Wired()
         wired.connect()
         wired.session.send_lines([b"a", b"b"])
-        wired.session.replies_received(["x", "y"])
+        wired.receive("x", "y")
         self.assertEqual(
             wired.stdout.text(), "Server response: x\nServer response: y\n"
         )
@@ -456,7 +470,7 @@ class OutputFormatTests(SynchronousTestCase):
         wired = Wired()
         wired.connect()
         wired.session.send_lines([b"Hello", b"quit"])
-        wired.session.replies_received([GREETING, CLOSING])
+        wired.receive(GREETING, CLOSING)
         wired.session.send(b"Hello")
         self.assertEqual(wired.sent(), [b"Hello", b"quit"])
 
@@ -522,14 +536,14 @@ class ScriptTests(SynchronousTestCase):
         wired = Wired(script=Script(("Are you there?",), 3, 1.5), clock=clock)
         wired.connect(with_input=False)
         self.assertEqual(len(wired.sent()), 1)
-        wired.session.replies_received([PRESENT])
+        wired.receive(PRESENT)
         clock.advance(1.4)
         self.assertEqual(len(wired.sent()), 1)
         clock.advance(0.1)
         self.assertEqual(len(wired.sent()), 2)
-        wired.session.replies_received([PRESENT])
+        wired.receive(PRESENT)
         clock.advance(1.5)
-        wired.session.replies_received([PRESENT])
+        wired.receive(PRESENT)
         self.assertEqual(wired.sent(), [b"Are you there?"] * 3)
         self.assertTrue(wired.server.disconnecting)
         self.assertEqual(clock.getDelayedCalls(), [])
@@ -560,7 +574,7 @@ class ScriptTests(SynchronousTestCase):
         clock = Clock()
         wired = Wired(script=Script(("Hello",), 5, 1.0), clock=clock)
         wired.connect(with_input=False)
-        wired.session.replies_received([GREETING])
+        wired.receive(GREETING)
         wired.session.interrupt()
         self.assertEqual(clock.getDelayedCalls(), [])
 
@@ -568,7 +582,7 @@ class ScriptTests(SynchronousTestCase):
         clock = Clock()
         wired = Wired(script=Script(("quit",), 5, 1.0), clock=clock)
         wired.connect(with_input=False)
-        wired.session.replies_received([CLOSING])
+        wired.receive(CLOSING)
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_repeated_script_needs_clock(self) -> None:
@@ -609,7 +623,7 @@ class CommandNamesTests(SynchronousTestCase):
         wired.connect()
         self.assertEqual((wired.stdout.text(), wired.input.paused), (PROMPT, False))
         self.assertEqual(wired.session.command_names, default_commands().names())
-        wired.session.replies_received(["Commands: a, b"])
+        wired.receive("Commands: a, b")
         self.assertEqual((wired.stdout.text(), wired.input.paused), (PROMPT, False))
         self.assertEqual(wired.session.command_names, ["a", "b"])
 
@@ -618,7 +632,7 @@ class CommandNamesTests(SynchronousTestCase):
         wired.connect()
         wired.session.send(b"Hello")
         self.assertEqual(wired.sent(), [b"help", b"Hello"])
-        wired.session.replies_received(["Commands: a, b", GREETING])
+        wired.receive("Commands: a, b", GREETING)
         self.assertEqual(
             wired.stdout.text(), PROMPT + f"Server response: {GREETING}\n" + PROMPT
         )
@@ -637,13 +651,13 @@ class CommandNamesTests(SynchronousTestCase):
     def test_old_server_keeps_local_names(self) -> None:
         wired = Wired(interactive=True, fetch_commands=True)
         wired.connect()
-        wired.session.replies_received([UNKNOWN_COMMAND])
+        wired.receive(UNKNOWN_COMMAND)
         self.assertEqual(wired.session.command_names, default_commands().names())
 
     def test_hidden_error_does_not_fail(self) -> None:
         wired = Wired(fetch_commands=True, fail_on_error=True)
         wired.connect()
-        wired.session.replies_received([UNKNOWN_COMMAND])
+        wired.receive(UNKNOWN_COMMAND)
         wired.session.input_ended()
         wired.close()
         self.assertEqual(wired.exit_codes, [EXIT_OK])
@@ -669,8 +683,9 @@ class PromptLineTests(SynchronousTestCase):
         session = ClientSession("s", events.append, interactive=True)
         output = StringTransport()
         session.attach_output(output)
-        session.connected(StringTransport())
-        session.connection_lost(Failure(ConnectionLost()))
+        protocol = session.new_protocol()
+        protocol.makeConnection(StringTransport())
+        protocol.connectionLost(Failure(ConnectionLost()))
         self.assertEqual(events, [])
         self.assertEqual(output.value(), PROMPT.encode() + b"\n")
         session.output_closed()
@@ -758,8 +773,8 @@ class ReplyDecodingTests(SynchronousTestCase):
 
     def test_invalid_bytes_stay_in_their_line(self) -> None:
         wired = Wired(raw=True)
-        receiver = ReplyReceiver(wired.session)
-        receiver.makeConnection(wired.server)
+        wired.connect()
+        receiver = wired.protocol
         wired.session.send_lines([b"a", b"b", b"c"])
         receiver.dataReceived(b"a\xff\r\n\xc3\r\nb\xc3")
         receiver.dataReceived(b"\xa9\r\n")
@@ -820,7 +835,7 @@ class LifecycleTests(SynchronousTestCase):
         wired.connect()
         wired.session.send(b"Hello")
         wired.session.interrupt()
-        wired.session.replies_received([GREETING])
+        wired.receive(GREETING)
         self.assertEqual(wired.exit_codes, [EXIT_INTERRUPTED])
         self.assertEqual(wired.stdout.text(), "")
 
@@ -830,7 +845,7 @@ class LifecycleTests(SynchronousTestCase):
         wired.connect()
         wired.session.send(b"Hello")
         wired.session.interrupt()
-        wired.session.replies_received([GREETING])
+        wired.receive(GREETING)
         self.assertEqual(wired.stdout.text(), "")
         self.assertEqual(wired.session.outstanding, 1)
 
@@ -839,9 +854,9 @@ class LifecycleTests(SynchronousTestCase):
         wired.connect()
         wired.session.send_lines([b"Hello", b"Hello"])
         wired.session.input_ended()
-        wired.session.replies_received([GREETING])
+        wired.receive(GREETING)
         self.assertFalse(wired.server.disconnecting)
-        wired.session.replies_received([GREETING])
+        wired.receive(GREETING)
         self.assertTrue(wired.server.disconnecting)
         wired.close()
         self.assertEqual(wired.exit_codes, [EXIT_OK])
@@ -858,7 +873,7 @@ class LifecycleTests(SynchronousTestCase):
         wired.connect()
         wired.session.send(b"Hello")
         wired.session.input_ended()
-        wired.session.replies_received([GREETING])
+        wired.receive(GREETING)
         self.assertEqual(wired.stdout.text(), PROMPT + f"Server response: {GREETING}\n")
 
     def test_connection_lost_while_draining_is_a_failure(self) -> None:
@@ -877,7 +892,7 @@ class LifecycleTests(SynchronousTestCase):
         wired = Wired()
         wired.connect()
         wired.session.send_lines([b"Hello", b"quit"])
-        wired.session.replies_received([CLOSING])
+        wired.receive(CLOSING)
         wired.close()
         self.assertEqual(wired.exit_codes, [EXIT_FAILURE])
         self.assertEqual(
@@ -891,8 +906,8 @@ class LifecycleTests(SynchronousTestCase):
         wired = Wired()
         wired.connect()
         wired.session.send_lines([b"echo Closing down", b"Hello"])
-        wired.session.replies_received([CLOSING])
-        wired.session.replies_received([GREETING])
+        wired.receive(CLOSING)
+        wired.receive(GREETING)
         wired.session.input_ended()
         wired.close()
         self.assertEqual(
@@ -905,7 +920,7 @@ class LifecycleTests(SynchronousTestCase):
         wired = Wired()
         wired.connect()
         wired.session.send_lines([b"Hello", b"quit"])
-        wired.session.replies_received([GREETING, CLOSING])
+        wired.receive(GREETING, CLOSING)
         wired.close()
         self.assertEqual(wired.exit_codes, [EXIT_OK])
         self.assertEqual(wired.errors, [])
@@ -914,21 +929,21 @@ class LifecycleTests(SynchronousTestCase):
         wired = Wired()
         wired.connect()
         wired.session.send(b"quit")
-        wired.session.replies_received([CLOSING])
+        wired.receive(CLOSING)
         self.assertTrue(wired.input.paused)
 
     def test_server_closes_after_closing_down(self) -> None:
         wired = Wired()
         wired.connect()
         wired.session.send(b"quit")
-        wired.session.replies_received([CLOSING])
+        wired.receive(CLOSING)
         self.assertFalse(wired.server.disconnecting)
 
     def test_input_end_after_closing_down_closes_our_end(self) -> None:
         wired = Wired()
         wired.connect()
         wired.session.send(b"quit")
-        wired.session.replies_received([CLOSING])
+        wired.receive(CLOSING)
         wired.session.input_ended()
         self.assertTrue(wired.server.disconnecting)
 
@@ -938,7 +953,7 @@ class LifecycleTests(SynchronousTestCase):
         wired.session.send(b"quit")
         wired.session.input_ended()
         self.assertFalse(wired.server.disconnecting)
-        wired.session.replies_received([CLOSING])
+        wired.receive(CLOSING)
         self.assertTrue(wired.server.disconnecting)
         wired.close()
         self.assertEqual(wired.exit_codes, [EXIT_OK])
@@ -955,7 +970,7 @@ class LifecycleTests(SynchronousTestCase):
         wired = Wired()
         wired.session.attach_input(wired.input)
         wired.session.input_ended()
-        wired.session.connected(wired.server)
+        wired.connect(with_input=False)
         self.assertTrue(wired.server.disconnecting)
         wired.close()
         self.assertEqual(wired.exit_codes, [EXIT_OK])
@@ -979,7 +994,7 @@ class LifecycleTests(SynchronousTestCase):
         wired = Wired()
         wired.connect()
         wired.session.input_ended()
-        wired.session.replies_received([CLOSING])
+        wired.receive(CLOSING)
         wired.close()
         self.assertEqual(wired.exit_codes, [EXIT_FAILURE])
 

@@ -5,15 +5,18 @@ The client library on Twisted against the real server factory, in memory
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IProtocol,
     IProtocolFactory,
     IStreamClientEndpoint,
 )
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.test.iosim import (
     IOPump,
     makeFakeClient,
@@ -27,6 +30,8 @@ from zope.interface import implementer
 
 import commandproto
 from commandproto.client import Client, Pool, connect, errors
+from commandproto.client.connection import ClientProtocol, ReplyListener
+from commandproto.client.core import Outcome
 from commandproto.commands.table import CommandTable, with_builtins
 from commandproto.server import CommandServerFactory
 
@@ -317,3 +322,130 @@ class PoolTests(LibraryTestCase):
         pool.close()
         self.failureResultOf(waiting, commandproto.ConnectionClosed)
         self.failureResultOf(pool.request("Hello"), commandproto.ConnectionClosed)
+
+
+class Recorder(ReplyListener[str]):
+    """
+    A listener of the streaming interface that records every call.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+
+    def replies_received(self, waiters: list[str], outcomes: list[Outcome]) -> None:
+        self.calls.append(("replies", waiters, outcomes))
+
+    def request_expired(self, waiter: str, timeout: float) -> None:
+        self.calls.append(("expired", waiter, timeout))
+
+    def reply_overdue(self, timeout: float) -> None:
+        self.calls.append(("overdue", timeout))
+
+    def sending_paused(self, paused: bool) -> None:
+        self.calls.append(("paused", paused))
+
+    def connection_ended(
+        self, exception: errors.ConnectionClosed, waiters: list[str], reason: Failure
+    ) -> None:
+        self.calls.append(("ended", str(exception), waiters))
+
+
+class StreamingInterfaceTests(SynchronousTestCase):
+    """
+    The Twisted adapter's interface without Deferreds, which the
+    command-line client and :class:`Client` are both built on.
+    """
+
+    def connected(self, **options: Any) -> tuple[ClientProtocol[str], Recorder, Clock]:
+        clock = Clock()
+        recorder = Recorder()
+        protocol = ClientProtocol(clock, listener=recorder, **options)
+        protocol.makeConnection(StringTransport())
+        return protocol, recorder, clock
+
+    def test_one_call_per_read_with_waiters_and_outcomes(self) -> None:
+        protocol, recorder, _ = self.connected()
+        protocol.send_lines([b"a", b"b"], "first")
+        protocol.send_lines([b"nope"], "second")
+        protocol.dataReceived(b"A\r\nB\r\nUnknown com")
+        protocol.dataReceived(b"mand.\r\n")
+        self.assertEqual(recorder.calls[0], ("replies", ["first", "first"], ["A", "B"]))
+        _, waiters, outcomes = recorder.calls[1]
+        self.assertEqual(waiters, ["second"])
+        self.assertIsInstance(cast(list[Outcome], outcomes)[0], errors.UnknownCommand)
+        self.assertEqual(len(recorder.calls), 2)
+
+    def test_sent_lines_go_out_at_once_in_one_write(self) -> None:
+        protocol, _, _ = self.connected()
+        protocol.send_lines([b"a", b"b"], "w")
+        self.assertEqual(protocol.transport.value(), b"a\r\nb\r\n")
+
+    def test_reply_time_limit_is_per_reply(self) -> None:
+        protocol, recorder, clock = self.connected(reply_timeout=5)
+        protocol.send_lines([b"a", b"b"], "w")
+        clock.advance(4)
+        protocol.dataReceived(b"A\r\n")
+        clock.advance(4)
+        self.assertNotIn(("overdue", 5), recorder.calls)
+        clock.advance(1)
+        self.assertEqual(recorder.calls[-1], ("overdue", 5))
+
+    def test_reply_time_limit_does_not_wait_for_untimed_requests(self) -> None:
+        protocol, recorder, clock = self.connected(reply_timeout=5)
+        protocol.send_lines([b"help"], "quiet", timed=False)
+        clock.advance(60)
+        self.assertEqual(recorder.calls, [])
+        protocol.send_lines([b"Hello"], "loud")
+        clock.advance(5)
+        self.assertEqual(recorder.calls, [("overdue", 5)])
+
+    def test_reply_time_limit_stops_when_only_untimed_requests_remain(self) -> None:
+        protocol, recorder, clock = self.connected(reply_timeout=5)
+        protocol.send_lines([b"Hello"], "loud")
+        protocol.send_lines([b"help"], "quiet", timed=False)
+        protocol.dataReceived(b"Greetings!\r\n")
+        clock.advance(60)
+        self.assertEqual(recorder.calls, [("replies", ["loud"], ["Greetings!"])])
+
+    def test_paused_reading_stops_the_reply_time_limit(self) -> None:
+        protocol, recorder, clock = self.connected(reply_timeout=5)
+        protocol.send_lines([b"a"], "w")
+        protocol.pause_reading()
+        clock.advance(60)
+        self.assertEqual(recorder.calls, [])
+        protocol.resume_reading()
+        clock.advance(5)
+        self.assertEqual(recorder.calls, [("overdue", 5)])
+
+    def test_request_time_limit(self) -> None:
+        protocol, recorder, clock = self.connected()
+        protocol.request("Hello", "w", timeout=2)
+        clock.advance(1)
+        self.assertEqual(protocol.transport.value(), b"Hello\r\n")
+        clock.advance(1)
+        self.assertEqual(recorder.calls, [("expired", "w", 2)])
+
+    def test_seed_format_one_request_at_a_time(self) -> None:
+        protocol, recorder, _ = self.connected(legacy=True)
+        protocol.send_lines([b"Hello", b"nope"], "w")
+        self.assertEqual(protocol.transport.value(), b"Hello")
+        protocol.dataReceived(b"Greetings!")
+        self.assertEqual(protocol.transport.value(), b"Hellonope")
+        self.assertEqual(recorder.calls[0], ("replies", ["w"], ["Greetings!"]))
+
+    def test_full_send_buffer_tells_the_listener(self) -> None:
+        protocol, recorder, _ = self.connected()
+        producer = protocol.transport.producer
+        producer.pauseProducing()
+        producer.resumeProducing()
+        self.assertEqual(recorder.calls, [("paused", True), ("paused", False)])
+
+    def test_closing_says_we_closed(self) -> None:
+        protocol, recorder, _ = self.connected()
+        protocol.send_lines([b"never"], "w")
+        protocol.close()
+        self.assertTrue(protocol.transport.disconnecting)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(
+            recorder.calls, [("ended", "connection closed by the client", ["w"])]
+        )

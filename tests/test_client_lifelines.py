@@ -14,8 +14,6 @@ from commandproto.client.cli import (
     EXIT_OK,
     PROMPT,
     ClientSession,
-    LegacyReplyReceiver,
-    ReplyReceiver,
     Script,
 )
 from commandproto.commands.table import (
@@ -69,7 +67,7 @@ class UnsolicitedLineTests(SynchronousTestCase):
         wired = Wired()
         wired.connect()
         wired.session.send(b"Are you there?")
-        wired.session.replies_received([too_many_connections(2)])
+        wired.receive(too_many_connections(2))
         wired.close()
         self.assertEqual(wired.exit_codes, [EXIT_FAILURE])
         self.assertEqual(wired.stdout.text(), "")
@@ -79,7 +77,7 @@ class UnsolicitedLineTests(SynchronousTestCase):
         wired = Wired(fail_on_error=True)
         wired.connect()
         wired.session.send(b"Are you there?")
-        wired.session.replies_received([too_many_connections(2)])
+        wired.receive(too_many_connections(2))
         wired.close()
         self.assertEqual(wired.exit_codes, [EXIT_FAILURE])
 
@@ -100,7 +98,7 @@ class UnsolicitedLineTests(SynchronousTestCase):
     def test_idle_line_does_not_make_outstanding_negative(self) -> None:
         wired = Wired()
         wired.connect()
-        wired.session.replies_received([idle_timeout_reply(300)])
+        wired.receive(idle_timeout_reply(300))
         self.assertEqual(wired.session.outstanding, 0)
         wired.close()
         self.assertEqual(wired.exit_codes, [EXIT_FAILURE])
@@ -116,7 +114,7 @@ class UnsolicitedLineTests(SynchronousTestCase):
         # A reply to no request: the server cannot be believed (issue 12).
         wired = Wired()
         wired.connect()
-        wired.session.replies_received(["surprise"])
+        wired.receive("surprise")
         self.assertEqual(wired.session.outstanding, 0)
         wired.close()
         self.assertEqual(wired.exit_codes, [EXIT_FAILURE])
@@ -162,14 +160,14 @@ class TimeoutTests(SynchronousTestCase):
         wired, clock = self.wired()
         wired.session.send_lines([b"Hello", b"Hello"])
         clock.advance(4)
-        wired.session.replies_received([GREETING])
+        wired.receive(GREETING)
         clock.advance(4)
         self.assertEqual(wired.exit_codes, [])
 
     def test_nothing_awaited_is_not_timed(self) -> None:
         wired, clock = self.wired(interactive=True)
         wired.session.send(b"Hello")
-        wired.session.replies_received([GREETING])
+        wired.receive(GREETING)
         clock.advance(3600)
         self.assertEqual(wired.exit_codes, [])
         self.assertEqual(clock.getDelayedCalls(), [])
@@ -192,7 +190,7 @@ class TimeoutTests(SynchronousTestCase):
             "seed:1", errors.append, interactive=False, clock=clock, timeout=2
         )
         session.done.addCallback(lambda _: None)
-        receiver = ReplyReceiver(session)
+        receiver = session.new_protocol()
         receiver.makeConnection(StringTransport())
         session.send(b"Hello")
         receiver.dataReceived(b"Unknown command.")
@@ -217,11 +215,11 @@ class LegacyTests(SynchronousTestCase):
         wired.connect()
         wired.session.send_lines([b"Hello", b"Are you there?", b"quit"])
         self.assertEqual(wired.server.value(), b"Hello")
-        wired.session.replies_received([GREETING])
+        wired.receive(GREETING)
         self.assertEqual(wired.server.value(), b"HelloAre you there?")
-        wired.session.replies_received([PRESENT])
+        wired.receive(PRESENT)
         self.assertEqual(wired.server.value(), b"HelloAre you there?quit")
-        wired.session.replies_received([CLOSING])
+        wired.receive(CLOSING)
         wired.close()
         self.assertEqual(wired.exit_codes, [EXIT_OK])
         self.assertEqual(
@@ -232,14 +230,13 @@ class LegacyTests(SynchronousTestCase):
         )
 
     def test_one_read_is_one_reply(self) -> None:
-        replies: list[list[str]] = []
-        session = ClientSession("x", print, interactive=False, legacy=True)
-        session.replies_received = replies.append  # type: ignore[method-assign,assignment]
-        receiver = LegacyReplyReceiver(session)
-        receiver.dataReceived(b"Unknown command.")
-        receiver.dataReceived(b"a\nb")
-        receiver.dataReceived(b"Greetings!\r\n")
-        self.assertEqual(replies, [["Unknown command."], ["a\nb"], ["Greetings!"]])
+        wired = Wired(legacy=True, raw=True)
+        wired.connect()
+        wired.session.send_lines([b"nope", b"two", b"Hello"])
+        wired.protocol.dataReceived(b"Unknown command.")
+        wired.protocol.dataReceived(b"a\nb")
+        wired.protocol.dataReceived(b"Greetings!\r\n")
+        self.assertEqual(wired.stdout.text(), "Unknown command.\na\nb\nGreetings!\n")
 
 
 class ReconnectTests(SynchronousTestCase):
@@ -256,7 +253,7 @@ class ReconnectTests(SynchronousTestCase):
 
     def test_idle_at_the_prompt_says_so_and_reconnects(self) -> None:
         wired, calls = self.wired(interactive=True, window=1)
-        wired.session.replies_received([idle_timeout_reply(300)])
+        wired.receive(idle_timeout_reply(300))
         wired.close()
         self.assertEqual(wired.exit_codes, [])
         self.assertEqual(
@@ -271,9 +268,9 @@ class ReconnectTests(SynchronousTestCase):
         self.assertEqual(calls, [1])
         self.assertTrue(wired.input.paused)
         again = StringTransport()
-        wired.session.connected(again)
+        wired.reconnect(again)
         self.assertEqual(again.value(), b"Hello\r\n")
-        wired.session.replies_received([GREETING])
+        wired.receive(GREETING)
         self.assertTrue(
             wired.stdout.text().endswith(
                 f"{PROMPT}Server response: {GREETING}\n{PROMPT}"
@@ -282,15 +279,15 @@ class ReconnectTests(SynchronousTestCase):
 
     def test_reconnection_learns_the_new_server_commands(self) -> None:
         wired, calls = self.wired(interactive=True, window=1, fetch_commands=True)
-        wired.session.replies_received(["Commands: Hello, quit"])
-        wired.session.replies_received([CLOSING])
+        wired.receive("Commands: Hello, quit")
+        wired.receive(CLOSING)
         wired.close()
         wired.session.send(b"Hello")
         self.assertEqual(calls, [1])
         again = StringTransport()
-        wired.session.connected(again)
+        wired.reconnect(again)
         self.assertEqual(again.value(), b"help\r\nHello\r\n")
-        wired.session.replies_received(["Commands: Hello, quit, ping", GREETING])
+        wired.receive("Commands: Hello, quit, ping", GREETING)
         self.assertEqual(wired.session.command_names, ["Hello", "quit", "ping"])
         self.assertTrue(
             wired.stdout.text().endswith(
@@ -300,7 +297,7 @@ class ReconnectTests(SynchronousTestCase):
 
     def test_shutdown_at_the_prompt_reconnects(self) -> None:
         wired, calls = self.wired(interactive=True, window=1)
-        wired.session.replies_received([CLOSING])
+        wired.receive(CLOSING)
         wired.close()
         self.assertIn("the server shut down; the next command", wired.stdout.text())
         wired.session.send(b"Hello")
@@ -308,21 +305,21 @@ class ReconnectTests(SynchronousTestCase):
 
     def test_end_of_input_while_disconnected_exits_0(self) -> None:
         wired, _ = self.wired(interactive=True, window=1)
-        wired.session.replies_received([idle_timeout_reply(300)])
+        wired.receive(idle_timeout_reply(300))
         wired.close()
         wired.session.input_ended()
         self.assertEqual(wired.exit_codes, [EXIT_OK])
 
     def test_refused_at_the_prompt_is_a_failure(self) -> None:
         wired, calls = self.wired(interactive=True, window=1)
-        wired.session.replies_received([too_many_connections(2)])
+        wired.receive(too_many_connections(2))
         wired.close()
         self.assertEqual(wired.exit_codes, [EXIT_FAILURE])
         self.assertEqual(calls, [])
 
     def test_piped_input_does_not_reconnect(self) -> None:
         wired, calls = self.wired()
-        wired.session.replies_received([idle_timeout_reply(300)])
+        wired.receive(idle_timeout_reply(300))
         wired.close()
         self.assertEqual(wired.exit_codes, [EXIT_FAILURE])
         self.assertEqual(calls, [])
@@ -336,19 +333,19 @@ class ReconnectTests(SynchronousTestCase):
             reconnect=lambda: calls.append(1),
         )
         wired.connect(with_input=False)
-        wired.session.replies_received([PRESENT])
-        wired.session.replies_received([idle_timeout_reply(300)])
+        wired.receive(PRESENT)
+        wired.receive(idle_timeout_reply(300))
         wired.close()
         self.assertEqual(wired.exit_codes, [])
         clock.advance(300)
         self.assertEqual(calls, [1])
         again = StringTransport()
-        wired.session.connected(again)
+        wired.reconnect(again)
         self.assertEqual(again.value(), b"Are you there?\r\n")
-        wired.session.replies_received([PRESENT])
+        wired.receive(PRESENT)
         clock.advance(300)
         self.assertEqual(calls, [1])
-        wired.session.replies_received([PRESENT])
+        wired.receive(PRESENT)
         self.assertTrue(again.disconnecting)
         wired.close()
         self.assertEqual(wired.exit_codes, [EXIT_OK])

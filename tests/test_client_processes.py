@@ -6,11 +6,22 @@ replies, and ``-r`` outlives the server's idle timeout.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from ._processes import ServerProcess, run_client
+from ._processes import IO_TIMEOUT, ServerProcess, run_client, subprocess_environment
+
+# The client, telling on standard error at exit which pyOpenSSL modules it
+# imported.
+TELLING_CLIENT = (
+    "import atexit, sys; "
+    "atexit.register(lambda: print(sorted(m for m in sys.modules "
+    "if m.startswith('OpenSSL')), file=sys.stderr)); "
+    "from commandproto.client import main; main()"
+)
 
 
 class ClientProcessTests(SynchronousTestCase):
@@ -52,3 +63,20 @@ class ClientProcessTests(SynchronousTestCase):
             (result.returncode, result.stdout, result.stderr),
             (0, b"Server response: Greetings!\n" * 2, b""),
         )
+
+    def test_plain_tcp_does_not_import_tls(self) -> None:
+        server = self.start_server()
+        for where in (
+            ["--port", str(server.port)],
+            ["--connect", f"tcp:127.0.0.1:{server.port}"],
+        ):
+            result = subprocess.run(
+                [sys.executable, "-c", TELLING_CLIENT, *where, "Hello"],
+                capture_output=True,
+                env=subprocess_environment(),
+                timeout=IO_TIMEOUT,
+            )
+            self.assertEqual(
+                (result.returncode, result.stdout, result.stderr),
+                (0, b"Server response: Greetings!\n", b"[]\n"),
+            )

@@ -14,7 +14,6 @@ from commandproto.client.cli import (
     EXIT_OK,
     ClientSession,
     InputReceiver,
-    LegacyReplyReceiver,
 )
 from commandproto.commands.table import (
     CLOSING,
@@ -142,7 +141,7 @@ class LegacyClientAndServerTests(SynchronousTestCase):
         wrapping = LegacyFactory(CommandServerFactory(clock=Clock()))
         _, _, pump = connectedServerAndClient(
             lambda: wrapping.buildProtocol(None),
-            lambda: LegacyReplyReceiver(session),
+            session.new_protocol,
         )
         stdin.dataReceived(b"Hello\nAre you there?\nGoodbye\nquit\n")
         pump.flush()

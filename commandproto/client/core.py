@@ -114,6 +114,7 @@ class ClientCore(Generic[W]):
         is gone).
     :ivar broken: set when the server broke the protocol: the adapter should
         drop the connection.
+    :ivar overlong: set once a reply longer than the limit came.
     """
 
     def __init__(self, max_reply_length: int = MAX_REPLY_LENGTH) -> None:
@@ -134,6 +135,7 @@ class ClientCore(Generic[W]):
         self._last_word: str | None = None
         self.ended: ConnectionClosed | None = None
         self.broken: ConnectionClosed | None = None
+        self.overlong = False
 
     @property
     def pending(self) -> int:
@@ -165,20 +167,35 @@ class ClientCore(Generic[W]):
         :raises ValueError: if ``line`` is not one line.
         :raises ConnectionClosed: if no request may be sent any more.
         """
+        self.count(line, waiter)
+        return line.encode("utf-8") + b"\r\n"
+
+    def count(self, line: str, waiter: W) -> None:
+        """
+        As :meth:`request`, for a caller that encodes and sends the line
+        itself (the Twisted adapter joins a turn's lines, then encodes them
+        at once).
+        """
+        if (
+            self.ended is None
+            and "\n" not in line
+            and not line.endswith("\r")
+            and line != QUIT
+        ):
+            # The common case, in one test.
+            self._sent += 1
+            self._waiting.append(waiter)
+            return
         if self.ended is not None:
             # Raised again and again: drop the last raise's traceback.
             raise self.ended.with_traceback(None)
         if not is_one_line(line):
             raise ValueError(f"a request is one line, not {line!r}")
-        if line == QUIT:
-            self._quits.append(self._sent)
-            # The server runs nothing sent after quit.
-            self.ended = ConnectionClosed(
-                "connection closing: quit was sent", errors.QUIT
-            )
+        # quit: the server runs nothing sent after it.
+        self._quits.append(self._sent)
+        self.ended = ConnectionClosed("connection closing: quit was sent", errors.QUIT)
         self._sent += 1
         self._waiting.append(waiter)
-        return line.encode("utf-8") + b"\r\n"
 
     def close(self) -> None:
         """
@@ -208,6 +225,20 @@ class ClientCore(Generic[W]):
         else:
             self._sent += len(lines)
             self._waiting.extend(repeat(waiter, len(lines)))
+
+    @property
+    def sent(self) -> int:
+        """
+        How many requests were sent on this connection.
+        """
+        return self._sent
+
+    @property
+    def answered(self) -> int:
+        """
+        How many of them were answered (or failed) so far.
+        """
+        return self._answered
 
     @property
     def buffered(self) -> int:
@@ -258,6 +289,37 @@ class ClientCore(Generic[W]):
             items = list(texts)
         return self._receive(items)
 
+    def receive(self, data: bytes) -> tuple[list[W], list[Outcome]]:
+        """
+        As :meth:`receive_data`, with the waiters and the outcomes in two
+        lists of the same length (no pair made per reply: the Twisted
+        adapter's streaming interface hands both lists on as they are).
+        """
+        frames = self._framer.feed(data)
+        if not frames:
+            return [], []
+        if OVERLONG not in frames:
+            text = b"\n".join(cast(list[bytes], frames)).decode("utf-8", "replace")
+            texts = text.split("\n")
+            if self._plain(texts, text):
+                return self._take(len(texts)), cast(list[Outcome], texts)
+            return _unzip(self._receive(texts))
+        return _unzip(
+            self._receive(
+                [
+                    frame if frame is OVERLONG else frame.decode("utf-8", "replace")
+                    for frame in frames
+                ]
+            )
+        )
+
+    def receive_read(self, text: str) -> tuple[list[W], list[Outcome]]:
+        """
+        One reply framed by the caller (the seed's wire format, where one
+        read is one reply), as :meth:`receive`.
+        """
+        return _unzip(self._receive((text,)))
+
     def receive_lines(self, texts: Iterable[str]) -> list[tuple[W, Outcome]]:
         """
         Reply lines the caller framed itself (the seed's wire format, where
@@ -298,16 +360,6 @@ class ClientCore(Generic[W]):
     def _answer_all(self, texts: list[str]) -> list[tuple[W, Outcome]]:
         return list(zip(self._take(len(texts)), texts, strict=True))
 
-    def receive_replies(self, texts: list[str]) -> list[Outcome]:
-        """
-        As :meth:`receive_lines`, for a caller that needs no waiters back
-        (the command-line client counts its requests): only the outcomes.
-        """
-        if self._plain(texts, "\n".join(texts)):
-            self._take(len(texts))
-            return cast(list[Outcome], texts)
-        return [outcome for _, outcome in self._receive(texts)]
-
     def _receive(self, items: Iterable[str | Overlong]) -> list[tuple[W, Outcome]]:
         answered: list[tuple[W, Outcome]] = []
         if self._last_word is not None or self.broken is not None:
@@ -318,6 +370,7 @@ class ClientCore(Generic[W]):
                 held, self._held = self._held, None
                 self._answer(held, answered)
             if text is OVERLONG:
+                self.overlong = True
                 self._answer_with(
                     ProtocolError(f"reply longer than {self._max_reply_length} bytes"),
                     answered,
@@ -393,3 +446,7 @@ class ClientCore(Generic[W]):
         self.ended = exception
         waiters = self._take(self._sent - self._answered)
         return exception, waiters
+
+
+def _unzip(answered: list[tuple[W, Outcome]]) -> tuple[list[W], list[Outcome]]:
+    return [waiter for waiter, _ in answered], [outcome for _, outcome in answered]
