@@ -545,6 +545,58 @@ class SendBufferTests(SynchronousTestCase):
         self.assertEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF), expected)
 
 
+class NoDelayTests(SynchronousTestCase):
+    """
+    TCP connections are served without Nagle's delay, as redis-server's are:
+    the last write of a burst of replies must not wait up to 40 ms for the
+    client's delayed acknowledgement.
+    """
+
+    def tcp_pair(self) -> tuple[socket.socket, socket.socket]:
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            client = socket.create_connection(listener.getsockname())
+            server, _ = listener.accept()
+        self.addCleanup(client.close)
+        self.addCleanup(server.close)
+        return server, client
+
+    def serve(self, transport: StringTransport) -> None:
+        InMemoryServer().connect(transport)
+
+    def test_tcp(self) -> None:
+        server, _ = self.tcp_pair()
+
+        class SocketTransport(StringTransport):
+            def getHandle(self) -> socket.socket:
+                return server
+
+        self.serve(SocketTransport())
+        self.assertTrue(server.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    def test_beneath_a_wrapper(self) -> None:
+        # TLS and the PROXY wrapper: the socket is their transport's.
+        server, _ = self.tcp_pair()
+
+        class Beneath(StringTransport):
+            def getHandle(self) -> socket.socket:
+                return server
+
+        class Wrapper(StringTransport):
+            transport = Beneath()
+
+            def getHandle(self) -> object:
+                return object()
+
+        self.serve(Wrapper())
+        self.assertTrue(server.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        self.assertIn(
+            server.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+            (DEFAULT_SEND_BUFFER, 2 * DEFAULT_SEND_BUFFER),
+        )
+
+
 class HalfClosedSlowCommandTests(SynchronousTestCase):
     """
     A client that sends a slow command and closes its side keeps its slot
