@@ -14,8 +14,10 @@ between its ``.. abuse results`` markers:
 4. memory per stalled client: 200 clients pipeline ``ab`` (or ``Hello``) and
    never read;
 5. fairness: a request/response client's latency beside 50 greedy
-   pipeliners that read their replies, and beside 500 that do not (and how
-   long the server stays busy once their writes stop);
+   pipeliners that read their replies (``echo``, 64 and 1,024 requests in
+   flight each, so that the server, not the generator, is the bottleneck),
+   and beside 500 that do not (and how long the server stays busy once
+   their writes stop);
 6. descriptor exhaustion: 4,200 clients against a server whose open-file
    limit is 4,096.
 
