@@ -2,13 +2,15 @@
 Out of file descriptors, the server makes clients wait in its listen backlog
 rather than reset them (:mod:`commandproto.listeners.accepting`).
 
-Real processes: a server whose open-file limit is 128, and a burst of
+The port on its own, with a fake listening socket and a memory reactor; and
+real processes: a server whose open-file limit is 128, and a burst of
 clients that connect at once, each sending ``Hello``.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import re
 import resource
 import selectors
@@ -16,14 +18,100 @@ import socket
 import tempfile
 import time
 
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from commandproto.listeners.accepting import PAUSE, PacedPort
+
+from ._helpers import LogCapture
 from ._processes import IO_TIMEOUT, ServerProcess
 
 FILES = 128
 CLIENTS = 200
 GREETING = b"Greetings!"
 REFUSAL = b"Error: too many connections"
+
+
+class FakeListener:
+    """
+    A listening socket whose ``accept()`` gives what a test lines up: a
+    connected socket pair's end, or an error number.
+    """
+
+    def __init__(self) -> None:
+        self.outcomes: list[int | socket.socket] = []
+
+    def accept(self) -> tuple[socket.socket, tuple[str, int]]:
+        outcome = self.outcomes.pop(0) if self.outcomes else errno.EAGAIN
+        if isinstance(outcome, int):
+            raise OSError(outcome, os.strerror(outcome))
+        return outcome, ("127.0.0.1", 40000)
+
+
+class PacedPortTests(SynchronousTestCase):
+    """
+    Out of descriptors, :class:`PacedPort` stops accepting for :data:`PAUSE`
+    seconds, accepts nothing meanwhile, and says so once.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.built: list[Protocol] = []
+
+        def build(address: object) -> Protocol:
+            protocol = Protocol()
+            self.built.append(protocol)
+            return protocol
+
+        factory = Factory.forProtocol(Protocol)
+        factory.buildProtocol = build  # type: ignore[method-assign, assignment]
+        self.port = PacedPort(0, factory, reactor=self.reactor)
+        self.listener = FakeListener()
+        self.port.socket = self.listener
+        self.port.fileno = lambda: -1  # type: ignore[method-assign]
+        self.port.connected = True
+        # As startListening sets it (no socket is bound here).
+        self.port.numberAccepts = 100
+        self.port.startReading()
+        self.log = LogCapture(self)
+
+    def pair(self) -> socket.socket:
+        ours, theirs = socket.socketpair()
+        self.addCleanup(theirs.close)
+        self.addCleanup(ours.close)
+        return ours
+
+    def reading(self) -> bool:
+        return self.port in self.reactor.getReaders()
+
+    def test_out_of_descriptors_pauses(self) -> None:
+        self.listener.outcomes = [self.pair(), errno.EMFILE, self.pair()]
+        self.port.doRead()
+        # The one before the error is served; the one after waits.
+        self.assertEqual(len(self.built), 1)
+        self.assertFalse(self.reading())
+        self.reactor.advance(PAUSE)
+        self.assertTrue(self.reading())
+        self.port.doRead()
+        self.assertEqual(len(self.built), 2)
+
+    def test_says_so_once(self) -> None:
+        for _ in range(3):
+            self.listener.outcomes = [errno.EMFILE]
+            self.port.doRead()
+            self.reactor.advance(PAUSE)
+        messages = self.log.messages()
+        self.assertEqual(len(messages), 1, messages)
+        self.assertIn("out of file descriptors (EMFILE)", messages[0])
+        self.assertEqual(self.port.pauses, 3)
+
+    def test_stopped_port_does_not_resume(self) -> None:
+        self.listener.outcomes = [errno.EMFILE]
+        self.port.doRead()
+        self.port.connected = False
+        self.reactor.advance(PAUSE)
+        self.assertFalse(self.reading())
 
 
 def limit_files() -> None:
