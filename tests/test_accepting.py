@@ -19,7 +19,7 @@ import tempfile
 import time
 
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from commandproto.listeners.accepting import PAUSE, PacedPort
@@ -36,13 +36,13 @@ REFUSAL = b"Error: too many connections"
 class FakeListener:
     """
     A listening socket whose ``accept()`` gives what a test lines up: a
-    connected socket pair's end, or an error number.
+    stand-in for a client's socket, or an error number.
     """
 
     def __init__(self) -> None:
-        self.outcomes: list[int | socket.socket] = []
+        self.outcomes: list[int | object] = []
 
-    def accept(self) -> tuple[socket.socket, tuple[str, int]]:
+    def accept(self) -> tuple[object, tuple[str, int]]:
         outcome = self.outcomes.pop(0) if self.outcomes else errno.EAGAIN
         if isinstance(outcome, int):
             raise OSError(outcome, os.strerror(outcome))
@@ -69,6 +69,8 @@ class PacedPortTests(SynchronousTestCase):
         self.port = PacedPort(0, factory, reactor=self.reactor)
         self.listener = FakeListener()
         self.port.socket = self.listener
+        # No real sockets: each accepted client gets an in-memory transport.
+        self.port.transport = lambda *args: StringTransport()  # type: ignore[assignment]
         self.port.fileno = lambda: -1  # type: ignore[method-assign]
         self.port.connected = True
         # As startListening sets it (no socket is bound here).
@@ -76,11 +78,8 @@ class PacedPortTests(SynchronousTestCase):
         self.port.startReading()
         self.log = LogCapture(self)
 
-    def pair(self) -> socket.socket:
-        ours, theirs = socket.socketpair()
-        self.addCleanup(theirs.close)
-        self.addCleanup(ours.close)
-        return ours
+    def pair(self) -> object:
+        return object()
 
     def reading(self) -> bool:
         return self.port in self.reactor.getReaders()
