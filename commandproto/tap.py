@@ -21,6 +21,7 @@ from ._version import __version__
 from .client.connect import explain_endpoint_error, require_tls
 from .commands.loading import LoadError, installed_sets, load_table
 from .commands.table import with_builtins
+from .listeners.accepting import PacedReactor
 from .listeners.legacy import LegacyServerEndpoint
 from .listeners.listening import Listener, address_problem
 from .listeners.proxy import PROXY, PendingHeaders, ProxyServerEndpoint
@@ -646,8 +647,11 @@ def makeService(options: Options) -> IService:
     drain.setServiceParent(service)  # type: ignore[no-untyped-call]
     signals = SignalService(cast(SignalReactor, reactor), factory.abort_all)
     signals.setServiceParent(service)  # type: ignore[no-untyped-call]
+    # Out of descriptors, a listener waits a moment rather than reset every
+    # client in its backlog.
+    paced = PacedReactor(reactor)
     for index, (description, kind) in enumerate(listeners):
-        endpoint = serverFromString(reactor, with_backlog(description))
+        endpoint = serverFromString(paced, with_backlog(description))
         # Before twistd daemonizes, so that the parent can say so in one
         # line (a worker's addresses are its supervisor's, already bound).
         problem = address_problem(endpoint) if worker is None else None
@@ -662,7 +666,7 @@ def makeService(options: Options) -> IService:
             endpoint.header_timeout = options["handshake-timeout"] or None
             endpoint.pending = pending_headers
         if worker is not None:
-            endpoint = worker_endpoint(reactor, endpoint, worker.fds[index])
+            endpoint = worker_endpoint(paced, endpoint, worker.fds[index])
         listener = Listener(description, kind(endpoint), factory, _fail)
         listener.setServiceParent(service)  # type: ignore[no-untyped-call]
     if isinstance(stats, WorkerStats) and shared is not None:
