@@ -137,6 +137,8 @@ class Answering:
         connection = self._connection
         stats = self.stats
         timing = stats.timing
+        # The commands this batch answers ok are counted at its end.
+        mark = len(stats.answered)
         if timing:
             # With timing, the cached replies of this batch, timed together.
             self._hits = []
@@ -184,13 +186,15 @@ class Answering:
         finally:
             self.answering = False
             self._out = None
+            seconds = perf_counter() - started if timing else None
+            stats.count_answered(mark, seconds)
             if out:
                 self._connection.send(b"".join(out))
         if timing:
             hits = self._hits
             self._hits = None
             if hits:
-                stats.cached_read(hits, perf_counter() - started)
+                stats.cached_read(hits, seconds)  # type: ignore[arg-type]
         if self.queue:
             self.flush()
         return rest
@@ -202,7 +206,19 @@ class Answering:
         with the batch being answered, or at once outside of one; in order
         behind any reply still pending.
         """
-        self._answer(frame, self._cache.get(frame))  # type: ignore[arg-type]
+        if self.answering:
+            self._answer(frame, self._cache.get(frame))  # type: ignore[arg-type]
+            return
+        # Outside a batch: a batch of one line.
+        stats = self.stats
+        mark = len(stats.answered)
+        started = perf_counter()
+        try:
+            self._answer(frame, self._cache.get(frame))  # type: ignore[arg-type]
+        finally:
+            stats.count_answered(
+                mark, perf_counter() - started if stats.timing else None
+            )
 
     def _answer(self, frame: Frame, reply: bytes | None) -> None:
         """
