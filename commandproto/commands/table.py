@@ -784,8 +784,8 @@ class Command:
             # An ``async def``: its first step runs now, and only one that
             # waits is handed on (see commandproto.commands.coroutines).
             started = coroutines.start(result)
-            if type(started) is coroutines.Finished:
-                result = started.value
+            if type(started) is tuple:
+                result = started[0]
             elif type(started) is Failure:
                 return self.contain(started, session)
             else:
