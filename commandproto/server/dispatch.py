@@ -89,9 +89,9 @@ class Dispatcher:
         Start the command one line names.
 
         A command answered ``ok`` at once goes on the statistics' list
-        :attr:`~commandproto.server.stats.ServerStats.answered`, which the
+        ``ServerStats.answered``, which the
         caller counts when its batch of lines ends
-        (:meth:`~commandproto.server.stats.ServerStats.count_answered`).
+        (``ServerStats.count_answered``).
 
         :returns: its encoded reply, or its place in the queue of replies if
             it answers later or closes the connection; a :class:`Pending`

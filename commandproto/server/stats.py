@@ -176,9 +176,9 @@ class ServerStats:
         bytes (always ``ok``).
     :ivar commands: other commands, by name and outcome.
     :ivar answered: the names of commands answered ``ok`` by the batches
-        being answered, counted (and timed) by :meth:`count_answered` when
+        being answered, counted (and timed) by ``count_answered`` when
         their batch ends: one list append per command, the rest per read.
-        :meth:`commands_by_outcome` counts them meanwhile.
+        ``commands_by_outcome`` counts them meanwhile.
     :ivar latency: latency histograms by command name.
     :ivar cached_latency: latency histograms of cached commands, by request
         bytes.
