@@ -144,8 +144,10 @@ class Answering:
             self._hits = []
             started = perf_counter()
         out: list[bytes] = []
-        self._out = out
-        self.answering = True
+        # Set through a call: a command run below may set it to None, and
+        # code that reads it after an assignment here would be typed (and,
+        # compiled by mypyc, checked) as a list.
+        self._begin(out)
         get = self._cache.get
         counts = stats.cached
         answer = self._answer
@@ -198,6 +200,13 @@ class Answering:
         if self.queue:
             self.flush()
         return rest
+
+    def _begin(self, out: list[bytes]) -> None:
+        """
+        A batch begins: its replies go to ``out``.
+        """
+        self._out = out
+        self.answering = True
 
     def answer(self, frame: Frame) -> None:
         """
