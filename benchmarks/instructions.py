@@ -2,14 +2,15 @@
 Instructions per read of the server's read path, counted by callgrind:
 repeatable whatever else the machine is doing, so small changes show.
 
-Usage: python benchmarks/instructions.py [--tree CHECKOUT] [SCENARIO ...]
+Usage: python benchmarks/instructions.py [--tree CHECKOUT] [--metrics] [SCENARIO ...]
 
 For each scenario, one protocol on a transport that discards its writes is
 fed the scenario's read 50 times (warm-up) and then N times more, under
 ``valgrind --tool=callgrind`` with ``PYTHONHASHSEED=0``, twice (N and 0);
 the difference of the two totals over N is printed.  ``--tree`` measures
 another checkout (a ``git worktree`` of an older commit) with this script's
-scenarios.  Needs valgrind (Debian's ``valgrind``).
+scenarios; ``--metrics`` keeps the statistics with ``timing`` on, as
+``--metrics`` and ``--dashboard`` make them.  Needs valgrind (Debian's ``valgrind``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from commandproto import CommandServerFactory
 from commandproto.commands.table import with_builtins
+from commandproto.server.stats import ServerStats
 if {kind!r} == "kv":
     from kvbench import make_commands
     table = make_commands()
@@ -64,7 +66,9 @@ class Discard(StringTransport):
         pass
 
 
-protocol = CommandServerFactory(with_builtins(table), clock=Clock()).buildProtocol(None)
+protocol = CommandServerFactory(
+    with_builtins(table), clock=Clock(), stats=ServerStats(timing={timing!r})
+).buildProtocol(None)
 protocol.makeConnection(Discard())
 data = {data!r}
 for _ in range(50 + {n}):
@@ -72,12 +76,12 @@ for _ in range(50 + {n}):
 """
 
 
-def instructions(tree: Path, scenario: str, n: int) -> int:
+def instructions(tree: Path, scenario: str, n: int, timing: bool = False) -> int:
     """
     Everything the process executed, feeding the read 50 + ``n`` times.
     """
     data, _, kind = SCENARIOS[scenario]
-    code = CHILD.format(benchmarks=str(HERE), kind=kind, data=data, n=n)
+    code = CHILD.format(benchmarks=str(HERE), kind=kind, data=data, n=n, timing=timing)
     result = subprocess.run(
         [
             "valgrind",
@@ -90,6 +94,8 @@ def instructions(tree: Path, scenario: str, n: int) -> int:
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(tree)},
+        # From the tree: ``-c`` puts the working directory first on the path.
+        cwd=tree,
         timeout=600,
         check=True,
     )
@@ -104,13 +110,18 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--tree", type=Path, default=HERE.parent)
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="time every reply, as --metrics makes the server",
+    )
     parser.add_argument("scenarios", nargs="*", choices=[[], *SCENARIOS])
     arguments = parser.parse_args()
     for scenario in arguments.scenarios or SCENARIOS:
         n = SCENARIOS[scenario][1]
         per_read = (
-            instructions(arguments.tree, scenario, n)
-            - instructions(arguments.tree, scenario, 0)
+            instructions(arguments.tree, scenario, n, arguments.metrics)
+            - instructions(arguments.tree, scenario, 0, arguments.metrics)
         ) // n
         print(f"{scenario:10} {per_read:>12,} instructions per read", flush=True)
 

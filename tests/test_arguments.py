@@ -538,7 +538,10 @@ class SpecialisedBinderTests(SynchronousTestCase):
         def only(text: Rest) -> str:
             return text
 
-        return [one, two, floats, keyed, mixed, only]
+        def counted(count: int, value: Rest) -> str:
+            return value
+
+        return [one, two, floats, keyed, mixed, only, counted]
 
     @settings(max_examples=300, deadline=None)
     @given(st.one_of(st.none(), st.text(alphabet=" ab1.-e\u0663", max_size=12)))

@@ -40,6 +40,11 @@ def table() -> CommandTable:
         """Add."""
         return a + b
 
+    @commands.command("say")
+    def say(word: str) -> str:
+        """Say a word."""
+        return word
+
     @commands.command("refuse")
     def refuse() -> str:
         """Refuse."""
@@ -238,6 +243,128 @@ class CountingTests(SynchronousTestCase):
             for name, latency in server.stats.latency_by_name().items()
         }
         self.assertEqual(counts, {"Hello": 3, "add": 1})
+
+
+class BatchedCountingTests(SynchronousTestCase):
+    """
+    Commands answered ``ok`` at once are counted, and timed, per batch of
+    lines (``ServerStats.count_answered``), not per line: no count is lost
+    or doubled, and the counts are there before the batch ends.
+    """
+
+    def test_every_pipelined_command_counted(self) -> None:
+        server = stats_server()
+        protocol, _ = server.connect()
+        protocol.dataReceived(
+            b"say hi\n" * 5 + b"Hello\nnope\nadd 1 2\n" + b"say ho\n" * 3
+        )
+        protocol.dataReceived(b"say it\n")
+        self.assertEqual(
+            server.stats.commands_by_outcome(),
+            {
+                ("say", "ok"): 9,
+                ("add", "ok"): 1,
+                ("Hello", "ok"): 1,
+                ("(unknown)", "unknown"): 1,
+            },
+        )
+        self.assertEqual(server.stats.answered, [])
+
+    def test_every_pipelined_command_timed(self) -> None:
+        server = stats_server(timing=True)
+        protocol, _ = server.connect()
+        protocol.dataReceived(b"say hi\n" * 5 + b"Hello\n" + b"say ho\n" * 3)
+        protocol.dataReceived(b"say it\n")
+        counts = {
+            name: latency.cumulative()[-1][1]
+            for name, latency in server.stats.latency_by_name().items()
+        }
+        self.assertEqual(counts, {"say": 9, "Hello": 1})
+
+    def test_stats_counts_the_commands_before_it_in_its_batch(self) -> None:
+        server = stats_server()
+        protocol, transport = server.connect()
+        protocol.dataReceived(b"say hi\nsay hi\nHello\nstats\n")
+        counters = parse_pairs(transport.value().decode().splitlines()[-1])
+        self.assertEqual(counters["commands"], "3")
+
+    def test_line_answered_outside_a_batch_counted(self) -> None:
+        server = stats_server(timing=True)
+        protocol, transport = server.connect()
+        protocol.lineReceived(b"say hi")
+        self.assertEqual(transport.value(), replies("hi"))
+        self.assertEqual(server.stats.commands, {("say", "ok"): 1})
+        self.assertEqual(sum(server.stats.latency["say"].counts), 1)
+
+    def test_batch_within_a_batch(self) -> None:
+        """
+        A command whose reply lets another connection's waiting lines run
+        (a batch within this one) leaves both batches' counts exact.
+        """
+        commands = CommandTable()
+        waiting: Deferred[str] = Deferred()
+
+        @commands.command("wait")
+        def wait() -> Deferred[str]:
+            """Wait for release."""
+            return waiting
+
+        @commands.command("release")
+        def release() -> str:
+            """Release the waiting command."""
+            waiting.callback("released")
+            return "ok"
+
+        @commands.command("one")
+        def one() -> str:
+            """One."""
+            return "1"
+
+        class Recording(ServerStats):
+            def count_answered(self, mark: int, seconds: float | None) -> None:
+                batches.append(self.answered[mark:])
+                super().count_answered(mark, seconds)
+
+        batches: list[list[str]] = []
+        server = InMemoryServer(commands, stats=Recording(timing=True))
+        waiter, waiter_transport = server.connect()
+        waiter.dataReceived(b"wait\none\none\none\n")
+        self.assertEqual(waiter_transport.value(), b"")
+        releaser, releaser_transport = server.connect()
+        releaser.dataReceived(b"one\nrelease\none\n")
+        self.assertEqual(waiter_transport.value(), replies("released", "1", "1", "1"))
+        self.assertEqual(releaser_transport.value(), replies("1", "ok", "1"))
+        self.assertEqual(
+            server.stats.commands,
+            {("wait", "ok"): 1, ("one", "ok"): 5, ("release", "ok"): 1},
+        )
+        self.assertEqual(sum(server.stats.latency["one"].counts), 5)
+        # Each batch counted (and timed) its own commands.
+        self.assertEqual(
+            [batch for batch in batches if batch],
+            [["one", "one", "one"], ["one", "release", "one"]],
+        )
+
+    def test_count_answered_from_the_mark(self) -> None:
+        stats = ServerStats(timing=True)
+        stats.answered.extend(["a", "b", "a"])
+        stats.answered.extend(["c", "c"])
+        stats.count_answered(3, 0.5)
+        self.assertEqual(stats.answered, ["a", "b", "a"])
+        self.assertEqual(stats.commands, {("c", "ok"): 2})
+        stats.count_answered(0, 0.00005)
+        self.assertEqual(stats.answered, [])
+        self.assertEqual(
+            stats.commands, {("a", "ok"): 2, ("b", "ok"): 1, ("c", "ok"): 2}
+        )
+        self.assertEqual(
+            {
+                name: dict(latency.cumulative())["0.0001"]
+                for name, latency in stats.latency.items()
+            },
+            {"a": 2, "b": 1, "c": 0},
+        )
+        self.assertEqual(dict(stats.latency["c"].cumulative())["0.5"], 2)
 
 
 class StatsCommandTests(SynchronousTestCase):

@@ -32,22 +32,14 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 
-class Finished:
-    """
-    A coroutine's first step ended it: here is what it returned.
-    """
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: object) -> None:
-        self.value = value
-
-
-def start(coroutine: Coroutine[Any, Any, Any]) -> Finished | Failure | Deferred[Any]:
+def start(
+    coroutine: Coroutine[Any, Any, Any],
+) -> tuple[object] | Failure | Deferred[Any]:
     """
     Run a coroutine's first step now.
 
-    :returns: :class:`Finished` with its value if it returned without waiting;
+    :returns: a 1-tuple of its value if it returned without waiting (a
+        tuple: the cheapest wrapper to make and to test for);
         a :class:`~twisted.python.failure.Failure` if it raised; else a
         ``Deferred`` that fires with what it returns once it has finished
         waiting.
@@ -56,7 +48,7 @@ def start(coroutine: Coroutine[Any, Any, Any]) -> Finished | Failure | Deferred[
     try:
         yielded = context.run(coroutine.send, None)
     except StopIteration as stop:
-        return Finished(stop.value)
+        return (stop.value,)
     except BaseException:
         return Failure()
     try:

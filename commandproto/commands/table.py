@@ -535,7 +535,21 @@ def _specialised_binder(
             values.append(text)
             return values, _NO_KEYWORDS
 
-        return bind_rest
+        if count != 1:
+            return bind_rest
+
+        def bind_word_rest(arguments: str | None, session: Session | None) -> _Bound:
+            # The commonest shape (``set KEY VALUE``): one word, one space,
+            # the rest; anything else (leading spaces, no text) as above.
+            if arguments is not None:
+                word, space, text = arguments.partition(" ")
+                if word and space:
+                    values = [word] if plain else convert([word])
+                    values.append(text)
+                    return values, _NO_KEYWORDS
+            return bind_rest(arguments, session)
+
+        return bind_word_rest
 
     def bind_words(arguments: str | None, session: Session | None) -> _Bound:
         if arguments is None:
@@ -545,7 +559,7 @@ def _specialised_binder(
             values = [value for value in values if value]
             if len(values) != count:
                 raise ArgumentError("wrong number of arguments")
-        return convert(values), _NO_KEYWORDS
+        return (values if plain else convert(values)), _NO_KEYWORDS
 
     return bind_words
 
@@ -770,8 +784,8 @@ class Command:
             # An ``async def``: its first step runs now, and only one that
             # waits is handed on (see commandproto.commands.coroutines).
             started = coroutines.start(result)
-            if type(started) is coroutines.Finished:
-                result = started.value
+            if type(started) is tuple:
+                result = started[0]
             elif type(started) is Failure:
                 return self.contain(started, session)
             else:
@@ -1082,16 +1096,18 @@ class CommandTable:
             ``None`` if the line names no command.
         """
         commands = self._commands
+        head, space, arguments = line.partition(" ")
+        if not space:
+            command = commands.get(line)
+            return None if command is None else (command, None)
+        if head not in self._spaced_heads:
+            # No name with a space starts with this word, so the line with
+            # its space is no name either: one lookup.
+            command = commands.get(head)
+            return None if command is None else (command, arguments)
         command = commands.get(line)
         if command is not None:
             return command, None
-        head, space, arguments = line.partition(" ")
-        if not space:
-            return None
-        if head not in self._spaced_heads:
-            # No name with a space starts with this word.
-            command = commands.get(head)
-            return None if command is None else (command, arguments)
         # The longest name followed by a space: a name holds at most
         # _name_spaces spaces, so only that many words need joining.
         parts = line.split(" ", self._name_spaces + 1)

@@ -137,13 +137,17 @@ class Answering:
         connection = self._connection
         stats = self.stats
         timing = stats.timing
+        # The commands this batch answers ok are counted at its end.
+        mark = len(stats.answered)
         if timing:
             # With timing, the cached replies of this batch, timed together.
             self._hits = []
             started = perf_counter()
         out: list[bytes] = []
-        self._out = out
-        self.answering = True
+        # Set through a call: a command run below may set it to None, and
+        # code that reads it after an assignment here would be typed (and,
+        # compiled by mypyc, checked) as a list.
+        self._begin(out)
         get = self._cache.get
         counts = stats.cached
         answer = self._answer
@@ -184,16 +188,25 @@ class Answering:
         finally:
             self.answering = False
             self._out = None
+            seconds = perf_counter() - started if timing else None
+            stats.count_answered(mark, seconds)
             if out:
                 self._connection.send(b"".join(out))
         if timing:
             hits = self._hits
             self._hits = None
             if hits:
-                stats.cached_read(hits, perf_counter() - started)
+                stats.cached_read(hits, seconds)  # type: ignore[arg-type]
         if self.queue:
             self.flush()
         return rest
+
+    def _begin(self, out: list[bytes]) -> None:
+        """
+        A batch begins: its replies go to ``out``.
+        """
+        self._out = out
+        self.answering = True
 
     def answer(self, frame: Frame) -> None:
         """
@@ -202,7 +215,19 @@ class Answering:
         with the batch being answered, or at once outside of one; in order
         behind any reply still pending.
         """
-        self._answer(frame, self._cache.get(frame))  # type: ignore[arg-type]
+        if self.answering:
+            self._answer(frame, self._cache.get(frame))  # type: ignore[arg-type]
+            return
+        # Outside a batch: a batch of one line.
+        stats = self.stats
+        mark = len(stats.answered)
+        started = perf_counter()
+        try:
+            self._answer(frame, self._cache.get(frame))  # type: ignore[arg-type]
+        finally:
+            stats.count_answered(
+                mark, perf_counter() - started if stats.timing else None
+            )
 
     def _answer(self, frame: Frame, reply: bytes | None) -> None:
         """

@@ -88,6 +88,11 @@ class Dispatcher:
         """
         Start the command one line names.
 
+        A command answered ``ok`` at once goes on the statistics' list
+        ``ServerStats.answered``, which the
+        caller counts when its batch of lines ends
+        (``ServerStats.count_answered``).
+
         :returns: its encoded reply, or its place in the queue of replies if
             it answers later or closes the connection; a :class:`Pending`
             whose ``deferred`` is set is still running, and
@@ -130,18 +135,14 @@ class Dispatcher:
             if result.startswith(ERROR_PREFIX) or result == UNKNOWN_COMMAND:
                 self.done(name, outcome_of(name, result), started, caller)
                 return encoded
-            # The commonest answer, counted here: what done() does for it.
-            seconds = perf_counter() - started
-            stats = self.stats
-            if stats.timing:
-                stats.command_done(name, OK, seconds)
-            else:
-                key = (name, OK)
-                commands = stats.commands
-                commands[key] = commands.get(key, 0) + 1
+            # The commonest answer: counted, and timed, with its batch
+            # (ServerStats.count_answered), logged here if it was slow.
+            self.stats.answered.append(name)
             threshold = self.slow_threshold
-            if threshold is not None and seconds >= threshold:
-                self._slow(name, OK, seconds, caller)
+            if threshold is not None:
+                seconds = perf_counter() - started
+                if seconds >= threshold:
+                    self._slow(name, OK, seconds, caller)
             return encoded
         if type(result) is Reply:
             text = result.text

@@ -175,6 +175,10 @@ class ServerStats:
     :ivar cached: constant commands answered from the cache, by request
         bytes (always ``ok``).
     :ivar commands: other commands, by name and outcome.
+    :ivar answered: the names of commands answered ``ok`` by the batches
+        being answered, counted (and timed) by ``count_answered`` when
+        their batch ends: one list append per command, the rest per read.
+        ``commands_by_outcome`` counts them meanwhile.
     :ivar latency: latency histograms by command name.
     :ivar cached_latency: latency histograms of cached commands, by request
         bytes.
@@ -199,6 +203,7 @@ class ServerStats:
         self.bytes_out = 0
         self.cached: dict[bytes, int] = {}
         self.commands: dict[tuple[str, str], int] = {}
+        self.answered: list[str] = []
         self.latency: dict[str, Latency] = {}
         self.cached_latency: dict[bytes, Latency] = {}
         self.refused: dict[str, int] = {}
@@ -219,6 +224,54 @@ class ServerStats:
             if latency is None:
                 latency = self.latency[name] = Latency()
             latency.observe(seconds)
+
+    def count_answered(self, mark: int, seconds: float | None) -> None:
+        """
+        A batch of lines has been answered: count the commands it answered
+        ``ok`` (those in :attr:`answered` from ``mark`` on), and time each
+        with the batch, as :meth:`cached_read` does: each reply went out with
+        the batch's write, so it took at most the batch's time.
+
+        :param mark: the length of :attr:`answered` when the batch began
+            (batches nest when a command's reply lets another connection's
+            waiting lines run).
+        :param seconds: the batch's time, or ``None`` if not timed.
+        """
+        answered = self.answered
+        many = len(answered) - mark
+        if many == 1:
+            # One command (request/response): the cheapest count.
+            key = (answered.pop(), OK)
+            commands = self.commands
+            commands[key] = commands.get(key, 0) + 1
+            if seconds is not None:
+                self._observe(key[0], seconds, 1)
+            return
+        if many <= 0:
+            return
+        batch = answered[mark:] if mark else answered
+        first = batch[0]
+        if many == 1 or batch.count(first) == many:
+            # One command, or a pipeline of one command: no per-line work.
+            groups: Iterable[tuple[str, int]] = ((first, many),)
+        else:
+            counts: dict[str, int] = {}
+            count_elements(counts, batch)  # type: ignore[arg-type]
+            groups = counts.items()
+        del answered[mark:]
+        commands = self.commands
+        for name, times in groups:
+            key = (name, OK)
+            commands[key] = commands.get(key, 0) + times
+            if seconds is not None:
+                self._observe(name, seconds, times)
+
+    def _observe(self, name: str, seconds: float, times: int) -> None:
+        latency = self.latency.get(name)
+        if latency is None:
+            latency = self.latency[name] = Latency()
+        latency.counts[bisect_left(LATENCY_BUCKETS, seconds)] += times
+        latency.total += seconds * times
 
     def cached_read(self, frames: Sequence[object], seconds: float) -> None:
         """
@@ -283,6 +336,9 @@ class ServerStats:
         Every command counted, the cached ones included, by name and outcome.
         """
         counts = dict(self.commands)
+        for name in self.answered:
+            key = (name, OK)
+            counts[key] = counts.get(key, 0) + 1
         for frame, count in self.cached.items():
             key = (frame.decode("utf-8"), OK)
             counts[key] = counts.get(key, 0) + count
