@@ -148,6 +148,8 @@ class Answering:
         # code that reads it after an assignment here would be typed (and,
         # compiled by mypyc, checked) as a list.
         self._begin(out)
+        unsent = stats.unsent
+        stats.unsent = out
         get = self._cache.get
         counts = stats.cached
         answer = self._answer
@@ -188,6 +190,7 @@ class Answering:
         finally:
             self.answering = False
             self._out = None
+            stats.unsent = unsent
             seconds = perf_counter() - started if timing else None
             stats.count_answered(mark, seconds)
             if out:

@@ -204,6 +204,9 @@ class ServerStats:
         self.cached: dict[bytes, int] = {}
         self.commands: dict[tuple[str, str], int] = {}
         self.answered: list[str] = []
+        # The replies of the batch being answered, not yet written (and so
+        # not yet in bytes_out): a stats within the batch counts them.
+        self.unsent: list[bytes] | None = None
         self.latency: dict[str, Latency] = {}
         self.cached_latency: dict[bytes, Latency] = {}
         self.refused: dict[str, int] = {}
@@ -357,7 +360,7 @@ class ServerStats:
             "errors": sum(n for (_, outcome), n in counts.items() if outcome != OK),
             "refused": sum(self.refused.values()),
             "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out,
+            "bytes_out": self.bytes_out + sum(map(len, self.unsent or ())),
             "version": self.version,
         }
 
