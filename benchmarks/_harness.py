@@ -166,6 +166,27 @@ def twistd_command(listeners: Sequence[str], options: Sequence[str]) -> list[str
     return [*command, *options]
 
 
+def redis_server_command(
+    port: int, *options: str, program: str = "redis-server"
+) -> list[str]:
+    """
+    ``redis-server`` on a loopback port with no persistence, the reference
+    every benchmark compares with; ``options`` are added.
+    """
+    return [
+        program,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        *options,
+    ]
+
+
 class ServerProcess:
     """
     A server process, pinned, its output going to a file (so that it never

@@ -47,6 +47,7 @@ from _harness import (
     free_port,
     pin,
     probe,
+    redis_server_command,
     resolve_tree,
     simple_table,
     stopping,
@@ -145,17 +146,7 @@ def main() -> None:
 
         redis_port = free_port()
         redis = ServerProcess(
-            [
-                "redis-server",
-                "--port",
-                str(redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
+            redis_server_command(redis_port),
             work / "redis.log",
             environment=dict(os.environ),
             cwd=work,

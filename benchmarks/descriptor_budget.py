@@ -40,7 +40,6 @@ import selectors
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -48,20 +47,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import trustme
+from _harness import pin, twistd_command
 
-TWISTD = (
-    "import sys; from twisted.scripts.twistd import run; "
-    "sys.argv[0] = 'twistd'; sys.exit(run())"
-)
 LISTENING = re.compile(r"listening on tcp:127\.0\.0\.1:(\d+)")
 TIMEOUT = 5.0
-
-
-def limited(files: int) -> Callable[[], None]:
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
-
-    return apply
 
 
 @contextlib.contextmanager
@@ -70,14 +59,14 @@ def server(tree: Path, files: int, *options: str) -> Iterator[tuple[list[int], s
     A server of ``tree``; yields its listening ports in order and its log.
     """
     process = subprocess.Popen(
-        [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "commandserver", *options],
+        twistd_command((), options),
         cwd=tree,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONPATH": str(tree)},
-        preexec_fn=limited(files),
+        preexec_fn=pin(None, files),
     )
     lines: list[str] = []
     wanted = sum(option == "--listen" for option in options)
