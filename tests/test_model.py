@@ -55,6 +55,19 @@ def model_table() -> CommandTable:
 
 
 HELP = "Commands: Hello, Are you there?, quit, help, stats, echo, add, slow, peek, boom"
+# What ``help NAME`` answers, as docs/reference/protocol.rst describes it.
+HELP_OF = {
+    "Hello": "Hello - a greeting",
+    "Are you there?": "Are you there? - a liveness check",
+    "quit": "quit - end the session",
+    "help": "help [NAME] - list the commands, or describe one",
+    "stats": "stats - the server's numbers, as key=value pairs",
+    "echo": "echo TEXT",
+    "add": "add A B",
+    "slow": "slow TICKS",
+    "peek": "peek TICKS",
+    "boom": "boom",
+}
 
 
 def model_reply(line: bytes, max_line_length: int) -> str:
@@ -73,6 +86,12 @@ def model_reply(line: bytes, max_line_length: int) -> str:
         return HELP
     name, space, rest = text.partition(" ")
     words = rest.split()
+    if name == "help":
+        # help NAME: spaces around the name do not count.
+        wanted = rest.strip(" ")
+        if not wanted:
+            return HELP
+        return HELP_OF.get(wanted, f"Error: no such command: {wanted}")
     if name == "echo":
         return rest if space else "Error: usage: echo TEXT"
     if name == "add":
@@ -103,6 +122,9 @@ def model_line(draw: st.DrawFn, max_length: int) -> bytes:
         st.tuples(number, number).map(lambda ab: f"add {ab[0]} {ab[1]}"),
         ticks.map(lambda t: "slow " + t),
         ticks.map(lambda t: "peek " + t),
+        st.one_of(st.sampled_from(["", " ", "  echo", "quit "]), text).map(
+            lambda t: "help " + t
+        ),
         text,
     )
     line = draw(
