@@ -576,3 +576,94 @@ class SpecialisedBinderTests(SynchronousTestCase):
 
         for handler in (optional, with_session, many):
             self.assertIsNone(Command("c", handler)._binder, handler.__name__)
+
+
+class QuickRunnerTests(SynchronousTestCase):
+    """
+    The quick runner worked out at registration for handlers of plain words
+    calls the handler with the same arguments as :meth:`Command.run_text`
+    would, or not at all (``MISS``) for a line it leaves to it.
+    """
+
+    def handlers(self) -> list[Callable[..., str]]:
+        def none() -> str:
+            return "()"
+
+        def one(key: str) -> str:
+            return repr((key,))
+
+        def two(key: str, other: str) -> str:
+            return repr((key, other))
+
+        def keyed(key: str, value: Rest) -> str:
+            return repr((key, value))
+
+        def only(text: Rest) -> str:
+            return repr((text,))
+
+        return [none, one, two, keyed, only]
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.one_of(st.none(), st.text(alphabet=" ab\r\u0663", max_size=10)))
+    def test_same_as_run_text(self, arguments: str | None) -> None:
+        from commandproto.commands.table import MISS, Command
+
+        for handler in self.handlers():
+            command = Command("c", handler)
+            quick = command.quick
+            assert quick is not None, handler
+            got = quick(arguments)
+            if got is MISS:
+                continue
+            self.assertEqual(
+                got, command.run_text(arguments, None), (handler.__name__, arguments)
+            )
+
+    def test_common_shapes_are_taken(self) -> None:
+        from commandproto.commands.table import MISS, Command
+
+        for handler, arguments in zip(
+            self.handlers(),
+            [None, "k", "k v", "k some text", " any text "],
+            strict=True,
+        ):
+            got = Command("c", handler).quick(arguments)  # type: ignore[misc]
+            self.assertIsNot(got, MISS, handler.__name__)
+
+    def test_other_signatures_have_none(self) -> None:
+        from commandproto.commands.table import Command
+
+        def optional(key: str = "k") -> str:
+            return key
+
+        def with_session(session: Session, key: str) -> str:
+            return key
+
+        def many(*keys: str) -> str:
+            return ""
+
+        def counted(count: int) -> str:
+            return ""
+
+        for handler in (optional, with_session, many, counted):
+            self.assertIsNone(Command("c", handler).quick, handler.__name__)
+
+
+class ServedMatchingTests(SynchronousTestCase):
+    """
+    A served line finds the command the table's matching rule names, also
+    for names with spaces added while the server runs.
+    """
+
+    def test_longest_name_wins_when_served(self) -> None:
+        from commandproto.testing import CommandTester
+
+        table = CommandTable()
+        table.command("say")(lambda word: f"short {word}")
+        tester = CommandTester(table)
+        client = tester.connect()
+        self.assertEqual(client.request("say it"), "short it")
+        tester.factory.commands.command("say it")(lambda word: f"long {word}")
+        self.assertEqual(client.request("say it now"), "long now")
+        self.assertEqual(client.request("say now"), "short now")
+        self.assertEqual(client.request("say"), "Error: usage: say WORD")

@@ -564,6 +564,103 @@ def _specialised_binder(
     return bind_words
 
 
+class _Miss:
+    """
+    The type of :data:`MISS`.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISS"
+
+
+MISS = _Miss()
+"""
+What a command's :attr:`~Command.quick` runner returns when a line's
+arguments do not take its one quick shape: nothing was called, and
+:meth:`Command.run_text` does the whole work.
+"""
+
+QuickRunner = Callable[[str | None], Any]
+"""
+A command's handler fused with the binding of the commonest shape of its
+arguments: called with the text after the name (``None`` for none), it
+returns what the handler returned, or :data:`MISS` without calling it.
+"""
+
+
+def _quick_runner(
+    handler: Handler, parameters: tuple[_Parameter, ...]
+) -> QuickRunner | None:
+    """
+    Work out once, when a command is made, the quickest way to call its
+    handler with a line's arguments, for handlers whose parameters are all
+    plain ``str`` words and perhaps a last :data:`Rest`, none of them
+    optional and no :class:`Session`: no lists or tuples of arguments are
+    built, and the handler is called with its arguments by position.  Only
+    the shape every well-formed line has is taken (words separated by one
+    space, no CR at the end); anything else is :data:`MISS`, for
+    :meth:`Command.run_text` to bind, or answer with its usage.
+
+    :returns: the runner, or ``None`` for any other signature.
+    """
+    if any(
+        p.keyword or not p.required or p.kind not in ("word", "rest")
+        for p in parameters
+    ) or any(p.convert is not str for p in parameters):
+        return None
+    if any(p.kind == "rest" for p in parameters[:-1]):
+        return None
+    rest = bool(parameters) and parameters[-1].kind == "rest"
+    count = len(parameters) - 1 if rest else len(parameters)
+    if not parameters:
+
+        def no_arguments(arguments: str | None) -> Any:
+            return handler() if arguments is None else MISS
+
+        return no_arguments
+    if rest and not count:
+
+        def only_rest(arguments: str | None) -> Any:
+            if arguments is None or arguments[-1:] == "\r":
+                return MISS
+            return handler(arguments)
+
+        return only_rest
+    if rest and count == 1:
+
+        def word_rest(arguments: str | None) -> Any:
+            if arguments is None or arguments[-1:] == "\r":
+                return MISS
+            word, space, text = arguments.partition(" ")
+            if not word or not space:
+                return MISS
+            return handler(word, text)
+
+        return word_rest
+    if not rest and count == 1:
+
+        def one_word(arguments: str | None) -> Any:
+            if not arguments or " " in arguments or arguments[-1] == "\r":
+                return MISS
+            return handler(arguments)
+
+        return one_word
+    if rest:
+        return None
+
+    def words(arguments: str | None) -> Any:
+        if arguments is None or arguments[-1:] == "\r":
+            return MISS
+        values = arguments.split(" ")
+        if len(values) != count or "" in values:
+            return MISS
+        return handler(*values)
+
+    return words
+
+
 def _usage(name: str, parameters: tuple[_Parameter, ...]) -> str:
     """
     Write a usage line from a handler's parameters: ``set KEY VALUE``,
@@ -610,6 +707,9 @@ class Command:
         written from the handler's parameters when not given.
     :ivar overlap: later commands of the same connection may start while this
         one's asynchronous reply is pending (replies still go out in order).
+    :ivar quick: the handler fused with the binding of its arguments' one
+        common shape (see :data:`QuickRunner`), when its parameters are
+        plain words; ``None`` otherwise.
     """
 
     name: str
@@ -626,6 +726,9 @@ class Command:
     _binder: Callable[[str | None, Session | None], _Bound] | None = field(
         default=None, init=False, repr=False, compare=False
     )
+    quick: QuickRunner | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         for what in ("usage", "summary"):
@@ -640,6 +743,7 @@ class Command:
         object.__setattr__(self, "_words", len(from_line) - 1 if rest else 0)
         object.__setattr__(self, "_only_rest", rest and len(parameters) == 1)
         object.__setattr__(self, "_binder", _specialised_binder(parameters))
+        object.__setattr__(self, "quick", _quick_runner(self.handler, parameters))
         if not self.usage:
             object.__setattr__(self, "usage", _usage(self.name, parameters))
 
@@ -780,6 +884,16 @@ class Command:
             result = self.handler(*positional, **keywords)
         except Exception:
             return self.contain(Failure(), session)
+        return self.settle(result, session, timeout)
+
+    def settle(
+        self, result: object, session: Session | None, timeout: float | None
+    ) -> str | Reply | Deferred[Reply]:
+        """
+        What :meth:`run_text` answers once the handler has returned
+        ``result``: the server calls it itself for a result of the
+        :attr:`quick` runner that is not plain one-line text.
+        """
         if type(result) is CoroutineType:
             # An ``async def``: its first step runs now, and only one that
             # waits is handed on (see commandproto.commands.coroutines).
@@ -936,6 +1050,11 @@ class CommandTable:
     :ivar per_process_state: whether the commands keep state in the
         server's process (a store in memory): such a set cannot be served
         by more than one worker, as each would hold a state of its own.
+
+    :ivar one_word: the commands a line names by its first word alone: those
+        whose name is one word that starts no longer name (a line
+        ``NAME ARGUMENTS`` can name no other).  Read-only; :meth:`add` keeps
+        it.
     """
 
     def __init__(
@@ -953,6 +1072,7 @@ class CommandTable:
         # The first words of the names that hold a space: a line whose first
         # word is none of these can only name a one-word command.
         self._spaced_heads: set[str] = set()
+        self.one_word: dict[str, Command] = {}
         for command in commands:
             self.add(command)
 
@@ -992,7 +1112,11 @@ class CommandTable:
         self._commands[command.name] = command
         self._name_spaces = max(self._name_spaces, name.count(" "))
         if " " in name:
-            self._spaced_heads.add(name.partition(" ")[0])
+            head = name.partition(" ")[0]
+            self._spaced_heads.add(head)
+            self.one_word.pop(head, None)
+        elif name not in self._spaced_heads:
+            self.one_word[name] = command
         self._version += 1
 
     def command(

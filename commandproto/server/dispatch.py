@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 from ..commands.table import (
     ERROR_PREFIX,
     INVALID_UTF8,
+    MISS,
     UNKNOWN_COMMAND,
     CommandTable,
     Reply,
@@ -117,19 +118,47 @@ class Dispatcher:
                     peer=caller.peer,
                 )
             return _INVALID_UTF8
-        found = self.commands.find(text)
-        if found is None:
-            self.stats.command_done(UNKNOWN_LABEL, UNKNOWN, None)
-            return _UNKNOWN
-        command, arguments = found
-        session = caller.session()
-        started = perf_counter()
-        result = command.run_text(arguments, session, self.command_timeout)
+        head, space, arguments = text.partition(" ")
+        command = self.commands.one_word.get(head)
+        result: object
+        if command is not None and command.quick is not None:
+            # The quick way (Command.quick): no session, the arguments bound
+            # by position as the line gives them.
+            started = perf_counter()
+            try:
+                result = command.quick(arguments if space else None)
+            except Exception:
+                result = command.contain(Failure(), caller.session())
+            else:
+                if type(result) is not str or "\n" in result or result[-1:] == "\r":
+                    session = caller.session()
+                    result = (
+                        command.run_text(
+                            arguments if space else None,
+                            session,
+                            self.command_timeout,
+                        )
+                        if result is MISS
+                        else command.settle(result, session, self.command_timeout)
+                    )
+        else:
+            found = (
+                (command, arguments if space else None)
+                if command is not None
+                else self.commands.find(text)
+            )
+            if found is None:
+                self.stats.command_done(UNKNOWN_LABEL, UNKNOWN, None)
+                return _UNKNOWN
+            command, given = found
+            session = caller.session()
+            started = perf_counter()
+            result = command.run_text(given, session, self.command_timeout)
         if type(result) is str:
             try:
                 encoded = result.encode("utf-8") + CRLF
             except UnicodeEncodeError:
-                result = command.contain(Failure(), session).text
+                result = command.contain(Failure(), caller.session()).text
                 encoded = encode_line(result)
             name = command.name
             if result.startswith(ERROR_PREFIX) or result == UNKNOWN_COMMAND:
@@ -149,7 +178,7 @@ class Dispatcher:
             try:
                 encoded = encode_line(text)
             except UnicodeEncodeError:
-                text = command.contain(Failure(), session).text
+                text = command.contain(Failure(), caller.session()).text
                 encoded = encode_line(text)
                 result = Reply("", False)
             self.done(command.name, outcome_of(command.name, text), started, caller)
