@@ -26,6 +26,8 @@ from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, IProtocolFactory, IReactorTime
 from twisted.logger import Logger
 
+from .direct import DirectServer
+
 log = Logger()
 
 PAUSE = 0.1
@@ -53,6 +55,11 @@ class PacedPort(tcp.Port):
     """
     A TCP port that, out of descriptors, stops accepting for a moment and
     leaves the waiting clients in the backlog.
+    """
+
+    transport = DirectServer
+    """
+    Its connections send each reply at once when nothing is waiting before it.
     """
 
     _resume: IDelayedCall | None = None
