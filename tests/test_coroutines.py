@@ -195,3 +195,57 @@ class AsyncioReactorProcessTests(SynchronousTestCase):
             (0, ["rested", "Greetings!"]),
             result.stderr.decode(errors="replace") + sys.executable,
         )
+
+
+class ServedTests(SynchronousTestCase):
+    """
+    The same, through a server: an ``async def`` of plain words takes the
+    dispatcher's quick way (``Command.quick``), and answers as any other.
+    """
+
+    def setUp(self) -> None:
+        from commandproto import CommandError
+        from commandproto.testing import CommandTester
+
+        table = CommandTable()
+        self.later: Deferred[str] = Deferred()
+
+        @table.command("now")
+        async def now(key: str) -> str:
+            VARIABLE.set(key)
+            return f"at once {key}"
+
+        @table.command("bad")
+        async def bad(key: str) -> str:
+            raise ZeroDivisionError(key)
+
+        @table.command("refuse")
+        async def refuse(key: str) -> str:
+            raise CommandError(f"no {key}")
+
+        @table.command("wait")
+        async def wait(key: str) -> str:
+            return f"{await self.later} {key}"
+
+        self.tester = CommandTester(table)
+        self.client = self.tester.connect()
+
+    def test_answered_at_once(self) -> None:
+        self.assertEqual(self.client.request("now k"), "at once k")
+        self.assertEqual(VARIABLE.get(), "-")
+
+    def test_a_failure_is_contained(self) -> None:
+        self.assertEqual(self.client.request("bad k"), "Error: bad failed")
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(self.client.request("now k"), "at once k")
+
+    def test_a_command_error_is_the_clients(self) -> None:
+        self.assertEqual(self.client.request("refuse k"), "Error: no k")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_a_wait_holds_the_lines_behind_it(self) -> None:
+        self.client.send("wait k", "now j")
+        self.assertEqual(self.client.replies(), [])
+        self.later.callback("later")
+        self.tester.advance(0)
+        self.assertEqual(self.client.replies(), ["later k", "at once j"])

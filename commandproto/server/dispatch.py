@@ -7,12 +7,14 @@ connection is :class:`Caller`.
 from __future__ import annotations
 
 from time import perf_counter
+from types import CoroutineType
 from typing import Protocol, cast
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..commands import coroutines
 from ..commands.table import (
     ERROR_PREFIX,
     INVALID_UTF8,
@@ -130,6 +132,17 @@ class Dispatcher:
             except Exception:
                 result = command.contain(Failure(), caller.session())
             else:
+                if type(result) is CoroutineType:
+                    # An ``async def``: its first step now, as
+                    # Command.settle would (a quick command takes no session,
+                    # so it cannot ask to close).
+                    stepped = coroutines.start(result)
+                    if type(stepped) is tuple:
+                        result = stepped[0]
+                    elif type(stepped) is Failure:
+                        result = command.contain(stepped, caller.session())
+                    else:
+                        result = stepped
                 if type(result) is not str or "\n" in result or result[-1:] == "\r":
                     session = caller.session()
                     result = (
