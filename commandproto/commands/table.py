@@ -708,7 +708,7 @@ class Command:
     :ivar overlap: later commands of the same connection may start while this
         one's asynchronous reply is pending (replies still go out in order).
     :ivar quick: the handler fused with the binding of its arguments' one
-        common shape (see :data:`QuickRunner`), when its parameters are
+        common shape (see ``QuickRunner``), when its parameters are
         plain words; ``None`` otherwise.
     """
 
@@ -892,7 +892,7 @@ class Command:
         """
         What :meth:`run_text` answers once the handler has returned
         ``result``: the server calls it itself for a result of the
-        :attr:`quick` runner that is not plain one-line text.
+        ``quick`` runner that is not plain one-line text.
         """
         if type(result) is CoroutineType:
             # An ``async def``: its first step runs now, and only one that
