@@ -155,12 +155,23 @@ def read_exactly(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-def twistd_command(listeners: Sequence[str], options: Sequence[str]) -> list[str]:
+def twistd_command(
+    listeners: Sequence[str], options: Sequence[str], reactor: str | None = None
+) -> list[str]:
     """
-    ``twistd -n --pidfile= commandserver --listen ... OPTIONS``, run by
-    this interpreter.
+    ``twistd -n --pidfile= [-r REACTOR] commandserver --listen ... OPTIONS``,
+    run by this interpreter.
     """
-    command = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "commandserver"]
+    chosen = ["-r", reactor] if reactor else []
+    command = [
+        sys.executable,
+        "-c",
+        TWISTD,
+        "-n",
+        "--pidfile=",
+        *chosen,
+        "commandserver",
+    ]
     for listener in listeners:
         command += ["--listen", listener]
     return [*command, *options]

@@ -919,14 +919,16 @@ SET_GET_SCENARIOS = [
 ]
 
 
-def serving_with(options: Sequence[str]) -> Callable[[int], list[str]]:
+def serving_with(
+    options: Sequence[str], reactor: str | None = None
+) -> Callable[[int], list[str]]:
     """
-    The command line of ``twistd -n commandserver`` with ``options``, given
-    its port.
+    The command line of ``twistd -n [-r REACTOR] commandserver`` with
+    ``options``, given its port.
     """
 
     def command(port: int) -> list[str]:
-        return twistd_command([f"tcp:{port}:interface=127.0.0.1"], options)
+        return twistd_command([f"tcp:{port}:interface=127.0.0.1"], options, reactor)
 
     return command
 
@@ -936,8 +938,9 @@ def set_get_specs(
 ) -> list[ServerSpec]:
     """
     For each tree, commandproto serving ``--commands kvbench:commands`` with
-    its defaults, and again with ``--metrics``; then redis-server, if it is
-    installed.
+    its defaults, again with ``--metrics``, and again on Twisted's asyncio
+    reactor (``twistd -r asyncio``) instead of the default (epoll); then
+    redis-server, if it is installed.
     """
     specs = []
     for label, tree, origin in trees:
@@ -945,18 +948,22 @@ def set_get_specs(
         if "max-connections-per-ip" in (tree / "commandproto" / "tap.py").read_text():
             # Every benchmark client comes from 127.0.0.1.
             extra += ["--max-connections-per-ip", "0"]
-        for metrics in (False, True):
+        for metrics, reactor in ((False, None), (True, None), (False, "asyncio")):
             options = [*extra]
             name = label
             if metrics:
                 options += ["--metrics", "tcp:0:interface=127.0.0.1"]
                 name = f"{label} --metrics"
+            twistd = "twistd -n"
+            if reactor:
+                name = f"{label} -r {reactor}"
+                twistd = f"twistd -n -r {reactor}"
             specs.append(
                 ServerSpec(
                     name,
-                    f"``twistd -n commandserver {' '.join(options)}`` from "
+                    f"``{twistd} commandserver {' '.join(options)}`` from "
                     f"{origin}, every other option at its default",
-                    serving_with(options),
+                    serving_with(options, reactor),
                     environment={"PYTHONPATH": str(tree)},
                     tree=tree,
                     kv=True,
@@ -1109,10 +1116,11 @@ def set_get_tables(
 
     targets = []
     for spec in specs:
-        if spec.tree is None or spec.name.endswith("--metrics"):
+        if spec.tree is None or spec.name.endswith(("--metrics", "-r asyncio")):
             continue
         name = spec.name
         metrics = f"{name} --metrics"
+        on_asyncio = f"{name} -r asyncio"
         for key, goal in (("set/get 50x64", 2.0), ("set/get 50x1", 3.0)):
             targets.append(
                 row(
@@ -1153,6 +1161,17 @@ def set_get_tables(
                     per_round_ratio(results, scenario.key, metrics, scenario.key, name),
                     1.05,
                     bound(scenario.key, metrics),
+                )
+            )
+        for scenario in SET_GET_SCENARIOS:
+            targets.append(
+                row(
+                    f"{name}: asyncio reactor / epoll, {scenario.key}",
+                    per_round_ratio(
+                        results, scenario.key, on_asyncio, scenario.key, name
+                    ),
+                    None,
+                    bound(scenario.key, on_asyncio),
                 )
             )
     return (

@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from commandproto import CommandError, Session
+from commandproto import CommandError, Rest, Session
 from commandproto.commands.table import (
     CLOSING,
     GREETING,
@@ -175,6 +175,55 @@ class CountingTests(SynchronousTestCase):
             },
         )
         self.flushLoggedErrors(RuntimeError)
+
+    def test_text_a_handler_returns_counted_by_what_it_says(self) -> None:
+        """
+        A handler's own text is counted by the same rule as every reply
+        (:func:`outcome_of`), on the server's quick way too: text that
+        starts ``Error: `` is an error, ``Unknown command.`` unknown, any
+        other text ok (also one that starts with ``E``, and one with a CR
+        inside it, which is sent as it is); one that ends with a CR is not
+        one line, and fails.
+        """
+        LogCapture(self)
+        commands = CommandTable()
+
+        @commands.command("answer")
+        def answer(text: Rest) -> str:
+            """Answer with the text, ``^M`` made a CR."""
+            return text.replace("^M", "\r")
+
+        server = InMemoryServer(commands)
+        protocol, transport = server.connect()
+        protocol.dataReceived(
+            b"answer Error: no such key\n"
+            b"answer Unknown command.\n"
+            b"answer Emu\n"
+            b"answer Error:none\n"
+            b"answer a^Mb\n"
+            b"answer ends^M\n"
+        )
+        self.assertEqual(
+            transport.value(),
+            replies(
+                "Error: no such key",
+                UNKNOWN_COMMAND,
+                "Emu",
+                "Error:none",
+                "a\rb",
+                "Error: answer failed",
+            ),
+        )
+        self.assertEqual(
+            server.stats.commands_by_outcome(),
+            {
+                ("answer", "error"): 1,
+                ("answer", "unknown"): 1,
+                ("answer", "ok"): 3,
+                ("answer", "failed"): 1,
+            },
+        )
+        self.flushLoggedErrors(ValueError)
 
     def test_asynchronous_reply_counted_when_it_comes(self) -> None:
         server = stats_server(timing=True)
