@@ -600,7 +600,7 @@ def _quick_runner(
     optional and no :class:`Session`: no lists or tuples of arguments are
     built, and the handler is called with its arguments by position.  Only
     the shape every well-formed line has is taken (words separated by one
-    space, no CR at the end); anything else is :data:`MISS`, for
+    space, no CR anywhere); anything else is :data:`MISS`, for
     :meth:`Command.run_text` to bind, or answer with its usage.
 
     :returns: the runner, or ``None`` for any other signature.
@@ -623,7 +623,7 @@ def _quick_runner(
     if rest and not count:
 
         def only_rest(arguments: str | None) -> Any:
-            if arguments is None or arguments[-1:] == "\r":
+            if arguments is None or "\r" in arguments:
                 return MISS
             return handler(arguments)
 
@@ -631,7 +631,7 @@ def _quick_runner(
     if rest and count == 1:
 
         def word_rest(arguments: str | None) -> Any:
-            if arguments is None or arguments[-1:] == "\r":
+            if arguments is None or "\r" in arguments:
                 return MISS
             word, space, text = arguments.partition(" ")
             if not word or not space:
@@ -642,7 +642,7 @@ def _quick_runner(
     if not rest and count == 1:
 
         def one_word(arguments: str | None) -> Any:
-            if not arguments or " " in arguments or arguments[-1] == "\r":
+            if not arguments or " " in arguments or "\r" in arguments:
                 return MISS
             return handler(arguments)
 
@@ -651,7 +651,7 @@ def _quick_runner(
         return None
 
     def words(arguments: str | None) -> Any:
-        if arguments is None or arguments[-1:] == "\r":
+        if arguments is None or "\r" in arguments:
             return MISS
         values = arguments.split(" ")
         if len(values) != count or "" in values:

@@ -20,6 +20,7 @@ from ..commands.table import (
     INVALID_UTF8,
     MISS,
     UNKNOWN_COMMAND,
+    Command,
     CommandTable,
     Reply,
     Session,
@@ -72,6 +73,9 @@ class Dispatcher:
         ``None``.
     """
 
+    _commands: CommandTable
+    _one_word: dict[str, Command]
+
     def __init__(
         self,
         commands: CommandTable,
@@ -83,9 +87,22 @@ class Dispatcher:
     ) -> None:
         self.commands = commands
         self.stats = stats
+        # The list the statistics count ok answers from, kept in place by
+        # ServerStats (never replaced): appended to once per command.
+        self._answered = stats.answered
         self.max_line_length = max_line_length
         self.command_timeout = command_timeout
         self.slow_threshold = slow_threshold
+
+    @property
+    def commands(self) -> CommandTable:
+        return self._commands
+
+    @commands.setter
+    def commands(self, table: CommandTable) -> None:
+        self._commands = table
+        # Looked up once per line; the table keeps it in place.
+        self._one_word = table.one_word
 
     def start(self, frame: Frame, caller: Caller) -> bytes | Pending:
         """
@@ -111,7 +128,7 @@ class Dispatcher:
                 )
             return encode_line(line_too_long(self.max_line_length))
         try:
-            text = frame.decode("utf-8")
+            text = frame.decode()
         except UnicodeDecodeError:
             if caller.complain(INVALID):
                 log.warn(
@@ -121,7 +138,7 @@ class Dispatcher:
                 )
             return _INVALID_UTF8
         head, space, arguments = text.partition(" ")
-        command = self.commands.one_word.get(head)
+        command = self._one_word.get(head)
         result: object
         if command is not None and command.quick is not None:
             # The quick way (Command.quick): no session, the arguments bound
@@ -173,7 +190,7 @@ class Dispatcher:
             result = command.run_text(given, session, self.command_timeout)
         if type(result) is str:
             try:
-                encoded = result.encode("utf-8") + CRLF
+                encoded = result.encode() + CRLF
             except UnicodeEncodeError:
                 result = command.contain(Failure(), caller.session()).text
                 encoded = encode_line(result)
@@ -187,7 +204,7 @@ class Dispatcher:
                 return encoded
             # The commonest answer: counted, and timed, with its batch
             # (ServerStats.count_answered), logged here if it was slow.
-            self.stats.answered.append(name)
+            self._answered.append(name)
             threshold = self.slow_threshold
             if threshold is not None:
                 seconds = perf_counter() - started

@@ -72,7 +72,7 @@ def encode_line(text: str) -> bytes:
     :param text: the line, without a terminator.
     :returns: its UTF-8 bytes followed by CRLF.
     """
-    return text.encode("utf-8") + CRLF
+    return text.encode() + CRLF
 
 
 def decode_line(line: bytes) -> str:
@@ -83,7 +83,7 @@ def decode_line(line: bytes) -> str:
     :returns: the text.
     :raises UnicodeDecodeError: if the line is not valid UTF-8.
     """
-    return line.decode("utf-8")
+    return line.decode()
 
 
 class LineFramer:
