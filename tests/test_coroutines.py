@@ -63,6 +63,71 @@ class NoWaitTests(SynchronousTestCase):
         self.assertEqual(VARIABLE.get(), "-")
 
 
+class RunnerTests(SynchronousTestCase):
+    """
+    :func:`coroutines.start` runs first steps in runners it keeps for
+    reuse: each coroutine gets one to itself, while it runs and while it
+    waits.
+    """
+
+    def test_a_first_step_that_starts_another(self) -> None:
+        from commandproto.commands import coroutines
+
+        async def inner() -> str:
+            return "inner"
+
+        async def outer() -> str:
+            started = coroutines.start(inner())
+            assert type(started) is tuple
+            return f"outer, {started[1]}"
+
+        started = coroutines.start(outer())
+        assert type(started) is tuple
+        self.assertEqual(started[1], "outer, inner")
+
+    def test_one_that_raised_leaves_the_next_alone(self) -> None:
+        from twisted.python.failure import Failure
+
+        from commandproto.commands import coroutines
+
+        async def bad() -> str:
+            raise ZeroDivisionError()
+
+        async def good() -> str:
+            return "good"
+
+        failed = coroutines.start(bad())
+        assert isinstance(failed, Failure)
+        self.assertIsInstance(failed.value, ZeroDivisionError)
+        for _ in range(3):
+            started = coroutines.start(good())
+            assert type(started) is tuple
+            self.assertEqual(started[1], "good")
+
+    def test_one_that_waits_keeps_its_runner(self) -> None:
+        from commandproto.commands import coroutines
+
+        later: Deferred[str] = Deferred()
+
+        async def waits() -> str:
+            return f"{await later} after the wait"
+
+        async def now(n: int) -> str:
+            return f"now {n}"
+
+        waiting = coroutines.start(waits())
+        assert isinstance(waiting, Deferred)
+        answers = [coroutines.start(now(n)) for n in range(3)]
+        self.assertEqual(
+            [a[1] for a in answers if type(a) is tuple], ["now 0", "now 1", "now 2"]
+        )
+        later.callback("fired")
+        self.assertEqual(self.successResultOf(waiting), "fired after the wait")
+        started = coroutines.start(now(4))
+        assert type(started) is tuple
+        self.assertEqual(started[1], "now 4")
+
+
 class TwistedTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.table = CommandTable()

@@ -31,32 +31,97 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+#: The mark of a runner's answer for a coroutine that has returned.
+_DONE = object()
+
+
+@types.coroutine
+def _runner() -> Generator[Any, Any, None]:
+    """
+    Runs coroutines sent to it, one after another, through ``yield from``:
+    a coroutine that returns hands its value back as ``(_DONE, value)``
+    without a ``StopIteration`` being made and caught (which costs about as
+    much as making the coroutine); one that waits leaves this runner inside
+    it, resumed through :class:`_Resumed`.  Sent to first with ``None``.
+    """
+    coroutine = yield None
+    while True:
+        coroutine = yield (_DONE, (yield from coroutine))
+
+
+#: Runners at rest, each ready for the next coroutine: taken for a first
+#: step and given back once it has returned, so a handler that starts
+#: another command's coroutine in its first step gets a runner of its own.
+_idle: list[Generator[Any, Any, None]] = []
+
+
+def _new_runner() -> Generator[Any, Any, None]:
+    runner = _runner()
+    runner.send(None)
+    return runner
+
 
 def start(
     coroutine: Coroutine[Any, Any, Any],
-) -> tuple[object] | Failure | Deferred[Any]:
+) -> tuple[object, object] | Failure | Deferred[Any]:
     """
     Run a coroutine's first step now.
 
-    :returns: a 1-tuple of its value if it returned without waiting (a
-        tuple: the cheapest wrapper to make and to test for);
-        a :class:`~twisted.python.failure.Failure` if it raised; else a
-        ``Deferred`` that fires with what it returns once it has finished
-        waiting.
+    :returns: a 2-tuple whose second item is its value if it returned
+        without waiting (a tuple: the cheapest answer to make and to test
+        for); a :class:`~twisted.python.failure.Failure` if it raised;
+        else a ``Deferred`` that fires with what it returns once it has
+        finished waiting.
     """
     context = contextvars.copy_context()
+    runner = _idle.pop() if _idle else _new_runner()
     try:
-        yielded = context.run(coroutine.send, None)
-    except StopIteration as stop:
-        return (stop.value,)
+        yielded = context.run(runner.send, coroutine)
     except BaseException:
+        # The coroutine raised, and its runner ended with it.
         return Failure()
+    if type(yielded) is tuple and yielded[0] is _DONE:
+        _idle.append(runner)
+        return yielded
+    waiting = _Resumed(runner)
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        return _TwistedDriver(coroutine, context).run(yielded)
-    task = context.run(loop.create_task, _on_asyncio(coroutine, yielded, loop))
+        return _TwistedDriver(waiting, context).run(yielded)
+    task = context.run(loop.create_task, _on_asyncio(waiting, yielded, loop))
     return Deferred.fromFuture(task)
+
+
+class _Resumed:
+    """
+    A coroutine its first step left waiting inside a runner, with the
+    methods of a coroutine that the drivers below use: resuming it resumes
+    the runner, and its return is a ``StopIteration`` again.
+    """
+
+    __slots__ = ("_runner",)
+
+    def __init__(self, runner: Generator[Any, Any, None]) -> None:
+        self._runner = runner
+
+    def send(self, value: object) -> object:
+        return _returned(self._runner.send(value))
+
+    def throw(self, *error: Any) -> object:
+        return _returned(self._runner.throw(*error))
+
+    def close(self) -> None:
+        self._runner.close()
+
+
+def _returned(yielded: object) -> object:
+    """
+    What the coroutine yielded; or, if it returned, its value raised as
+    ``StopIteration``, as a coroutine's own ``send`` does.
+    """
+    if type(yielded) is tuple and yielded[0] is _DONE:
+        raise StopIteration(yielded[1])
+    return yielded
 
 
 class _TwistedDriver:
@@ -64,9 +129,7 @@ class _TwistedDriver:
     Drives a started coroutine that awaits Deferreds.
     """
 
-    def __init__(
-        self, coroutine: Coroutine[Any, Any, Any], context: contextvars.Context
-    ) -> None:
+    def __init__(self, coroutine: _Resumed, context: contextvars.Context) -> None:
         self._coroutine = coroutine
         self._context = context
         self._waiting: Deferred[Any] | None = None
@@ -133,7 +196,7 @@ class _TwistedDriver:
 
 @types.coroutine
 def _on_asyncio(
-    coroutine: Coroutine[Any, Any, Any],
+    coroutine: _Resumed,
     yielded: object,
     loop: asyncio.AbstractEventLoop,
 ) -> Generator[Any, Any, Any]:

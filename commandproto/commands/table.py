@@ -899,7 +899,7 @@ class Command:
             # waits is handed on (see commandproto.commands.coroutines).
             started = coroutines.start(result)
             if type(started) is tuple:
-                result = started[0]
+                result = started[1]
             elif type(started) is Failure:
                 return self.contain(started, session)
             else:

@@ -155,7 +155,7 @@ class Dispatcher:
                     # so it cannot ask to close).
                     stepped = coroutines.start(result)
                     if type(stepped) is tuple:
-                        result = stepped[0]
+                        result = stepped[1]
                     elif type(stepped) is Failure:
                         result = command.contain(stepped, caller.session())
                     else:
