@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import types
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -49,16 +49,19 @@ def _runner() -> Generator[Any, Any, None]:
         coroutine = yield (_DONE, (yield from coroutine))
 
 
-#: Runners at rest, each ready for the next coroutine: taken for a first
-#: step and given back once it has returned, so a handler that starts
-#: another command's coroutine in its first step gets a runner of its own.
-_idle: list[Generator[Any, Any, None]] = []
+#: Runners at rest, each ready for the next coroutine (kept as their bound
+#: ``send``, which is what a first step calls): taken for a first step and
+#: given back once it has returned, so a handler that starts another
+#: command's coroutine in its first step gets a runner of its own.
+_idle: list[Callable[[object], object]] = []
+_take = _idle.pop
+_give_back = _idle.append
 
 
-def _new_runner() -> Generator[Any, Any, None]:
+def _new_runner() -> Callable[[object], object]:
     runner = _runner()
     runner.send(None)
-    return runner
+    return runner.send
 
 
 def start(
@@ -74,16 +77,19 @@ def start(
         finished waiting.
     """
     context = contextvars.copy_context()
-    runner = _idle.pop() if _idle else _new_runner()
     try:
-        yielded = context.run(runner.send, coroutine)
+        send = _take()
+    except IndexError:
+        send = _new_runner()
+    try:
+        yielded = context.run(send, coroutine)
     except BaseException:
         # The coroutine raised, and its runner ended with it.
         return Failure()
     if type(yielded) is tuple and yielded[0] is _DONE:
-        _idle.append(runner)
+        _give_back(send)
         return yielded
-    waiting = _Resumed(runner)
+    waiting = _Resumed(send.__self__)  # type: ignore[attr-defined]
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
