@@ -122,13 +122,17 @@ class Answering:
         # Within a timed batch: the lines answered from the cache.
         self._hits: list[Frame] | None = None
 
-    def answer_frames(self, frames: Sequence[Frame]) -> Sequence[Frame]:
+    def answer_frames(
+        self, frames: Sequence[Frame], started: float | None = None
+    ) -> Sequence[Frame]:
         """
         Start each line in order, and send the replies that are ready, in
         one write.  Stops early at a command whose reply is pending and that
         the lines after it must wait for, and at a command that closes the
         connection (dropping the rest).
 
+        :param started: with timing, when the batch began (``perf_counter``)
+            if the caller has read the clock already; else it is read here.
         :returns: the lines not started, to be answered later.
         """
         rest: Sequence[Frame] = ()
@@ -139,10 +143,11 @@ class Answering:
         timing = stats.timing
         # The commands this batch answers ok are counted at its end.
         mark = len(stats.answered)
+        begun = 0.0
         if timing:
             # With timing, the cached replies of this batch, timed together.
             self._hits = []
-            started = perf_counter()
+            begun = perf_counter() if started is None else started
         out: list[bytes] = []
         # Set through a call: a command run below may set it to None, and
         # code that reads it after an assignment here would be typed (and,
@@ -191,7 +196,7 @@ class Answering:
             self.answering = False
             self._out = None
             stats.unsent = unsent
-            seconds = perf_counter() - started if timing else None
+            seconds = perf_counter() - begun if timing else None
             stats.count_answered(mark, seconds)
             if out:
                 self._connection.send(b"".join(out))

@@ -397,11 +397,16 @@ class Connection:
             wanted = True
         intake.read(wanted, self.io)
 
-    def answer_frames(self, frames: Sequence[Frame]) -> None:
+    def answer_frames(
+        self, frames: Sequence[Frame], started: float | None = None
+    ) -> None:
         """
         Answer a batch of lines; keep those not started for later.
+
+        :param started: when the batch's read began (``perf_counter``), if
+            the caller has timed it already.
         """
-        rest = self.replies.answer_frames(frames)
+        rest = self.replies.answer_frames(frames, started)
         if rest and (self.phase is OPEN or self.phase is DRAINING):
             self.intake.keep(rest)
 

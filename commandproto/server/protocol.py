@@ -294,14 +294,14 @@ class CommandServerProtocol(LineReceiver):
         # Not busy: answer this read now.
         core.timers.watch(data, core.settings, core.closer)
         timing = stats.timing
-        if timing:
-            started = perf_counter()
+        started = perf_counter() if timing else None
         frames = intake.framer.feed(data)
         get = core._cache.get
+        # The general path times its batch from the clock read here.
         if len(frames) == 1:
             reply = get(frames[0])  # type: ignore[arg-type]
             if reply is None:
-                core.answer_frames(frames)
+                core.answer_frames(frames, started)
                 return
         elif not frames:
             # Part of a line.
@@ -309,21 +309,21 @@ class CommandServerProtocol(LineReceiver):
         elif get(frames[0]) is None:  # type: ignore[arg-type]
             # A read that starts with a general command: answered line by
             # line at once, without looking every line up here first.
-            core.answer_frames(frames)
+            core.answer_frames(frames, started)
             return
         else:
             # The fast path: when every line of this read is a constant
             # command, the replies come from the cache in one write.
             cached = [get(frame) for frame in frames]  # type: ignore[arg-type]
             if None in cached:
-                core.answer_frames(frames)
+                core.answer_frames(frames, started)
                 return
             reply = b"".join(cached)  # type: ignore[arg-type]
         self.transport.write(reply)  # type: ignore[union-attr]
         # Counted per read, not per line: one C call counts the lines.
         stats.bytes_out += len(reply)
         count_elements(stats.cached, frames)
-        if timing:
+        if started is not None:
             stats.cached_read(frames, perf_counter() - started)
 
     def readConnectionLost(self) -> None:

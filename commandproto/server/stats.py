@@ -244,11 +244,17 @@ class ServerStats:
         many = len(answered) - mark
         if many == 1:
             # One command (request/response): the cheapest count.
-            key = (answered.pop(), OK)
+            name = answered.pop()
+            key = (name, OK)
             commands = self.commands
             commands[key] = commands.get(key, 0) + 1
             if seconds is not None:
-                self._observe(key[0], seconds, 1)
+                # _observe, inline: request/response pays for it per command.
+                latency = self.latency.get(name)
+                if latency is None:
+                    latency = self.latency[name] = Latency()
+                latency.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+                latency.total += seconds
             return
         if many <= 0:
             return
