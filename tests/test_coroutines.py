@@ -128,6 +128,56 @@ class RunnerTests(SynchronousTestCase):
         self.assertEqual(started[1], "now 4")
 
 
+class EmptyTuple:
+    """
+    An awaitable whose one step yields an empty tuple: neither a Deferred
+    nor an asyncio future, and not a runner's own answer either.
+    """
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        yield ()
+        return "never"
+
+
+class StrangeYieldTests(SynchronousTestCase):
+    """
+    A coroutine that yields what no driver can wait for fails as such,
+    whatever it yields.
+    """
+
+    def test_an_empty_tuple_fails_its_command(self) -> None:
+        from twisted.python.failure import Failure
+
+        from commandproto.commands import coroutines
+
+        async def handler() -> str:
+            return str(await EmptyTuple())
+
+        started = coroutines.start(handler())
+        assert isinstance(started, Deferred)
+        failure = self.failureResultOf(started)
+        assert isinstance(failure, Failure)
+        self.assertIsInstance(failure.value, TypeError)
+
+    def test_served(self) -> None:
+        from commandproto.testing import CommandTester
+
+        table = CommandTable()
+
+        @table.command("t")
+        async def t() -> str:
+            return str(await EmptyTuple())
+
+        @table.command("w")
+        async def w(word: str) -> str:
+            return str(await EmptyTuple())
+
+        client = CommandTester(table).connect()
+        self.assertEqual(client.request("t"), "Error: t failed")
+        self.assertEqual(client.request("w x"), "Error: w failed")
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 2)
+
+
 class TwistedTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.table = CommandTable()

@@ -6,12 +6,14 @@ were written however full the socket gets.  Real sockets on loopback.
 
 from __future__ import annotations
 
+import io
 import socket
 from typing import Any
 
 from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
+from twisted.protocols.basic import FileSender
 from twisted.trial.unittest import TestCase
 
 from commandproto.listeners.accepting import PacedReactor
@@ -146,3 +148,102 @@ class DirectServerTests(TestCase):
         self.client.sendall(b"one\r\n")
         self.assertEqual(await self.read_until(7), b"reply\r\n")
         self.assertEqual(self.writers[0].sent_at_once, [True])
+
+
+PULLED = 200_000
+
+
+class Pulled(Protocol):
+    """
+    Sends :data:`PULLED` bytes through a pull (non-streaming) producer,
+    which the transport asks for more each time its buffer has been sent;
+    then closes.
+    """
+
+    def connectionMade(self) -> None:
+        transport: Any = self.transport
+        sent = FileSender().beginFileTransfer(io.BytesIO(b"x" * PULLED), transport)
+        sent.addCallback(lambda _: transport.loseConnection())
+
+
+class Aborted(Protocol):
+    """
+    Aborts the connection, then writes: Twisted drops what is written after
+    ``abortConnection``.
+    """
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.abortConnection()  # type: ignore[attr-defined]
+        self.transport.write(b"written after abortConnection\r\n")
+
+
+class TransportContractTests(TestCase):
+    """
+    What a Twisted TCP transport promises that a write sent at once could
+    break: a pull producer is still asked for more, and an abort drops
+    later writes.  Each test runs on Twisted's own transport too, as the
+    reference.
+    """
+
+    def serve(self, protocol: type[Protocol], direct: bool) -> socket.socket:
+        factory = Factory.forProtocol(protocol)
+        listening: Any = PacedReactor(reactor) if direct else reactor
+        port = listening.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = socket.create_connection(
+            ("127.0.0.1", port.getHost().port), timeout=10
+        )
+        self.addCleanup(client.close)
+        client.setblocking(False)
+        return client
+
+    def read_all(self, client: socket.socket, seconds: float) -> Deferred[bytes]:
+        """
+        What the client reads until the server closes, or ``seconds`` pass.
+        """
+        received = bytearray()
+        done: Deferred[bytes] = Deferred()
+        deadline = reactor.seconds() + seconds
+
+        def poll() -> None:
+            try:
+                while True:
+                    chunk = client.recv(65536)
+                    if not chunk:
+                        done.callback(bytes(received))
+                        return
+                    received.extend(chunk)
+            except BlockingIOError:
+                pass
+            except OSError:
+                # Reset: what came before it is what the server sent.
+                done.callback(bytes(received))
+                return
+            if reactor.seconds() > deadline:
+                done.callback(bytes(received))
+            else:
+                reactor.callLater(0.01, poll)
+
+        poll()
+        return done
+
+    async def pulled(self, direct: bool) -> None:
+        got = await self.read_all(self.serve(Pulled, direct), 5.0)
+        self.assertEqual(len(got), PULLED)
+
+    async def test_pull_producer(self) -> None:
+        await self.pulled(direct=True)
+
+    async def test_pull_producer_twisted(self) -> None:
+        await self.pulled(direct=False)
+
+    async def aborted(self, direct: bool) -> None:
+        got = await self.read_all(self.serve(Aborted, direct), 1.0)
+        self.assertNotIn(b"after abort", got)
+
+    async def test_write_after_abort_dropped(self) -> None:
+        await self.aborted(direct=True)
+
+    async def test_write_after_abort_dropped_twisted(self) -> None:
+        await self.aborted(direct=False)

@@ -86,7 +86,7 @@ def start(
     except BaseException:
         # The coroutine raised, and its runner ended with it.
         return Failure()
-    if type(yielded) is tuple and yielded[0] is _DONE:
+    if type(yielded) is tuple and yielded and yielded[0] is _DONE:
         _give_back(send)
         return yielded
     waiting = _Resumed(send.__self__)  # type: ignore[attr-defined]
@@ -125,7 +125,7 @@ def _returned(yielded: object) -> object:
     What the coroutine yielded; or, if it returned, its value raised as
     ``StopIteration``, as a coroutine's own ``send`` does.
     """
-    if type(yielded) is tuple and yielded[0] is _DONE:
+    if type(yielded) is tuple and yielded and yielded[0] is _DONE:
         raise StopIteration(yielded[1])
     return yielded
 

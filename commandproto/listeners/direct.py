@@ -34,9 +34,11 @@ class DirectServer(tcp.Server):
     was given before is still unsent.
 
     :ivar held: bytes handed to Twisted's buffer and not yet reported sent.
+    :ivar aborted: :meth:`abortConnection` was called.
     """
 
     held = 0
+    aborted = False
 
     def write(self, data: bytes) -> None:
         if (
@@ -44,8 +46,12 @@ class DirectServer(tcp.Server):
             or not data
             or not self.connected
             or self.disconnecting
+            or self.aborted
             or self.TLS
             or type(data) is not bytes
+            # A pull producer is asked for more when Twisted's buffer has
+            # been sent (doWrite): bytes sent here would never ask it.
+            or (self.producer is not None and not self.streamingProducer)
         ):
             self._buffer(data)
             return
@@ -58,6 +64,14 @@ class DirectServer(tcp.Server):
         # going: Twisted's buffer and its next writable event (or its
         # error) take over.
         self._buffer(data)
+
+    def abortConnection(self) -> None:
+        """
+        Close at once: what is written from now on is dropped with what
+        Twisted's buffer holds, as on any Twisted transport.
+        """
+        self.aborted = True
+        super().abortConnection()  # type: ignore[no-untyped-call]
 
     def writeSequence(self, iovec: Iterable[bytes]) -> None:
         self.write(b"".join(iovec))
