@@ -1220,6 +1220,19 @@ def render_set_get(
     return "\n".join(parts) + "\n"
 
 
+def rotated(items: Sequence[Any], round_number: int) -> list[Any]:
+    """
+    ``items`` in the order of round ``round_number``: each round starts one
+    further along, so that no server always runs right after the same
+    other one (an effect of the run before, such as a warm cache or a
+    busy CPU, would otherwise favour or cost the same server every round).
+    """
+    if not items:
+        return []
+    shift = round_number % len(items)
+    return [*items[shift:], *items[:shift]]
+
+
 def measure_set_get(
     arguments: argparse.Namespace, trees: list[tuple[str, Path, str]]
 ) -> int:
@@ -1265,7 +1278,7 @@ def measure_set_get(
                 )
             for round_number in range(arguments.rounds):
                 for scenario in SET_GET_SCENARIOS:
-                    for server in servers:
+                    for server in rotated(servers, round_number):
                         if scenario.mix_for(server.spec) is None:
                             continue
                         loads.append(os.getloadavg()[0])
@@ -1416,7 +1429,7 @@ def measure(arguments: argparse.Namespace, trees: list[tuple[str, Path, str]]) -
                 )
             for round_number in range(arguments.rounds):
                 for scenario in LOAD_SCENARIOS:
-                    for server in servers:
+                    for server in rotated(servers, round_number):
                         if not scenario.applies_to(server.spec):
                             continue
                         report = run_load(

@@ -265,3 +265,15 @@ class KVLoadProcessTests(SynchronousTestCase):
         self.assertEqual(json.loads(done.stdout)["requests"], 256)
         wrong = run_kvload(port, "set-get")
         self.assertEqual(wrong.returncode, 3, wrong.stderr)
+
+
+class RotatedTests(SynchronousTestCase):
+    """
+    :func:`side_by_side.rotated`: each round starts one server further on.
+    """
+
+    def test_each_round_starts_further_on(self) -> None:
+        self.assertEqual(side_by_side.rotated("abc", 0), ["a", "b", "c"])
+        self.assertEqual(side_by_side.rotated("abc", 1), ["b", "c", "a"])
+        self.assertEqual(side_by_side.rotated("abc", 4), ["b", "c", "a"])
+        self.assertEqual(side_by_side.rotated([], 3), [])
