@@ -21,12 +21,11 @@ import contextlib
 import re
 import statistics
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
 
-from _harness import TWISTD, cpu_seconds
+from _harness import cpu_seconds, twistd_command
 from workers import run_bench
 
 LISTENING = re.compile(rb"listening on tcp:127\.0\.0\.1:(\d+)")
@@ -44,17 +43,7 @@ class Server:
     def __init__(self, dashboard: bool) -> None:
         options = ["--dashboard", "tcp:0:interface=127.0.0.1"] if dashboard else []
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                TWISTD,
-                "-n",
-                "--pidfile=",
-                "commandserver",
-                "--listen",
-                "tcp:0:interface=127.0.0.1",
-                *options,
-            ],
+            twistd_command(["tcp:0:interface=127.0.0.1"], options),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -58,7 +58,6 @@ from typing import Any
 
 from _harness import (
     ROOT,
-    TWISTD,
     ServerProcess,
     choose_cpus,
     describe_machine,
@@ -137,17 +136,7 @@ def commandproto_spec(label: str, tree: Path, origin: str) -> ServerSpec:
         label,
         f"``twistd -n commandserver`` from {origin}, every protection at its "
         f"defaults{served}",
-        lambda port: [
-            sys.executable,
-            "-c",
-            TWISTD,
-            "-n",
-            "--pidfile=",
-            "commandserver",
-            "--listen",
-            f"tcp:{port}:interface=127.0.0.1",
-            *extra,
-        ],
+        serving_with(extra),
         environment={"PYTHONPATH": str(tree)},
         tree=tree,
         bench_commands=bench_commands,
