@@ -77,13 +77,9 @@ class RunnerTests(SynchronousTestCase):
             return "inner"
 
         async def outer() -> str:
-            started = coroutines.start(inner())
-            assert type(started) is tuple
-            return f"outer, {started[1]}"
+            return f"outer, {coroutines.start(inner())}"
 
-        started = coroutines.start(outer())
-        assert type(started) is tuple
-        self.assertEqual(started[1], "outer, inner")
+        self.assertEqual(coroutines.start(outer()), "outer, inner")
 
     def test_one_that_raised_leaves_the_next_alone(self) -> None:
         from twisted.python.failure import Failure
@@ -97,12 +93,11 @@ class RunnerTests(SynchronousTestCase):
             return "good"
 
         failed = coroutines.start(bad())
-        assert isinstance(failed, Failure)
-        self.assertIsInstance(failed.value, ZeroDivisionError)
+        assert isinstance(failed, coroutines.Raised)
+        self.assertIsInstance(failed.failure, Failure)
+        self.assertIsInstance(failed.failure.value, ZeroDivisionError)
         for _ in range(3):
-            started = coroutines.start(good())
-            assert type(started) is tuple
-            self.assertEqual(started[1], "good")
+            self.assertEqual(coroutines.start(good()), "good")
 
     def test_one_that_waits_keeps_its_runner(self) -> None:
         from commandproto.commands import coroutines
@@ -118,14 +113,10 @@ class RunnerTests(SynchronousTestCase):
         waiting = coroutines.start(waits())
         assert isinstance(waiting, Deferred)
         answers = [coroutines.start(now(n)) for n in range(3)]
-        self.assertEqual(
-            [a[1] for a in answers if type(a) is tuple], ["now 0", "now 1", "now 2"]
-        )
+        self.assertEqual(answers, ["now 0", "now 1", "now 2"])
         later.callback("fired")
         self.assertEqual(self.successResultOf(waiting), "fired after the wait")
-        started = coroutines.start(now(4))
-        assert type(started) is tuple
-        self.assertEqual(started[1], "now 4")
+        self.assertEqual(coroutines.start(now(4)), "now 4")
 
 
 class EmptyTuple:

@@ -31,31 +31,21 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-#: The mark of a runner's answer for a coroutine that has returned.
-_DONE = object()
-
 
 @types.coroutine
 def _runner() -> Generator[Any, Any, None]:
     """
     Runs coroutines sent to it, one after another, through ``yield from``:
-    a coroutine that returns hands its value back as ``(_DONE, value)``
-    without a ``StopIteration`` being made and caught (which costs about as
-    much as making the coroutine); one that waits leaves this runner inside
-    it, resumed through :class:`_Resumed`.  Sent to first with ``None``.
+    a coroutine that returns hands its value back as what the runner yields
+    next, without a ``StopIteration`` being made and caught (which costs
+    about as much as making the coroutine); one that waits leaves this
+    runner inside it, resumed through :class:`_Resumed`.  Whether a
+    coroutine has returned is told by its frame, which is gone once it has.
+    Sent to first with ``None``.
     """
     coroutine = yield None
     while True:
-        coroutine = yield (_DONE, (yield from coroutine))
-
-
-#: Runners at rest, each ready for the next coroutine (kept as their bound
-#: ``send``, which is what a first step calls): taken for a first step and
-#: given back once it has returned, so a handler that starts another
-#: command's coroutine in its first step gets a runner of its own.
-_idle: list[Callable[[object], object]] = []
-_take = _idle.pop
-_give_back = _idle.append
+        coroutine = yield (yield from coroutine)
 
 
 def _new_runner() -> Callable[[object], object]:
@@ -64,17 +54,41 @@ def _new_runner() -> Callable[[object], object]:
     return runner.send
 
 
-def start(
-    coroutine: Coroutine[Any, Any, Any],
-) -> tuple[object, object] | Failure | Deferred[Any]:
+#: Runners at rest, each ready for the next coroutine (kept as their bound
+#: ``send``, which is what a first step calls): taken for a first step and
+#: given back once it has returned, so a handler that starts another
+#: command's coroutine in its first step gets a runner of its own.  A few
+#: are made at once: a list that never empties is never reallocated as it
+#: shrinks and grows by one.
+_idle: list[Callable[[object], object]] = [_new_runner() for _ in range(4)]
+_take = _idle.pop
+_give_back = _idle.append
+
+
+class Raised:
+    """
+    What :func:`start` answers for a coroutine that raised in its first
+    step.
+
+    :ivar failure: what it raised.
+    """
+
+    __slots__ = ("failure",)
+
+    def __init__(self, failure: Failure) -> None:
+        self.failure = failure
+
+
+def start(coroutine: Coroutine[Any, Any, Any]) -> object:
     """
     Run a coroutine's first step now.
 
-    :returns: a 2-tuple whose second item is its value if it returned
-        without waiting (a tuple: the cheapest answer to make and to test
-        for); a :class:`~twisted.python.failure.Failure` if it raised;
-        else a ``Deferred`` that fires with what it returns once it has
-        finished waiting.
+    :returns: its value if it returned without waiting (the common case
+        answers with no wrapping to make or undo); a :class:`Raised` if it
+        raised; else a ``Deferred`` that fires with what it returns once it
+        has finished waiting.  (A coroutine that returns a ``Deferred`` is
+        answered with it: either way its value is what the Deferred fires
+        with.)
     """
     context = contextvars.copy_context()
     try:
@@ -85,11 +99,11 @@ def start(
         yielded = context.run(send, coroutine)
     except BaseException:
         # The coroutine raised, and its runner ended with it.
-        return Failure()
-    if type(yielded) is tuple and yielded and yielded[0] is _DONE:
+        return Raised(Failure())
+    if coroutine.cr_frame is None:  # type: ignore[attr-defined]
         _give_back(send)
         return yielded
-    waiting = _Resumed(send.__self__)  # type: ignore[attr-defined]
+    waiting = _Resumed(send.__self__, coroutine)  # type: ignore[attr-defined]
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
@@ -105,29 +119,31 @@ class _Resumed:
     the runner, and its return is a ``StopIteration`` again.
     """
 
-    __slots__ = ("_runner",)
+    __slots__ = ("_coroutine", "_runner")
 
-    def __init__(self, runner: Generator[Any, Any, None]) -> None:
+    def __init__(
+        self, runner: Generator[Any, Any, None], coroutine: Coroutine[Any, Any, Any]
+    ) -> None:
         self._runner = runner
+        self._coroutine = coroutine
 
     def send(self, value: object) -> object:
-        return _returned(self._runner.send(value))
+        return self._returned(self._runner.send(value))
 
     def throw(self, *error: Any) -> object:
-        return _returned(self._runner.throw(*error))
+        return self._returned(self._runner.throw(*error))
 
     def close(self) -> None:
         self._runner.close()
 
-
-def _returned(yielded: object) -> object:
-    """
-    What the coroutine yielded; or, if it returned, its value raised as
-    ``StopIteration``, as a coroutine's own ``send`` does.
-    """
-    if type(yielded) is tuple and yielded and yielded[0] is _DONE:
-        raise StopIteration(yielded[1])
-    return yielded
+    def _returned(self, yielded: object) -> object:
+        """
+        What the coroutine yielded; or, if it returned, its value raised as
+        ``StopIteration``, as a coroutine's own ``send`` does.
+        """
+        if self._coroutine.cr_frame is None:  # type: ignore[attr-defined]
+            raise StopIteration(yielded)
+        return yielded
 
 
 class _TwistedDriver:

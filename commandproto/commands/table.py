@@ -897,13 +897,9 @@ class Command:
         if type(result) is CoroutineType:
             # An ``async def``: its first step runs now, and only one that
             # waits is handed on (see commandproto.commands.coroutines).
-            started = coroutines.start(result)
-            if type(started) is tuple:
-                result = started[1]
-            elif type(started) is Failure:
-                return self.contain(started, session)
-            else:
-                result = started
+            result = coroutines.start(result)
+            if type(result) is coroutines.Raised:
+                return self.contain(result.failure, session)
         # Whatever the handler asked while it ran (before any wait) is this
         # command's, not a later one's.
         close = False

@@ -14,7 +14,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..commands import coroutines
+from ..commands.coroutines import Raised
+from ..commands.coroutines import start as first_step
 from ..commands.table import (
     ERROR_PREFIX,
     INVALID_UTF8,
@@ -153,13 +154,9 @@ class Dispatcher:
                     # An ``async def``: its first step now, as
                     # Command.settle would (a quick command takes no session,
                     # so it cannot ask to close).
-                    stepped = coroutines.start(result)
-                    if type(stepped) is tuple:
-                        result = stepped[1]
-                    elif type(stepped) is Failure:
-                        result = command.contain(stepped, caller.session())
-                    else:
-                        result = stepped
+                    result = first_step(result)
+                    if type(result) is Raised:
+                        result = command.contain(result.failure, caller.session())
                 # Plain one-line text goes on below; anything else, and text
                 # with a CR anywhere (one that ends it is not one line),
                 # Command.settle judges.  (Two ``in`` tests cost less than
