@@ -5,6 +5,8 @@ and the slow log, on ``StringTransport`` with a ``Clock``.
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
@@ -121,6 +123,59 @@ class LatencyTests(SynchronousTestCase):
         self.assertEqual(buckets["+Inf"], 4)
         self.assertEqual(len(buckets), len(LATENCY_BUCKETS) + 1)
         self.assertAlmostEqual(latency.total, 100.00605)
+
+
+def bucket_of(seconds: float) -> int:
+    """
+    The histogram bucket a time belongs in, worked out the slow way: the
+    first whose bound it does not exceed, or the last (``+Inf``).
+    """
+    for index, bound in enumerate(LATENCY_BUCKETS):
+        if seconds <= bound:
+            return index
+    return len(LATENCY_BUCKETS)
+
+
+times = st.one_of(
+    st.sampled_from(LATENCY_BUCKETS),
+    st.floats(min_value=0, max_value=100, allow_nan=False),
+    st.floats(min_value=0, max_value=0.0002, allow_nan=False),
+)
+
+
+class BucketTests(SynchronousTestCase):
+    """
+    Every way a time reaches a histogram (``observe``, and the one-command
+    and many-command ways of ``count_answered`` and ``cached_read``) puts
+    it in the same bucket, each bound included in its own.
+    """
+
+    @given(times)
+    def test_observe(self, seconds: float) -> None:
+        latency = Latency()
+        latency.observe(seconds, 3)
+        expected = [0] * (len(LATENCY_BUCKETS) + 1)
+        expected[bucket_of(seconds)] = 3
+        self.assertEqual(latency.counts, expected)
+
+    @given(times, st.integers(min_value=1, max_value=3))
+    def test_count_answered(self, seconds: float, many: int) -> None:
+        stats = ServerStats(timing=True)
+        stats.answered.extend(["a"] * many + ["b"] * (many - 1))
+        stats.count_answered(0, seconds)
+        for name, count in (("a", many), ("b", many - 1)):
+            if count:
+                expected = [0] * (len(LATENCY_BUCKETS) + 1)
+                expected[bucket_of(seconds)] = count
+                self.assertEqual(stats.latency[name].counts, expected)
+
+    @given(times, st.integers(min_value=1, max_value=3))
+    def test_cached_read(self, seconds: float, many: int) -> None:
+        stats = ServerStats(timing=True)
+        stats.cached_read([b"Hello"] * many, seconds)
+        expected = [0] * (len(LATENCY_BUCKETS) + 1)
+        expected[bucket_of(seconds)] = many
+        self.assertEqual(stats.cached_latency[b"Hello"].counts, expected)
 
 
 class CountingTests(SynchronousTestCase):
@@ -498,24 +553,58 @@ class ConnectionIdTests(SynchronousTestCase):
 class SlowLogTests(SynchronousTestCase):
     """
     A reply slower than the threshold is one warning with the command's
-    name, its time and the connection's id.
+    name, its time and the connection's id.  A line is timed from its
+    batch's start or the previous line's answer, whichever is later
+    (``Dispatcher.mark``): never from an earlier batch.
     """
 
     def setUp(self) -> None:
         self.logged = LogCapture(self)
+        # The server's clock, wherever it is read.
+        import commandproto.server.answering
+        import commandproto.server.dispatch
+        import commandproto.server.protocol
+
+        self.now = 10.0
+        for module in (
+            commandproto.server.answering,
+            commandproto.server.dispatch,
+            commandproto.server.protocol,
+        ):
+            self.patch(module, "perf_counter", lambda: self.now)
 
     def slow_lines(self) -> list[str]:
         return [m for m in self.logged.messages() if "slow command" in m]
 
-    def test_threshold_compares_real_time(self) -> None:
-        import commandproto.server.dispatch as module
+    def slow_server(self, **settings: object) -> InMemoryServer:
+        """
+        A server of :func:`table` with ``tick``, which takes 2 seconds.
+        """
+        commands = table()
 
-        now = [10.0]
-        self.patch(module, "perf_counter", lambda: now[0])
+        @commands.command("tick")
+        def tick() -> str:
+            """Take 2 seconds."""
+            self.now += 2
+            return "tock"
+
+        @commands.command("late")
+        def late() -> str:
+            """Take 2 seconds to refuse."""
+            self.now += 2
+            raise CommandError("late")
+
+        return InMemoryServer(
+            with_builtins(commands),
+            stats=ServerStats(timing=bool(settings.pop("timing", False))),
+            **settings,  # type: ignore[arg-type]
+        )
+
+    def test_threshold_compares_real_time(self) -> None:
         server = stats_server(slow_threshold=1.5)
         protocol, _ = server.connect()
         protocol.dataReceived(b"later\n")
-        now[0] = 12.0
+        self.now = 12.0
         server.clock.advance(2)
         [event] = [e for e in self.logged.events if "slow command" in e["log_format"]]
         self.assertEqual(event["log_level"].name, "warn")
@@ -528,13 +617,40 @@ class SlowLogTests(SynchronousTestCase):
         )
 
     def test_off(self) -> None:
-        import commandproto.server.dispatch as module
-
-        now = [10.0]
-        self.patch(module, "perf_counter", lambda: now[0])
         server = stats_server(slow_threshold=None)
         protocol, _ = server.connect()
         protocol.dataReceived(b"later\n")
-        now[0] = 100.0
+        self.now = 100.0
         server.clock.advance(2)
         self.assertEqual(self.slow_lines(), [])
+
+    def test_each_line_of_a_batch_timed_from_the_one_before(self) -> None:
+        for timing in (False, True):
+            self.logged.events.clear()
+            server = self.slow_server(slow_threshold=1.5, timing=timing)
+            protocol, transport = server.connect()
+            protocol.dataReceived(
+                b"say a\ntick\nsay b\ntick\nrefuse\nsay c\nlate\nsay d\n"
+            )
+            self.assertEqual(
+                transport.value(),
+                replies("a", "tock", "b", "tock", "Error: no", "c", "Error: late", "d"),
+            )
+            self.assertEqual(
+                [(e["command"], e["ms"]) for e in self.logged.events if "ms" in e],
+                [("tick", 2000.0), ("tick", 2000.0), ("late", 2000.0)],
+            )
+
+    def test_a_batch_after_a_wait_timed_from_its_start(self) -> None:
+        for timing in (False, True):
+            self.logged.events.clear()
+            server = self.slow_server(slow_threshold=1.5, timing=timing)
+            protocol, transport = server.connect()
+            protocol.dataReceived(b"say a\n")
+            self.now += 60
+            protocol.dataReceived(b"say b\nrefuse\n")
+            self.now += 60
+            # A line answered outside a batch (a subclass's lineReceived).
+            protocol.lineReceived(b"say c")
+            self.assertEqual(transport.value(), replies("a", "b", "Error: no", "c"))
+            self.assertEqual(self.slow_lines(), [])

@@ -144,10 +144,14 @@ class Answering:
         # The commands this batch answers ok are counted at its end.
         mark = len(stats.answered)
         begun = 0.0
+        dispatcher = self.dispatcher
         if timing:
             # With timing, the cached replies of this batch, timed together.
             self._hits = []
-            begun = perf_counter() if started is None else started
+            begun = dispatcher.mark = perf_counter() if started is None else started
+        elif dispatcher.slow_threshold is not None:
+            # The first line's time starts here (Dispatcher.mark).
+            dispatcher.mark = perf_counter()
         out: list[bytes] = []
         # Set through a call: a command run below may set it to None, and
         # code that reads it after an assignment here would be typed (and,
@@ -158,7 +162,7 @@ class Answering:
         get = self._cache.get
         counts = stats.cached
         answer = self._answer
-        start = self.dispatcher.start
+        start = dispatcher.start
         line_received = self._io.line_received
         plain = self.plain
         try:
@@ -229,7 +233,7 @@ class Answering:
         # Outside a batch: a batch of one line.
         stats = self.stats
         mark = len(stats.answered)
-        started = perf_counter()
+        started = self.dispatcher.mark = perf_counter()
         try:
             self._answer(frame, self._cache.get(frame))  # type: ignore[arg-type]
         finally:

@@ -72,6 +72,12 @@ class Dispatcher:
         ``None``.
     :ivar slow_threshold: seconds past which a reply is logged as slow, or
         ``None``.
+    :ivar mark: the clock reading (``perf_counter``) that the line being
+        started is timed from: when its batch began, or when the line
+        before it was answered, whichever is later.  Whoever starts a batch
+        sets it (when anything is timed); each line answered sets it
+        again, so one clock reading a line both ends its time and begins
+        the next's.  A line's time so measured is never less than its own.
     """
 
     _commands: CommandTable
@@ -94,6 +100,7 @@ class Dispatcher:
         self.max_line_length = max_line_length
         self.command_timeout = command_timeout
         self.slow_threshold = slow_threshold
+        self.mark = perf_counter()
 
     @property
     def commands(self) -> CommandTable:
@@ -144,7 +151,7 @@ class Dispatcher:
         if command is not None and command.quick is not None:
             # The quick way (Command.quick): no session, the arguments bound
             # by position as the line gives them.
-            started = perf_counter()
+            started = self.mark
             try:
                 result = command.quick(arguments if space else None)
             except Exception:
@@ -183,7 +190,7 @@ class Dispatcher:
                 return _UNKNOWN
             command, given = found
             session = caller.session()
-            started = perf_counter()
+            started = self.mark
             result = command.run_text(given, session, self.command_timeout)
         if type(result) is str:
             try:
@@ -204,9 +211,9 @@ class Dispatcher:
             self._answered.append(name)
             threshold = self.slow_threshold
             if threshold is not None:
-                seconds = perf_counter() - started
-                if seconds >= threshold:
-                    self._slow(name, OK, seconds, caller)
+                now = self.mark = perf_counter()
+                if now - started >= threshold:
+                    self._slow(name, OK, now - started, caller)
             return encoded
         if type(result) is Reply:
             text = result.text
@@ -247,7 +254,8 @@ class Dispatcher:
         """
         A command has its reply: count it, and log it if it was slow.
         """
-        seconds = perf_counter() - started
+        now = self.mark = perf_counter()
+        seconds = now - started
         stats = self.stats
         stats.command_done(name, outcome, seconds if stats.timing else None)
         threshold = self.slow_threshold

@@ -98,6 +98,10 @@ Upper bounds, in seconds, of the latency histogram's buckets: from 100 µs
 (a command answered at once) to the default ``--command-timeout``.
 """
 
+# The first bucket's bound: most replies fall in it, found with one
+# comparison rather than a bisection (about 800 instructions).
+_FIRST = LATENCY_BUCKETS[0]
+
 # Count a read's lines in one C call (collections.Counter's own helper).
 count_elements: Callable[[dict[bytes, int], Iterable[object]], None] = (
     collections._count_elements  # type: ignore[attr-defined]
@@ -144,7 +148,9 @@ class Latency:
         self.total = 0.0
 
     def observe(self, seconds: float, times: int = 1) -> None:
-        self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += times
+        self.counts[
+            0 if seconds <= _FIRST else bisect_left(LATENCY_BUCKETS, seconds)
+        ] += times
         self.total += seconds * times
 
     def cumulative(self) -> list[tuple[str, int]]:
@@ -253,7 +259,9 @@ class ServerStats:
                 latency = self.latency.get(name)
                 if latency is None:
                     latency = self.latency[name] = Latency()
-                latency.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+                latency.counts[
+                    0 if seconds <= _FIRST else bisect_left(LATENCY_BUCKETS, seconds)
+                ] += 1
                 latency.total += seconds
             return
         if many <= 0:
@@ -279,7 +287,9 @@ class ServerStats:
         latency = self.latency.get(name)
         if latency is None:
             latency = self.latency[name] = Latency()
-        latency.counts[bisect_left(LATENCY_BUCKETS, seconds)] += times
+        latency.counts[
+            0 if seconds <= _FIRST else bisect_left(LATENCY_BUCKETS, seconds)
+        ] += times
         latency.total += seconds * times
 
     def cached_read(self, frames: Sequence[object], seconds: float) -> None:
@@ -294,7 +304,9 @@ class ServerStats:
             histogram = latency.get(frame)  # type: ignore[call-overload]
             if histogram is None:
                 histogram = latency[frame] = Latency()  # type: ignore[index]
-            histogram.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            histogram.counts[
+                0 if seconds <= _FIRST else bisect_left(LATENCY_BUCKETS, seconds)
+            ] += 1
             histogram.total += seconds
             return
         first = frames[0]
